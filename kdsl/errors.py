@@ -1,0 +1,140 @@
+"""One error family for every stage: diagnostics that carry a file position and render like a
+compiler's (``file:line:col: error: message``, the source line, a caret under the span)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a node came from: 1-based line and column, end exclusive."""
+
+    file: str = "<string>"
+    line: int = 0
+    column: int = 0
+    end_line: int = 0
+    end_column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+NO_SPAN = Span()
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    severity: str  # "error" | "warning" | "note"
+    message: str
+    span: Span = NO_SPAN
+    source_line: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        head = f"{self.span}: {self.severity}: {self.message}" if self.span.line else (
+            f"{self.span.file}: {self.severity}: {self.message}")
+        lines = [head]
+        if self.source_line is not None and self.span.line:
+            text = self.source_line.rstrip("\n").expandtabs(1)
+            lines.append(f"    {text}")
+            start = max(self.span.column - 1, 0)
+            if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
+                width = self.span.end_column - self.span.column
+            else:
+                width = 1
+            width = max(1, min(width, max(len(text) - start, 1)))
+            lines.append("    " + " " * start + "^" + "~" * (width - 1))
+        lines.extend(f"    note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+class KdslError(Exception):
+    """Raised for any problem in a spec or in data given to a program.
+
+    ``diagnostics`` holds every error found (semantic errors are collected, not raised one by
+    one); ``str(error)`` renders them all the way ``kdsl check`` prints them.
+    """
+
+    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic] | str, span: Span = NO_SPAN):
+        if isinstance(diagnostics, str):
+            diagnostics = [Diagnostic("error", diagnostics, span)]
+        elif isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        first = self.diagnostics[0] if self.diagnostics else Diagnostic("error", "unknown error")
+        self.file = first.span.file
+        self.line = first.span.line
+        self.column = first.span.column
+        self.end_line = first.span.end_line
+        self.end_column = first.span.end_column
+        self.message = first.message
+        super().__init__(self.render())
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    def render(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+
+class KdslSyntaxError(KdslError):
+    """The spec text does not follow the grammar."""
+
+
+class KdslCheckError(KdslError):
+    """The spec parses but names, types or knowledge are wrong."""
+
+
+class KdslDataError(KdslError):
+    """Data given to a compiled program (columns, completions) does not fit the spec."""
+
+
+@dataclass
+class DiagnosticSink:
+    """Collects diagnostics so a pass can report every problem, not only the first."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def _line(self, span: Span) -> str | None:
+        text = self.sources.get(span.file)
+        if text is None or span.line <= 0:
+            return None
+        lines = text.splitlines()
+        return lines[span.line - 1] if span.line <= len(lines) else None
+
+    def error(self, message: str, span: Span, *notes: str) -> None:
+        self.diagnostics.append(Diagnostic("error", message, span, self._line(span), notes))
+
+    def warning(self, message: str, span: Span, *notes: str) -> None:
+        self.diagnostics.append(Diagnostic("warning", message, span, self._line(span), notes))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.diagnostics, key=lambda d: (d.span.file, d.span.line, d.span.column))
+
+    def raise_if_errors(self, cls: type[KdslError] = KdslCheckError) -> None:
+        if self.has_errors:
+            raise cls([d for d in self.sorted() if d.severity == "error"])
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        if name.lower() in lowered:
+            close = [lowered[name.lower()]]
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def source_line(text: str, line: int) -> str | None:
+    lines = text.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else None

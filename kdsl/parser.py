@@ -1,0 +1,536 @@
+"""Stage 1: spec text -> ``kdsl.ast.Spec``.
+
+Lark (LALR, positions propagated) does the parsing; one Transformer builds the frozen AST; Lark's
+exceptions are turned into ``KdslSyntaxError`` here, at the boundary, with a message that says what
+was expected in words a spec author knows.
+"""
+
+from __future__ import annotations
+
+import ast as _pyast
+from functools import lru_cache
+
+import lark
+from lark import Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from kdsl import ast
+from kdsl.errors import Diagnostic, KdslError, KdslSyntaxError, Span, source_line
+from kdsl.resources import grammar_path
+
+
+class _DropBracketedNewlines:
+    """Post-lexer: a newline inside (...) or [...] continues the statement."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif token.type in ("RPAR", "RSQB"):
+                depth = max(depth - 1, 0)
+            elif token.type == "_NL" and depth:
+                continue
+            yield token
+
+
+@lru_cache(maxsize=1)
+def _lark() -> lark.Lark:
+    return lark.Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_DropBracketedNewlines(),
+    )
+
+
+# Named terminals as a spec author would read them in "expected ..." messages; the others are
+# shown as the literal text they match.
+_TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "a new line",
+    "CMP_OP": "a comparison", "$END": "the end of the file",
+}
+
+
+@lru_cache(maxsize=1)
+def _terminal_patterns() -> dict[str, str]:
+    return {t.name: t.pattern.value for t in _lark().terminals if t.pattern.type == "str"}
+
+
+def _expected(names: set[str]) -> str:
+    words = set()
+    for name in names:
+        if name in _TOKEN_WORDS:
+            words.add(_TOKEN_WORDS[name])
+        elif name in _terminal_patterns():
+            words.add(f"`{_terminal_patterns()[name]}`")
+    ordered = sorted(words, key=lambda w: (w.startswith("`"), w))
+    if len(ordered) > 10:
+        ordered = ordered[:10] + ["..."]
+    return ", ".join(ordered)
+
+
+def _span(meta_or_token, file: str) -> Span:
+    return Span(file, getattr(meta_or_token, "line", 0) or 0, getattr(meta_or_token, "column", 0) or 0,
+                getattr(meta_or_token, "end_line", 0) or 0, getattr(meta_or_token, "end_column", 0) or 0)
+
+
+def _unquote(token: Token | str) -> str:
+    # literal_eval on a string token is safe: the grammar admits only a double-quoted literal.
+    return _pyast.literal_eval(str(token))
+
+
+def _number(token: Token) -> float:
+    return float(str(token))
+
+
+class _SpecError(Exception):
+    def __init__(self, message: str, span: Span):
+        super().__init__(message)
+        self.span = span
+
+
+@v_args(meta=True, inline=True)
+class _Builder(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def s(self, meta) -> Span:
+        return _span(meta, self.file)
+
+    def _tok(self, token: Token) -> Span:
+        return Span(self.file, token.line, token.column, token.end_line, token.end_column)
+
+    # ---- top level --------------------------------------------------------------------------
+    def start(self, meta, header, *statements):
+        name, version, logic = header
+        groups: dict[str, list] = {k: [] for k in (
+            "imports", "enums", "inputs", "outputs", "lets", "defs", "tables", "levels", "masks",
+            "examples")}
+        advantage = None
+        for item in statements:
+            if isinstance(item, ast.Import):
+                groups["imports"].append(item)
+            elif isinstance(item, ast.EnumDecl):
+                groups["enums"].append(item)
+            elif isinstance(item, tuple) and item and isinstance(item[0], ast.InputDecl):
+                groups["inputs"].extend(item)
+            elif isinstance(item, tuple) and item and isinstance(item[0], ast.OutputDecl):
+                groups["outputs"].extend(item)
+            elif isinstance(item, tuple):
+                continue  # an empty input or output block
+            elif isinstance(item, ast.Let):
+                groups["lets"].append(item)
+            elif isinstance(item, ast.Def):
+                groups["defs"].append(item)
+            elif isinstance(item, ast.Table):
+                groups["tables"].append(item)
+            elif isinstance(item, ast.Level):
+                groups["levels"].append(item)
+            elif isinstance(item, ast.Mask):
+                groups["masks"].append(item)
+            elif isinstance(item, ast.Example):
+                groups["examples"].append(item)
+            elif isinstance(item, ast.Advantage):
+                if advantage is not None:
+                    raise _SpecError("a spec has at most one `advantage` statement", item.span)
+                advantage = item
+        return ast.Spec(name=name, version=version, logic=logic, advantage=advantage, file=self.file,
+                        span=self.s(meta), **{k: tuple(v) for k, v in groups.items()})
+
+    def header(self, meta, name, version, logic):
+        if "." in str(version) or "e" in str(version).lower():
+            raise _SpecError("a spec version is a whole number, such as `version 1`", self._tok(version))
+        return str(name), int(str(version)), logic or "product"
+
+    def logic(self, meta, name):
+        return str(name)
+
+    def import_stmt(self, meta, path, alias):
+        return ast.Import(_unquote(path), str(alias), span=self.s(meta))
+
+    # ---- types --------------------------------------------------------------------------------
+    def enum_decl(self, meta, name, members):
+        return ast.EnumDecl(str(name), members, span=self.s(meta))
+
+    def enum_body(self, meta, *members):
+        return tuple(members)
+
+    def enum_member(self, meta, name, synonyms):
+        return ast.EnumMember(str(name), synonyms or (), span=self.s(meta))
+
+    def synonyms(self, meta, *strings):
+        return tuple(_unquote(s) for s in strings)
+
+    def input_block(self, meta, *decls):
+        return tuple(d for d in decls if d is not None)
+
+    def input_decl(self, meta, name, type_expr):
+        return ast.InputDecl(str(name), type_expr, span=self.s(meta))
+
+    def named_type(self, meta, name, range_):
+        low, high = range_ if range_ else (None, None)
+        return ast.TypeExpr(str(name), low=low, high=high, span=self.s(meta))
+
+    def inline_enum_type(self, meta, name, members):
+        decl = ast.EnumDecl(str(name), members, span=self.s(meta))
+        return ast.TypeExpr(str(name), enum=decl, span=self.s(meta))
+
+    def _size(self, token: Token) -> int:
+        value = float(str(token))
+        if not value.is_integer() or value < 1:
+            raise _SpecError(f"a size must be a positive whole number, not `{token}`", self._tok(token))
+        return int(value)
+
+    def vector_type(self, meta, size, bands):
+        return ast.TypeExpr("vector", size=self._size(size), bands=bands or (), span=self.s(meta))
+
+    def raster_type(self, meta, size, bands, nodata):
+        return ast.TypeExpr("raster", size=self._size(size), bands=bands or (), nodata=nodata,
+                            span=self.s(meta))
+
+    def range(self, meta, low, high):
+        return (low.value, high.value)
+
+    def band_names(self, meta, *names):
+        return tuple(str(n) for n in names)
+
+    def nodata(self, meta, value):
+        return value.value
+
+    def output_block(self, meta, *decls):
+        return tuple(d for d in decls if d is not None)
+
+    def output_decl(self, meta, name, value):
+        return ast.OutputDecl(str(name), value, span=self.s(meta))
+
+    # ---- definitions --------------------------------------------------------------------------
+    def let_stmt(self, meta, name, value):
+        return ast.Let(str(name), value, span=self.s(meta))
+
+    def def_stmt(self, meta, name, *rest):
+        *params, body = rest
+        params = tuple(p for p in params if p is not None)
+        return ast.Def(str(name), params, body, span=self.s(meta))
+
+    def param(self, meta, name, default):
+        return ast.Param(str(name), default.value if default is not None else None, span=self.s(meta))
+
+    def table_decl(self, meta, name, *rest):
+        params = tuple(r for r in rest if isinstance(r, ast.TableParam))
+        result_type = next(r for r in rest if isinstance(r, Token))
+        rows = tuple(r for r in rest if isinstance(r, ast.TableRow))
+        return ast.Table(str(name), params, str(result_type), rows, span=self.s(meta))
+
+    def table_param(self, meta, name, type_name):
+        return ast.TableParam(str(name), str(type_name), span=self.s(meta))
+
+    def table_row(self, meta, *items):
+        *cells, result = items
+        return ast.TableRow(tuple(cells), result, span=self.s(meta))
+
+    def result_name(self, meta, name):
+        return str(name)
+
+    def result_number(self, meta, number):
+        return number.value
+
+    def cell_any(self, meta):
+        return ast.Cell("any", span=self.s(meta))
+
+    def cell_name(self, meta, name):
+        return ast.Cell("name", names=(str(name),), span=self.s(meta))
+
+    def cell_set(self, meta, *names):
+        return ast.Cell("set", names=tuple(str(n) for n in names), span=self.s(meta))
+
+    def cell_compare(self, meta, op, number):
+        return ast.Cell("compare", op=str(op), low=number.value, span=self.s(meta))
+
+    def cell_range(self, meta, low, high):
+        if low.value > high.value:
+            raise _SpecError(f"empty range `{low.value:g}..{high.value:g}`: the low end is above the high end",
+                             self.s(meta))
+        return ast.Cell("range", low=low.value, high=high.value, span=self.s(meta))
+
+    def cell_number(self, meta, number):
+        return ast.Cell("number", low=number.value, high=number.value, span=self.s(meta))
+
+    # ---- levels and rules --------------------------------------------------------------------
+    def level_block(self, meta, name, *rest):
+        options = [r for r in rest if isinstance(r, tuple)]
+        rules = tuple(r for r in rest if isinstance(r, ast.Rule))
+        gate = any(o[0] == "gate" for o in options)
+        weight = next((o[1] for o in options if o[0] == "weight"), 1.0)
+        return ast.Level(str(name), rules, gate=gate, weight=weight, span=self.s(meta))
+
+    def gate(self, meta):
+        return ("gate", True)
+
+    def weight(self, meta, value):
+        return ("weight", value.value)
+
+    def soft(self, meta, value):
+        if value.value <= 0:
+            raise _SpecError("`soft` needs a width above 0", self.s(meta))
+        return ("soft", value.value)
+
+    def on_span(self, meta, name):
+        return ("on", str(name))
+
+    def invalid_policy(self, meta, name):
+        if str(name) not in ("fail", "pass", "skip"):
+            raise _SpecError(f"`invalid` takes fail, pass or skip, not `{name}`", self._tok(name))
+        return ("invalid", str(name))
+
+    def rule_decl(self, meta, name, when, body, *options):
+        settings = {}
+        for key, value in options:
+            settings[key] = value
+        return ast.Rule(str(name), body, when=when, span=self.s(meta), **settings)
+
+    def when(self, meta, expr):
+        return expr
+
+    def advantage_stmt(self, meta, name, *settings):
+        return ast.Advantage(str(name), tuple(s for s in settings if s is not None), span=self.s(meta))
+
+    def setting(self, meta, name, value):
+        value = value.value if isinstance(value, ast.Number) else str(value)
+        return ast.Setting(str(name), value, span=self.s(meta))
+
+    def mask_stmt(self, meta, mode, marker):
+        if str(mode) not in ("after", "before"):
+            raise _SpecError(f"`mask` takes `after` or `before`, not `{mode}`", self._tok(mode))
+        return ast.Mask(str(mode), _unquote(marker), span=self.s(meta))
+
+    # ---- examples -----------------------------------------------------------------------------
+    def example_block(self, meta, title, *items):
+        items = [i for i in items if i is not None]
+        fields_ = tuple(i for i in items if isinstance(i, ast.ExampleField))
+        expectations = tuple(e for i in items if isinstance(i, tuple) for e in i)
+        return ast.Example(_unquote(title), fields_, expectations, span=self.s(meta))
+
+    def example_field(self, meta, name, value):
+        return ast.ExampleField(str(name), value, span=self.s(meta))
+
+    def example_expect(self, meta, *expectations):
+        return tuple(expectations)
+
+    def ex_string(self, meta, s):
+        return ast.ExampleValue("string", _unquote(s), span=self.s(meta))
+
+    def ex_number(self, meta, n):
+        return ast.ExampleValue("number", n.value, span=self.s(meta))
+
+    def ex_true(self, meta):
+        return ast.ExampleValue("bool", True, span=self.s(meta))
+
+    def ex_false(self, meta):
+        return ast.ExampleValue("bool", False, span=self.s(meta))
+
+    def ex_none(self, meta):
+        return ast.ExampleValue("none", None, span=self.s(meta))
+
+    def ex_name(self, meta, name):
+        return ast.ExampleValue("name", str(name), span=self.s(meta))
+
+    def ex_list(self, meta, *values):
+        return ast.ExampleValue("list", tuple(v for v in values if v is not None), span=self.s(meta))
+
+    def ex_fixture(self, meta, path):
+        return ast.ExampleValue("fixture", _unquote(path), span=self.s(meta))
+
+    def dotted(self, meta, *names):
+        return tuple(str(n) for n in names)
+
+    def expect_holds(self, meta, target):
+        return ast.Expectation("holds", target, span=self.s(meta))
+
+    def expect_violated(self, meta, target):
+        return ast.Expectation("violated", target, span=self.s(meta))
+
+    def expect_inapplicable(self, meta, target):
+        return ast.Expectation("inapplicable", target, span=self.s(meta))
+
+    def expect_compare(self, meta, target, op, value, tolerance):
+        return ast.Expectation("compare", target, op=str(op), value=value.value,
+                               tolerance=tolerance, span=self.s(meta))
+
+    def tolerance(self, meta, value):
+        return abs(value.value)
+
+    # ---- expressions --------------------------------------------------------------------------
+    def if_expr(self, meta, cond, then, otherwise):
+        return ast.If(cond, then, otherwise, span=self.s(meta))
+
+    def _binary(op):  # noqa: N805 - a factory used while the class body runs
+        def build(self, meta, left, right):
+            return ast.Binary(op, left, right, span=self.s(meta))
+        return build
+
+    or_op = _binary("or")
+    and_op = _binary("and")
+    add = _binary("+")
+    sub = _binary("-")
+    mul = _binary("*")
+    div = _binary("/")
+    mod = _binary("%")
+    pow = _binary("**")
+    del _binary
+
+    def not_op(self, meta, operand):
+        return ast.Unary("not", operand, span=self.s(meta))
+
+    def neg(self, meta, operand):
+        if isinstance(operand, ast.Number):
+            return ast.Number(-operand.value, operand.is_int, span=self.s(meta))
+        return ast.Unary("-", operand, span=self.s(meta))
+
+    def compare(self, meta, first, *rest):
+        ops = tuple(str(t) for t in rest[0::2])
+        operands = (first, *rest[1::2])
+        return ast.Compare(operands, ops, span=self.s(meta))
+
+    def in_op(self, meta, element, collection):
+        return ast.In(element, collection, span=self.s(meta))
+
+    def not_in_op(self, meta, element, collection):
+        return ast.In(element, collection, negated=True, span=self.s(meta))
+
+    def set_literal(self, meta, *items):
+        return ast.SetLiteral(tuple(i for i in items if i is not None), span=self.s(meta))
+
+    def range_literal(self, meta, low, high):
+        return ast.RangeLiteral(low, high, span=self.s(meta))
+
+    def attr(self, meta, obj, name):
+        return ast.Attr(obj, str(name), span=self.s(meta))
+
+    def call(self, meta, func, *args):
+        args = [a for a in args if a is not None]
+        positional = tuple(a for a in args if not isinstance(a, ast.KeywordArg))
+        keywords = tuple(a for a in args if isinstance(a, ast.KeywordArg))
+        seen_keyword = False
+        for a in args:
+            if isinstance(a, ast.KeywordArg):
+                seen_keyword = True
+            elif seen_keyword:
+                raise _SpecError("a positional argument cannot follow a keyword argument", a.span)
+        return ast.Call(func, positional, keywords, span=self.s(meta))
+
+    def keyword_arg(self, meta, name, value):
+        return ast.KeywordArg(str(name), value, span=self.s(meta))
+
+    def index(self, meta, obj, index):
+        return ast.Index(obj, index, span=self.s(meta))
+
+    def convert(self, meta, obj, name):
+        return ast.Convert(obj, str(name), span=self.s(meta))
+
+    def number(self, meta, token):
+        text = str(token)
+        return ast.Number(float(text), is_int=text.isdigit(), span=self._tok(token))
+
+    def negative_number(self, meta, token):
+        text = str(token)
+        return ast.Number(-float(text), is_int=text.isdigit(), span=self.s(meta))
+
+    def strings(self, meta, *tokens):
+        values = tuple(_unquote(t) for t in tokens)
+        if len(values) == 1:
+            return ast.String(values[0], span=self.s(meta))
+        return ast.Strings(values, span=self.s(meta))
+
+    def true(self, meta):
+        return ast.Bool(True, span=self.s(meta))
+
+    def false(self, meta):
+        return ast.Bool(False, span=self.s(meta))
+
+    def name(self, meta, token):
+        return ast.Name(str(token), span=self._tok(token))
+
+    def tag_position(self, meta, token):
+        return str(token)
+
+    def tag_extractor(self, meta, position, tag, within):
+        name = _unquote(tag)
+        if not name or any(c in name for c in "<>/ \t\n"):
+            raise _SpecError(f"a tag name is a bare word such as \"answer\", not {tag}", self._tok(tag))
+        return ast.TagExtractor(position or "first", name, within, span=self.s(meta))
+
+    def regex_extractor(self, meta, pattern, within):
+        return ast.RegexExtractor(_unquote(pattern), within, span=self.s(meta))
+
+
+_FRIENDLY = {
+    "RBRACE": "a block ends with `}` on its own line",
+}
+
+
+def parse(text: str, file: str = "<string>") -> ast.Spec:
+    """Parse spec text into an ``ast.Spec``; raise ``KdslSyntaxError`` on any syntax error.
+
+    >>> spec = parse('spec demo version 1\\nlevel l {\\n  rule r: 1 < 2\\n}\\n')
+    >>> spec.name, [r.name for r in spec.levels[0].rules]
+    ('demo', ['r'])
+    """
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text, file) from None
+    try:
+        return _Builder(file).transform(tree)
+    except VisitError as err:
+        inner = err.orig_exc
+        if isinstance(inner, _SpecError):
+            raise KdslSyntaxError(Diagnostic("error", str(inner), inner.span,
+                                             source_line(text, inner.span.line))) from None
+        raise
+
+
+def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
+    line, column = getattr(err, "line", 0) or 0, getattr(err, "column", 0) or 0
+    if isinstance(err, UnexpectedCharacters):
+        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        if char == "'":
+            message = "strings are written in double quotes, like \"answer\""
+        elif char == "\n":
+            message = f"unexpected end of line; expected {_expected(set(err.allowed or ()))}"
+        else:
+            message = f"unexpected character `{char}`"
+            if err.allowed:
+                message += f"; expected {_expected(set(err.allowed))}"
+        span = Span(file, line, column, line, column + 1)
+    elif isinstance(err, UnexpectedEOF):
+        lines = text.rstrip("\n").splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+        message = f"unexpected end of file; expected {_expected(set(err.expected))}"
+        span = Span(file, line, column, line, column + 1)
+    elif isinstance(err, UnexpectedToken):
+        token = err.token
+        expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+        if token.type == "$END":
+            lines = text.rstrip("\n").splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
+            found = "the end of the file"
+        elif token.type == "_NL":
+            found = "the end of the line"
+            prev = err.token_history[-1] if getattr(err, "token_history", None) else None
+            if prev is not None:
+                line, column = prev.end_line, prev.end_column
+        else:
+            found = f"`{token}`"
+        message = f"unexpected {found}; expected {_expected(expected)}"
+        end = column + (len(str(token)) if token.type not in ("_NL", "$END") else 1)
+        span = Span(file, line, column, line, end)
+    else:  # pragma: no cover - Lark raises only the three kinds above
+        message, span = str(err), Span(file, line, column)
+    return KdslSyntaxError(Diagnostic("error", message, span, source_line(text, span.line)))
