@@ -1,6 +1,35 @@
-"""kdsl: a reward and constraint language with a compiler for reinforcement fine-tuning."""
+"""kdsl: a reward and constraint language with a compiler for reinforcement fine-tuning.
+
+``kdsl.load(path)`` / ``kdsl.loads(text)`` parse, check and compile a spec into a ``Program``;
+``Program.score(completions, **columns)`` returns ``Scores``. Torch is imported only when a
+program is built, so ``kdsl check`` stays light.
+"""
+
+from __future__ import annotations
 
 from kdsl.errors import KdslError
 
 __version__ = "0.1.0"
-__all__ = ["KdslError", "__version__"]
+__all__ = ["KdslError", "Program", "Scores", "__version__", "load", "loads"]
+
+
+def load(path):
+    """Parse, check and compile a ``.kd`` file into a ``Program``."""
+    from kdsl.program import load as _load
+
+    return _load(path)
+
+
+def loads(text: str, name: str = "<string>"):
+    """Parse, check and compile spec text into a ``Program``."""
+    from kdsl.program import loads as _loads
+
+    return _loads(text, name)
+
+
+def __getattr__(name: str):
+    if name in ("Program", "Scores"):
+        from kdsl import program
+
+        return getattr(program, name)
+    raise AttributeError(f"module 'kdsl' has no attribute {name!r}")

@@ -334,7 +334,7 @@ def summary(node: object, indent: int = 0) -> str:
         value = getattr(node, f.name)
         if isinstance(value, Node) or (isinstance(value, tuple) and value and isinstance(value[0], Node)):
             nested.append((f.name, value))
-        elif value not in (None, (), False) or f.name in ("value",):
+        elif not (value is None or value is False or value == ()) or f.name == "value":
             plain.append(f"{f.name}={_plain(value)}")
     where = f" @{node.span.line}:{node.span.column}" if node.span.line else ""
     lines = [f"{pad}{type(node).__name__}({', '.join(plain)}){where}"]

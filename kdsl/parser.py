@@ -24,16 +24,34 @@ class _DropBracketedNewlines:
 
     always_accept = ("_NL",)
 
+    def __init__(self) -> None:
+        self.open: list[Token] = []  # brackets still open, for "`(` at 2:14 is not closed"
+
     def process(self, stream):
-        depth = 0
+        self.open = []
         for token in stream:
             if token.type in ("LPAR", "LSQB"):
-                depth += 1
+                self.open.append(token)
             elif token.type in ("RPAR", "RSQB"):
-                depth = max(depth - 1, 0)
-            elif token.type == "_NL" and depth:
+                if self.open:
+                    self.open.pop()
+            elif token.type == "_NL" and self.open:
                 continue
             yield token
+
+
+_POSTLEX = _DropBracketedNewlines()
+
+# Words the grammar reserves in some positions; a slip like `and and` makes Lark read the second
+# one as a name, so the error is reported at the keyword itself.
+_KEYWORDS = frozenset({
+    "and", "or", "not", "in", "as", "if", "then", "else", "when", "soft", "weight", "on", "invalid",
+    "rule", "level", "gate", "let", "def", "table", "input", "output", "enum", "import", "spec",
+    "version", "advantage", "mask", "example", "expect", "tag", "regex", "within", "first", "last",
+    "only", "true", "false",
+})
+_OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "CMP_OP", "AND", "OR", "IN",
+                        "NOT", "DOT", "LPAR", "LSQB", "AS", "__ANON_1", "__ANON_2", "__ANON_3"})
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +61,7 @@ def _lark() -> lark.Lark:
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=True,
-        postlex=_DropBracketedNewlines(),
+        postlex=_POSTLEX,
     )
 
 
@@ -62,6 +80,11 @@ def _terminal_patterns() -> dict[str, str]:
 
 def _expected(names: set[str]) -> str:
     words = set()
+    patterns = _terminal_patterns()
+    operators = {n for n in names if n in _OPERATORS or patterns.get(n) in ("**", "..", "+-")}
+    if len(names) > 6 and len(operators) > 2:
+        names = names - operators
+        words.add("an operator")
     for name in names:
         if name in _TOKEN_WORDS:
             words.add(_TOKEN_WORDS[name])
@@ -520,15 +543,25 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         if token.type == "$END":
             lines = text.rstrip("\n").splitlines() or [""]
             line, column = len(lines), len(lines[-1]) + 1
-            found = "the end of the file"
+            found = "end of file"
         elif token.type == "_NL":
-            found = "the end of the line"
+            found = "end of line"
             prev = err.token_history[-1] if getattr(err, "token_history", None) else None
             if prev is not None:
                 line, column = prev.end_line, prev.end_column
         else:
             found = f"`{token}`"
-        message = f"unexpected {found}; expected {_expected(expected)}"
+        prev = err.token_history[-1] if getattr(err, "token_history", None) else None
+        if prev is not None and prev.type == "NAME" and str(prev) in _KEYWORDS:
+            token, line, column = prev, prev.line, prev.column
+            message = f"unexpected `{prev}` (a keyword cannot be used here)"
+        else:
+            message = f"unexpected {found}; expected {_expected(expected)}"
+        if _POSTLEX.open and token.type != "$END":
+            bracket = _POSTLEX.open[-1]
+            closing = ")" if str(bracket) == "(" else "]"
+            message = (f"unexpected {found}: the `{bracket}` at {bracket.line}:{bracket.column} "
+                       f"is not closed (expected `{closing}` before it)")
         end = column + (len(str(token)) if token.type not in ("_NL", "$END") else 1)
         span = Span(file, line, column, line, end)
     else:  # pragma: no cover - Lark raises only the three kinds above

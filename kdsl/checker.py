@@ -1,0 +1,1025 @@
+"""Stage 2: ``ast.Spec`` -> ``ir.ProgramIR``.
+
+Passes, in the order ``check`` runs them: ``declare_names`` (enums, inputs, tables, duplicates),
+``lower_definitions`` (outputs and lets, types inferred), ``lower_rules``, ``check_settings``
+(advantage, masks, examples), ``report_unused``; then the knowledge analyses of
+``kdsl.analysis`` (tables, intervals). Every problem goes to one ``DiagnosticSink`` and all
+errors are raised together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kdsl import ast
+from kdsl import types as T
+from kdsl.errors import DiagnosticSink, Span, did_you_mean
+from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, TableIR
+from kdsl.types import EnumType, Type
+
+SCALAR_TYPE_NAMES = ("float", "int", "bool", "str", "box")
+LENGTH_UNITS = ("chars", "words", "tokens")
+LOGICS = ("product", "godel", "lukasiewicz")
+ESTIMATORS = {"grpo": {"scale": ("group", "batch", "none"), "aggregate": ("sum", "per_level", "per_rule")},
+              "rloo": {"aggregate": ("sum", "per_level", "per_rule")}}
+ADVANTAGE_DEFAULTS = {"grpo": {"scale": "group", "aggregate": "sum"}, "rloo": {"aggregate": "sum"}}
+REDUCTIONS = ("mean", "sum", "std", "frac", "quantile")
+UNARY_MATH = ("abs", "sqrt", "log", "exp", "floor", "ceil", "round")
+BUILTINS = (
+    "present", "valid", "count", "length", "mentions", "mention_count", "repetition", "choice",
+    "number", "matches", "min", "max", "clamp", "iou", "area", "default", *REDUCTIONS, *UNARY_MATH,
+)
+_CMP_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+
+
+@dataclass
+class Scope:
+    """What one spec file exports to the specs that import it: enums, defs and tables."""
+
+    file: str
+    prefix: str = ""
+    enums: dict[str, EnumType] = field(default_factory=dict)
+    defs: dict[str, ast.Def] = field(default_factory=dict)
+    tables: dict[str, TableIR] = field(default_factory=dict)
+    imports: dict[str, Scope] = field(default_factory=dict)
+
+
+@dataclass
+class _Ctx:
+    scope: Scope
+    locals: dict[str, Node] = field(default_factory=dict)
+    soft: float | None = None
+    calls: tuple[str, ...] = ()  # defs being expanded, to catch recursion
+
+
+class _Failed(Exception):
+    """Raised after an error has been reported, to abandon the expression being lowered."""
+
+
+class Checker:
+    def __init__(self, spec: ast.Spec, scope: Scope, sink: DiagnosticSink,
+                 builder: GraphBuilder | None = None):
+        self.spec = spec
+        self.scope = scope
+        self.sink = sink
+        self.graph = builder or GraphBuilder()
+        self.program = ProgramIR(spec.name, spec.version, spec.logic, spec.file)
+        self._variables: dict[str, ast.Node] = {}  # module-level names: inputs, outputs, lets
+        self._lowered: dict[str, Node | None] = {}
+        self._lowering: list[str] = []
+        self._used: set[str] = set()
+        self._completion: Node | None = None
+
+    # ---- entry ----------------------------------------------------------------------------------
+    def run(self) -> ProgramIR:
+        for step in (self.declare_names, self.lower_definitions, self.lower_rules,
+                     self.check_settings, self.report_unused):
+            step()
+        self.program.nodes = list(self.graph.order)
+        return self.program
+
+    def error(self, message: str, span: Span, *notes: str) -> _Failed:
+        self.sink.error(message, span, *notes)
+        return _Failed()
+
+    # ---- pass: declare_names -------------------------------------------------------------------
+    def declare_names(self) -> None:
+        spec = self.spec
+        if spec.logic not in LOGICS:
+            self.sink.error(f"unknown logic `{spec.logic}`; choose one of {', '.join(LOGICS)}"
+                            f"{did_you_mean(spec.logic, LOGICS)}", spec.span)
+            self.program.logic = "product"
+        for enum in spec.enums:
+            self.declare_enum(enum)
+        for decl in spec.inputs:
+            if decl.type.enum is not None:
+                self.declare_enum(decl.type.enum)
+        seen: dict[str, ast.Node] = {}
+        for decl in (*spec.inputs, *spec.outputs, *spec.lets):
+            name = decl.name
+            if name in seen:
+                self.sink.error(f"`{name}` is already defined at line {seen[name].span.line}", decl.span)
+                continue
+            if name in self.scope.imports:
+                self.sink.error(f"`{name}` is already the name of an import", decl.span)
+                continue
+            seen[name] = decl
+            self._variables[name] = decl
+        for decl in spec.inputs:
+            type_ = self.resolve_type(decl.type)
+            if type_ is not None:
+                self.program.inputs[decl.name] = InputSpec(decl.name, type_, decl.span,
+                                                           decl.type.low, decl.type.high)
+        for d in spec.defs:
+            if d.name in self.scope.defs:
+                self.sink.error(f"def `{d.name}` is already defined at line "
+                                f"{self.scope.defs[d.name].span.line}", d.span)
+            self.scope.defs[d.name] = d
+        for table in spec.tables:
+            self.declare_table(table, self.scope)
+        self.program.enums = dict(self.scope.enums)
+        self.program.tables.update({t.name: t for t in self.scope.tables.values()})
+
+    def declare_enum(self, decl: ast.EnumDecl) -> None:
+        if decl.name in self.scope.enums or decl.name in SCALAR_TYPE_NAMES:
+            self.sink.error(f"enum `{decl.name}` is already defined", decl.span)
+            return
+        names = [m.name for m in decl.members]
+        for i, member in enumerate(decl.members):
+            if member.name in names[:i]:
+                self.sink.error(f"enum `{decl.name}` lists `{member.name}` twice", member.span)
+        self.scope.enums[decl.name] = EnumType(
+            decl.name, tuple(dict.fromkeys(names)),
+            tuple(m.synonyms for m in decl.members if m.name in names))
+
+    def resolve_type(self, t: ast.TypeExpr) -> Type | None:
+        if t.kind == "vector":
+            if t.bands and len(t.bands) != t.size:
+                self.sink.error(f"vector[{t.size}] names {len(t.bands)} bands", t.span)
+            return Type("vector", size=t.size, bands=t.bands)
+        if t.kind == "raster":
+            if t.bands and len(t.bands) != t.size:
+                self.sink.error(f"raster[{t.size}] names {len(t.bands)} bands; name all "
+                                f"{t.size} or none", t.span)
+                return None
+            if len(set(t.bands)) != len(t.bands):
+                self.sink.error("a raster names the same band twice", t.span)
+            return Type("raster", size=t.size, bands=t.bands, nodata=t.nodata)
+        if t.kind in ("float", "int"):
+            if t.low is not None and t.high is not None and t.low > t.high:
+                self.sink.error(f"empty range {t.low:g}..{t.high:g}", t.span)
+            return Type(t.kind)
+        if t.low is not None:
+            self.sink.error(f"only float and int inputs take a range, not {t.kind}", t.span)
+        if t.kind in ("bool", "str", "box"):
+            return Type(t.kind)
+        if t.kind in ("text",):
+            self.sink.error("an input cannot be text: inputs are dataset columns; use `str`", t.span)
+            return None
+        enum = self.scope.enums.get(t.kind)
+        if enum is not None:
+            return T.enum_type(enum)
+        candidates = (*SCALAR_TYPE_NAMES, "vector", "raster", *self.scope.enums)
+        self.sink.error(f"unknown type `{t.kind}`{did_you_mean(t.kind, candidates)}", t.span)
+        return None
+
+    def declare_table(self, table: ast.Table, scope: Scope) -> None:
+        params: list[tuple[str, Type]] = []
+        for p in table.params:
+            type_ = self._type_by_name(p.type_name, scope, p.span, allow=("float", "int", "bool"))
+            if type_ is None:
+                return
+            params.append((p.name, type_))
+        result = self._type_by_name(table.result_type, scope, table.span, allow=("float", "int"))
+        if result is None:
+            return
+        if table.name in scope.tables:
+            self.sink.error(f"table `{table.name}` is already defined", table.span)
+            return
+        ok = True
+        for row in table.rows:
+            if isinstance(row.result, str):
+                if result.kind != "enum":
+                    self.sink.error(f"table `{table.name}` gives a {result}, not `{row.result}`", row.span)
+                    ok = False
+                elif row.result not in result.enum.members:
+                    self.sink.error(f"`{row.result}` is not a member of {result.enum.name}"
+                                    f"{did_you_mean(row.result, result.enum.members)}", row.span)
+                    ok = False
+            elif result.kind == "enum":
+                self.sink.error(f"table `{table.name}` gives a {result.enum.name}, not a number", row.span)
+                ok = False
+        ir_table = TableIR(scope.prefix + table.name, params, result, list(table.rows), table.span)
+        self._check_table_cells(table, params)
+        if ok:
+            scope.tables[table.name] = ir_table
+
+    def _check_table_cells(self, table: ast.Table, params: list[tuple[str, Type]]) -> None:
+        from kdsl.analysis import tables as table_analysis
+
+        domains = []
+        for _, t in params:
+            if t.kind == "enum":
+                domains.append(table_analysis.EnumDomain(t.enum.members))
+            elif t.kind == "bool":
+                domains.append(table_analysis.BoolDomain())
+            else:
+                domains.append(table_analysis.NumberDomain(t.kind == "int"))
+        for finding in table_analysis.check_table(table, domains):
+            severity = getattr(finding, "severity", "error")
+            notes = ()
+            if finding.kind == "gap":
+                notes = ("add a row for it, or a last row with `_` in every column",)
+            if severity == "warning":
+                self.sink.warning(finding.message, finding.span, *notes)
+            else:
+                self.sink.error(finding.message, finding.span, *notes)
+
+    def _type_by_name(self, name: str, scope: Scope, span: Span, allow: tuple[str, ...]) -> Type | None:
+        if name in allow:
+            return Type(name)
+        if name in scope.enums:
+            return T.enum_type(scope.enums[name])
+        self.sink.error(f"unknown type `{name}`{did_you_mean(name, (*allow, *scope.enums))}", span)
+        return None
+
+    # ---- pass: lower_definitions ----------------------------------------------------------------
+    def lower_definitions(self) -> None:
+        for decl in (*self.spec.outputs, *self.spec.lets):
+            node = self.variable(decl.name, decl.span, count_use=False)
+            if node is None:
+                continue
+            if isinstance(decl, ast.OutputDecl):
+                self.program.outputs[decl.name] = node
+            else:
+                self.program.lets[decl.name] = node
+
+    def variable(self, name: str, span: Span, count_use: bool = True) -> Node | None:
+        """The node of a module-level name, lowering a let or output on first use."""
+        if count_use:
+            self._used.add(name)
+        if name in self._lowered:
+            return self._lowered[name]
+        decl = self._variables[name]
+        if name in self._lowering:
+            cycle = " -> ".join([*self._lowering[self._lowering.index(name):], name])
+            raise self.error(f"`{name}` is defined in terms of itself: {cycle}", span)
+        self._lowering.append(name)
+        try:
+            if isinstance(decl, ast.InputDecl):
+                spec = self.program.inputs.get(name)
+                node = None if spec is None else self.graph.node(
+                    "input", (), spec.type, {"name": name}, decl.span)
+            else:
+                node = self.lower(decl.value, _Ctx(self.scope))
+                if isinstance(decl, ast.OutputDecl) and not node.is_text_phase and node.op not in (
+                        "to_enum", "to_number", "to_str", "to_box") and node.type.kind not in (
+                        "int", "float", "bool"):
+                    pass
+        except _Failed:
+            node = None
+        finally:
+            self._lowering.pop()
+        self._lowered[name] = node
+        return node
+
+    # ---- pass: lower_rules -----------------------------------------------------------------------
+    def lower_rules(self) -> None:
+        names: dict[str, Span] = {}
+        for level in self.spec.levels:
+            if level.name in names:
+                self.sink.error(f"level `{level.name}` is already defined", level.span)
+            names[level.name] = level.span
+            if level.weight < 0:
+                self.sink.error("a level's weight cannot be negative", level.span)
+            rules = []
+            for rule in level.rules:
+                if rule.name in names:
+                    self.sink.error(f"`{rule.name}` is already the name of a rule or level "
+                                    f"(line {names[rule.name].line})", rule.span)
+                    continue
+                names[rule.name] = rule.span
+                lowered = self.lower_rule(rule, level.name)
+                if lowered is not None:
+                    rules.append(lowered)
+            if not level.rules:
+                self.sink.error(f"level `{level.name}` has no rules", level.span)
+            self.program.levels.append(LevelIR(level.name, level.gate, level.weight, rules, level.span))
+        if not self.spec.levels:
+            self.sink.error("a spec needs at least one `level` with a rule", self.spec.span)
+
+    def lower_rule(self, rule: ast.Rule, level: str) -> RuleIR | None:
+        if rule.weight < 0:
+            self.sink.error("a rule's weight cannot be negative", rule.span)
+        when = None
+        try:
+            if rule.when is not None:
+                when = self.lower(rule.when, _Ctx(self.scope))
+                if when.type.kind != "bool":
+                    raise self.error(f"a `when` condition must be true or false, not {self._kind(when)}",
+                                     rule.when.span)
+            body = self.lower(rule.body, _Ctx(self.scope, soft=rule.soft))
+        except _Failed:
+            return None
+        kind = body.type.kind
+        if kind in ("field", "raster") or (kind == "vector"):
+            self.sink.error(
+                f"rule `{rule.name}` gives a {self._kind(body)}, not one truth value per sample; "
+                "reduce it first, e.g. frac(...), mean(...), min(...) or max(...)", rule.body.span)
+            return None
+        if kind in ("int", "float"):
+            body = self.graph.node("truth", (body,), T.BOOL, {}, rule.body.span)
+        elif kind != "bool":
+            self.sink.error(f"rule `{rule.name}` must be a condition or a number in 0..1, not "
+                            f"{self._kind(body)}", rule.body.span)
+            return None
+        if rule.on is not None:
+            target = self._variables.get(rule.on)
+            node = self._lowered.get(rule.on)
+            if target is None or node is None or node.op not in ("tag", "regex", "regex_group"):
+                outputs = [o.name for o in self.spec.outputs]
+                self.sink.error(f"`on {rule.on}`: expected the name of a tag or regex output"
+                                f"{did_you_mean(rule.on, outputs)}", rule.span)
+            else:
+                self._used.add(rule.on)
+        return RuleIR(rule.name, level, body, when, rule.weight, rule.soft, rule.invalid, rule.on,
+                      rule.span)
+
+    # ---- pass: check_settings ---------------------------------------------------------------------
+    def check_settings(self) -> None:
+        adv = self.spec.advantage
+        if adv is not None:
+            options = ESTIMATORS.get(adv.estimator)
+            if options is None:
+                self.sink.error(f"unknown advantage estimator `{adv.estimator}`; choose "
+                                f"{' or '.join(ESTIMATORS)}{did_you_mean(adv.estimator, ESTIMATORS)}",
+                                adv.span)
+            else:
+                settings = {"estimator": adv.estimator, **ADVANTAGE_DEFAULTS[adv.estimator]}
+                for s in adv.settings:
+                    allowed = options.get(s.name)
+                    if allowed is None:
+                        self.sink.error(f"`{adv.estimator}` has no setting `{s.name}`; it takes "
+                                        f"{', '.join(options)}{did_you_mean(s.name, options)}", s.span)
+                    elif s.value not in allowed:
+                        self.sink.error(f"`{s.name}` takes {', '.join(allowed)}, not `{s.value}`"
+                                        f"{did_you_mean(str(s.value), allowed)}", s.span)
+                    else:
+                        settings[s.name] = s.value
+                self.program.advantage = settings
+        self.program.masks = [(m.mode, m.marker) for m in self.spec.masks]
+        for m in self.spec.masks:
+            if not m.marker:
+                self.sink.error("a mask marker cannot be empty", m.span)
+        self.check_examples()
+
+    def check_examples(self) -> None:
+        rules = {r.name for r in self.program.rules}
+        levels = {lv.name for lv in self.program.levels}
+        lets = set(self.program.lets)
+        titles: set[str] = set()
+        for example in self.spec.examples:
+            if example.title in titles:
+                self.sink.error(f"two examples are called \"{example.title}\"", example.span)
+            titles.add(example.title)
+            columns = set(self.program.inputs) | {"completion"}
+            for f in example.fields:
+                if f.name not in columns:
+                    self.sink.error(f"example sets `{f.name}`, which is not an input of this spec"
+                                    f"{did_you_mean(f.name, columns)}", f.span)
+            for e in example.expectations:
+                head, *rest = e.target
+                if head == "reward" and not rest:
+                    if e.kind != "compare":
+                        self.sink.error("expect a comparison for the reward, e.g. `reward >= 1`", e.span)
+                    continue
+                if head in ("level", "rule", "let") and rest:
+                    pool = {"level": levels, "rule": rules, "let": lets}[head]
+                    name = rest[0]
+                else:
+                    pool, name = rules | levels | lets, head
+                if name not in pool:
+                    self.sink.error(f"example expects `{'.'.join(e.target)}`, which is not a rule, "
+                                    f"level or let{did_you_mean(name, pool)}", e.span)
+                elif e.kind in ("holds", "violated", "inapplicable") and name not in rules:
+                    self.sink.error(f"`{name}` is not a rule; compare it instead, e.g. "
+                                    f"`{name} >= 0.5`", e.span)
+
+    # ---- pass: report_unused ---------------------------------------------------------------------
+    def report_unused(self) -> None:
+        reachable = set(self._used)
+        for decl in self.spec.inputs:
+            if decl.name not in reachable:
+                self.sink.warning(f"input `{decl.name}` is never used", decl.span)
+        for decl in self.spec.lets:
+            if decl.name not in reachable:
+                self.sink.warning(f"let `{decl.name}` is never used", decl.span)
+        for decl in self.spec.outputs:
+            if decl.name not in reachable:
+                self.sink.warning(f"output `{decl.name}` is never used", decl.span)
+
+    # ---- expressions -------------------------------------------------------------------------------
+    def node(self, op: str, args: tuple[Node, ...], type_: Type, span: Span, **attrs) -> Node:
+        return self.graph.node(op, args, type_, attrs, span)
+
+    def completion(self) -> Node:
+        if self._completion is None:
+            self._completion = self.node("completion", (), T.TEXT, Span(self.spec.file))
+        return self._completion
+
+    def _kind(self, node: Node) -> str:
+        return str(node.type)
+
+    def lower(self, expr: ast.Expr, ctx: _Ctx, hint: Type | None = None) -> Node:
+        method: Callable = getattr(self, f"lower_{type(expr).__name__.lower()}")
+        return method(expr, ctx, hint)
+
+    def lower_number(self, e: ast.Number, ctx: _Ctx, hint) -> Node:
+        return self.node("const", (), T.INT if e.is_int else T.FLOAT, e.span, value=float(e.value))
+
+    def lower_bool(self, e: ast.Bool, ctx: _Ctx, hint) -> Node:
+        return self.node("const", (), T.BOOL, e.span, value=1.0 if e.value else 0.0)
+
+    def lower_string(self, e: ast.String, ctx: _Ctx, hint) -> Node:
+        return self.node("str_const", (), T.STR, e.span, value=e.value)
+
+    def lower_strings(self, e: ast.Strings, ctx: _Ctx, hint) -> Node:
+        raise self.error("a set of strings (`\"a\" | \"b\"`) can only be an argument of mentions() "
+                         "or mention_count()", e.span)
+
+    def lower_name(self, e: ast.Name, ctx: _Ctx, hint: Type | None) -> Node:
+        if e.id in ctx.locals:
+            return ctx.locals[e.id]
+        if ctx.scope is self.scope and e.id in self._variables:
+            node = self.variable(e.id, e.span)
+            if node is None:
+                raise _Failed()
+            return node
+        if e.id == "completion":
+            return self.completion()
+        member = self._enum_member(e.id, ctx.scope, hint, e.span)
+        if member is not None:
+            return member
+        names = list(ctx.locals) + (list(self._variables) if ctx.scope is self.scope else [])
+        members = [m for enum in ctx.scope.enums.values() for m in enum.members]
+        hint_text = ""
+        if e.id in ctx.scope.defs or e.id in ctx.scope.tables or e.id in BUILTINS:
+            hint_text = f"; `{e.id}` is a function: call it with arguments"
+        raise self.error(f"unknown name `{e.id}`{did_you_mean(e.id, names + members)}{hint_text}",
+                         e.span)
+
+    def _enum_member(self, name: str, scope: Scope, hint: Type | None, span: Span) -> Node | None:
+        if hint is not None and hint.kind == "enum" and name in hint.enum.members:
+            return self._member_node(hint.enum, name, span)
+        owners = [enum for enum in scope.enums.values() if name in enum.members]
+        if len(owners) == 1:
+            return self._member_node(owners[0], name, span)
+        if len(owners) > 1:
+            raise self.error(f"`{name}` is a member of {' and '.join(o.name for o in owners)}; "
+                             f"write {owners[0].name}.{name}", span)
+        return None
+
+    def _member_node(self, enum: EnumType, name: str, span: Span) -> Node:
+        return self.node("const", (), T.enum_type(enum), span, value=float(enum.members.index(name)))
+
+    def lower_attr(self, e: ast.Attr, ctx: _Ctx, hint) -> Node:
+        if isinstance(e.obj, ast.Name) and e.obj.id not in ctx.locals and not (
+                ctx.scope is self.scope and e.obj.id in self._variables):
+            enum = ctx.scope.enums.get(e.obj.id)
+            if enum is not None:
+                if e.name not in enum.members:
+                    raise self.error(f"`{e.name}` is not a member of {enum.name}"
+                                     f"{did_you_mean(e.name, enum.members)}", e.span)
+                return self._member_node(enum, e.name, e.span)
+            imported = ctx.scope.imports.get(e.obj.id)
+            if imported is not None:
+                enum = imported.enums.get(e.name)
+                raise self.error(f"`{e.obj.id}.{e.name}` is "
+                                 f"{'an enum' if enum else 'a def or table'}: "
+                                 f"{'use one of its members' if enum else 'call it with arguments'}",
+                                 e.span)
+        obj = self.lower(e.obj, ctx)
+        kind = obj.type.kind
+        if kind in ("raster", "vector") and obj.type.bands:
+            if e.name not in obj.type.bands:
+                raise self.error(f"{obj.type} has no band `{e.name}`"
+                                 f"{did_you_mean(e.name, obj.type.bands)}", e.span)
+            index = obj.type.bands.index(e.name)
+            out = T.FIELD if kind == "raster" else T.FLOAT
+            return self.node("band" if kind == "raster" else "element", (obj,), out, e.span,
+                             index=index, band=e.name)
+        if kind == "box":
+            coords = ("x1", "y1", "x2", "y2")
+            if e.name not in coords:
+                raise self.error(f"a box has x1, y1, x2, y2, not `{e.name}`"
+                                 f"{did_you_mean(e.name, coords)}", e.span)
+            return self.node("element", (obj,), T.FLOAT, e.span, index=coords.index(e.name), band=e.name)
+        if kind == "record":
+            if e.name not in obj.type.groups:
+                raise self.error(f"the regex has no named group `{e.name}`"
+                                 f"{did_you_mean(e.name, obj.type.groups)}", e.span)
+            return self.node("regex_group", (obj,), T.TEXT, e.span, group=e.name)
+        if kind in ("raster", "vector"):
+            raise self.error(f"{obj.type} has no band names; declare them with bands(...) "
+                             "or index it like x[0]", e.span)
+        raise self.error(f"a {obj.type} has no attribute `{e.name}`", e.span)
+
+    def lower_index(self, e: ast.Index, ctx: _Ctx, hint) -> Node:
+        obj = self.lower(e.obj, ctx)
+        if obj.type.kind not in ("vector", "raster", "box"):
+            raise self.error(f"only vectors, rasters and boxes can be indexed, not {obj.type}", e.span)
+        if not (isinstance(e.index, ast.Number) and e.index.is_int):
+            raise self.error("an index must be a whole number written in the spec, like x[0]",
+                             e.index.span)
+        size = 4 if obj.type.kind == "box" else obj.type.size
+        index = int(e.index.value)
+        if not 0 <= index < size:
+            raise self.error(f"index {index} is out of range for {obj.type} (0..{size - 1})",
+                             e.index.span)
+        if obj.type.kind == "raster":
+            return self.node("band", (obj,), T.FIELD, e.span, index=index, band=str(index))
+        return self.node("element", (obj,), T.FLOAT, e.span, index=index, band=str(index))
+
+    def lower_convert(self, e: ast.Convert, ctx: _Ctx, hint) -> Node:
+        obj = self.lower(e.obj, ctx)
+        target = e.type_name
+        if not obj.type.is_text:
+            if target in ("float", "int") and obj.type.kind in ("float", "int", "bool"):
+                return obj if target == "float" or obj.type.kind != "float" else self.node(
+                    "floor", (obj,), T.INT, e.span)
+            raise self.error(f"`as {target}` converts text taken from the completion; this is a "
+                             f"{obj.type} already", e.span)
+        return self.convert_text(obj, target, ctx.scope, e.span)
+
+    def convert_text(self, obj: Node, target: str, scope: Scope, span: Span) -> Node:
+        text = self._as_text(obj)
+        if target in ("float", "int"):
+            return self.node("to_number", (text,), Type(target), span, integer=target == "int")
+        if target == "str":
+            return self.node("to_str", (text,), T.STR, span)
+        if target == "box":
+            return self.node("to_box", (text,), T.BOX, span)
+        if target == "bool":
+            return self.node("to_enum", (text,), T.BOOL, span, enum="bool")
+        enum = scope.enums.get(target)
+        if enum is None:
+            raise self.error(f"unknown type `{target}`"
+                             f"{did_you_mean(target, (*SCALAR_TYPE_NAMES, *scope.enums))}", span)
+        return self.node("to_enum", (text,), T.enum_type(enum), span, enum=enum.name)
+
+    def _as_text(self, node: Node) -> Node:
+        if node.type.kind == "record":
+            return self.node("regex_group", (node,), T.TEXT, node.span, group=0)
+        return node
+
+    def lower_tagextractor(self, e: ast.TagExtractor, ctx: _Ctx, hint) -> Node:
+        within = self._text_arg(e.within, ctx) if e.within is not None else self.completion()
+        return self.node("tag", (within,), T.TEXT, e.span, name=e.tag, position=e.position)
+
+    def lower_regexextractor(self, e: ast.RegexExtractor, ctx: _Ctx, hint) -> Node:
+        import re2
+
+        within = self._text_arg(e.within, ctx) if e.within is not None else self.completion()
+        try:
+            compiled = re2.compile(e.pattern)
+        except re2.error as err:
+            raise self.error(f"this regex cannot be matched in linear time or is invalid ({err}); "
+                             "kdsl regexes use RE2 syntax: no backreferences or lookaround",
+                             e.span) from None
+        groups = tuple(sorted(compiled.groupindex, key=compiled.groupindex.get))
+        return self.node("regex", (within,), Type("record", groups=groups), e.span, pattern=e.pattern)
+
+    def _text_arg(self, expr: ast.Expr, ctx: _Ctx) -> Node:
+        node = self.lower(expr, ctx)
+        if not node.type.is_text:
+            raise self.error(f"expected text from the completion (a tag or regex), not {node.type}",
+                             expr.span)
+        return self._as_text(node)
+
+    # ---- operators -------------------------------------------------------------------------------
+    def lower_unary(self, e: ast.Unary, ctx: _Ctx, hint) -> Node:
+        operand = self.lower(e.operand, ctx)
+        if e.op == "not":
+            self._require_truth(operand, e.operand.span, "`not`")
+            return self.node("not", (operand,), operand.type, e.span, logic=self.program.logic)
+        self._require_numeric(operand, e.operand.span, "`-`")
+        return self.node("neg", (operand,), self._arith_type(operand.type, operand.type, "-"), e.span)
+
+    def lower_binary(self, e: ast.Binary, ctx: _Ctx, hint) -> Node:
+        left = self.lower(e.left, ctx)
+        right = self.lower(e.right, ctx)
+        if e.op in ("and", "or"):
+            self._require_truth(left, e.left.span, f"`{e.op}`")
+            self._require_truth(right, e.right.span, f"`{e.op}`")
+            left, right, shape = self.broadcast(left, right, e.span)
+            return self.node(e.op, (left, right), shape, e.span, logic=self.program.logic)
+        self._require_numeric(left, e.left.span, f"`{e.op}`")
+        self._require_numeric(right, e.right.span, f"`{e.op}`")
+        left, right, shape = self.broadcast(left, right, e.span)
+        op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "mod", "**": "pow"}[e.op]
+        return self.node(op, (left, right), self._arith_type(left.type, right.type, e.op, shape),
+                         e.span)
+
+    def _arith_type(self, a: Type, b: Type, op: str, shape: Type | None = None) -> Type:
+        if shape is not None and shape.kind in ("field", "vector"):
+            return Type(shape.kind, size=shape.size)
+        whole = a.kind in ("int", "bool") and b.kind in ("int", "bool")
+        return T.INT if whole and op in ("+", "-", "*", "%") else T.FLOAT
+
+    def broadcast(self, a: Node, b: Node, span: Span) -> tuple[Node, Node, Type]:
+        """Lift a per-sample scalar against a vector or field operand; shapes must agree."""
+        da, db = a.type.extra_dims, b.type.extra_dims
+        if a.type.kind == "box" or b.type.kind == "box":
+            raise self.error("boxes take no arithmetic; use iou(), area() or .x1/.y1/.x2/.y2", span)
+        if a.type.kind == "raster" or b.type.kind == "raster":
+            raster = a if a.type.kind == "raster" else b
+            raise self.error(f"{raster.type} holds {raster.type.size} bands: select one "
+                             "(`pixels.B08` or `pixels[7]`) before computing with it", span)
+        if da == db:
+            if a.type.kind == "vector" and b.type.kind == "vector" and a.type.size != b.type.size:
+                raise self.error(f"vector sizes differ: {a.type} and {b.type}", span)
+            shape = a.type if da else T.BOOL
+            return a, b, shape
+        if da and db:
+            raise self.error(f"cannot combine a {a.type} with a {b.type}", span)
+        if da:
+            return a, self.node("lift", (b,), b.type, span, dims=da), a.type
+        return self.node("lift", (a,), a.type, span, dims=db), b, b.type
+
+    def _require_numeric(self, node: Node, span: Span, what: str) -> None:
+        if node.type.is_text:
+            raise self.error(f"{what} needs a number, but this is text from the completion; "
+                             "convert it, e.g. `answer as float` or number(answer)", span)
+        if not node.type.is_numeric:
+            raise self.error(f"{what} needs a number, not {node.type}", span)
+
+    def _require_truth(self, node: Node, span: Span, what: str) -> None:
+        if not node.type.is_truth and not (node.type.kind == "vector" and node.type.element == "bool"):
+            hint = ""
+            if node.type.is_text:
+                hint = "; test text with present(...), mentions(...) or matches(...)"
+            raise self.error(f"{what} needs a condition (true or false), not {node.type}{hint}", span)
+
+    def lower_compare(self, e: ast.Compare, ctx: _Ctx, hint) -> Node:
+        result = None
+        operands = list(e.operands)
+        lowered: list[Node | None] = [None] * len(operands)
+        for i, (op, left_expr, right_expr) in enumerate(zip(e.ops, operands, operands[1:])):
+            left = lowered[i] if lowered[i] is not None else self._lower_operand(left_expr, right_expr, ctx)
+            right = self._lower_operand(right_expr, left_expr, ctx, left.type)
+            lowered[i], lowered[i + 1] = left, right
+            pair = self.compare(op, left, right, e.span, ctx)
+            if result is None:
+                result = pair
+            else:
+                result = self.node("and", (result, pair), T.BOOL if not pair.type.extra_dims else pair.type,
+                                   e.span, logic=self.program.logic)
+        return result
+
+    def _lower_operand(self, expr: ast.Expr, other: ast.Expr, ctx: _Ctx, hint: Type | None = None) -> Node:
+        if hint is None and isinstance(expr, ast.Name) and not self._is_variable(expr.id, ctx):
+            # A bare enum member on the left: take its enum from the other side.
+            other_node = self.lower(other, ctx)
+            hint = other_node.type
+        return self.lower(expr, ctx, hint)
+
+    def _is_variable(self, name: str, ctx: _Ctx) -> bool:
+        return name in ctx.locals or (ctx.scope is self.scope and name in self._variables) or (
+            name == "completion")
+
+    def compare(self, op: str, left: Node, right: Node, span: Span, ctx: _Ctx) -> Node:
+        left, right = self._unify_text(left, right, ctx, span)
+        kinds = {left.type.kind, right.type.kind}
+        name = _CMP_OPS[op]
+        if "enum" in kinds or "str" in kinds or kinds == {"bool"}:
+            if left.type != right.type and not (kinds <= {"bool"}):
+                raise self.error(f"cannot compare {left.type} with {right.type}", span)
+            if op not in ("==", "!="):
+                raise self.error(f"{left.type} values can only be compared with == or !=", span)
+            return self.node(name, (left, right), T.BOOL, span, soft=0.0)
+        if left.type.is_text or right.type.is_text:
+            raise self.error("convert text before comparing it, e.g. `answer as float`", span)
+        self._require_numeric(left, span, f"`{op}`")
+        self._require_numeric(right, span, f"`{op}`")
+        left, right, shape = self.broadcast(left, right, span)
+        out = T.BOOL if not shape.extra_dims else Type(shape.kind, size=shape.size, element="bool")
+        return self.node(name, (left, right), out, span, soft=float(ctx.soft or 0.0))
+
+    def _unify_text(self, left: Node, right: Node, ctx: _Ctx, span: Span) -> tuple[Node, Node]:
+        """Text compared with a typed value is parsed as that type (`answer == label`)."""
+        if left.type.is_text and not right.type.is_text:
+            return self._parse_as(left, right.type, ctx, span), right
+        if right.type.is_text and not left.type.is_text:
+            return left, self._parse_as(right, left.type, ctx, span)
+        return left, right
+
+    def _parse_as(self, text: Node, target: Type, ctx: _Ctx, span: Span) -> Node:
+        if target.kind == "enum":
+            text = self._as_text(text)
+            return self.node("to_enum", (text,), target, span, enum=target.enum.name)
+        if target.kind in ("float", "int", "str", "bool", "box"):
+            return self.convert_text(text, target.kind, ctx.scope, span)
+        raise self.error(f"cannot compare text with {target}", span)
+
+    def lower_in(self, e: ast.In, ctx: _Ctx, hint) -> Node:
+        element = self.lower(e.element, ctx)
+        if isinstance(e.collection, ast.RangeLiteral):
+            low = self.lower(e.collection.low, ctx)
+            high = self.lower(e.collection.high, ctx)
+            if element.type.is_text:
+                element = self.convert_text(element, "float", ctx.scope, e.span)
+            lo = self.compare(">=", element, low, e.span, ctx)
+            hi = self.compare("<=", element, high, e.span, ctx)
+            result = self.node("and", (lo, hi), lo.type, e.span, logic=self.program.logic)
+        else:
+            items = e.collection.items
+            if not items:
+                raise self.error("an empty set: `in {}` can never hold", e.collection.span)
+            if element.type.is_text:
+                first = self._try_member_type(items[0], ctx)
+                element = self._parse_as(element, first or T.STR, ctx, e.span) if first else (
+                    self.convert_text(element, "str", ctx.scope, e.span))
+            values = []
+            for item in items:
+                node = self.lower(item, ctx, element.type)
+                if node.op not in ("const", "str_const"):
+                    raise self.error("a set lists values written in the spec", item.span)
+                if node.type != element.type and not (
+                        node.type.kind in ("int", "float") and element.type.kind in ("int", "float")):
+                    raise self.error(f"{node.type} in a set of {element.type} values", item.span)
+                values.append(node.attr("value"))
+            op = "in_str" if element.type.kind == "str" else "in_set"
+            out = T.BOOL if not element.type.extra_dims else Type(
+                element.type.kind, size=element.type.size, element="bool")
+            result = self.node(op, (element,), out, e.span, values=tuple(values))
+        if e.negated:
+            result = self.node("not", (result,), result.type, e.span, logic=self.program.logic)
+        return result
+
+    def _try_member_type(self, item: ast.Expr, ctx: _Ctx) -> Type | None:
+        if isinstance(item, ast.Name) and not self._is_variable(item.id, ctx):
+            owners = [en for en in ctx.scope.enums.values() if item.id in en.members]
+            if len(owners) == 1:
+                return T.enum_type(owners[0])
+        if isinstance(item, ast.Number):
+            return T.FLOAT
+        return None
+
+    def lower_if(self, e: ast.If, ctx: _Ctx, hint) -> Node:
+        cond = self.lower(e.condition, ctx)
+        self._require_truth(cond, e.condition.span, "`if`")
+        then = self.lower(e.then, ctx, hint)
+        other = self.lower(e.otherwise, ctx, then.type)
+        if then.type.kind != other.type.kind and not (then.type.is_numeric and other.type.is_numeric):
+            raise self.error(f"the branches of `if` differ: {then.type} and {other.type}", e.span)
+        if then.type.is_numeric:
+            then, other, shape = self.broadcast(then, other, e.span)
+            out = self._arith_type(then.type, other.type, "+", shape)
+            if then.type.kind == "bool" and other.type.kind == "bool":
+                out = T.BOOL
+            if cond.type.extra_dims < shape.extra_dims:
+                cond = self.node("lift", (cond,), cond.type, e.span, dims=shape.extra_dims)
+            elif cond.type.extra_dims > shape.extra_dims:
+                raise self.error("a per-pixel condition needs per-pixel branches", e.span)
+        else:
+            if cond.type.extra_dims:
+                raise self.error("a per-pixel condition needs numeric branches", e.span)
+            out = then.type
+        return self.node("if", (cond, then, other), out, e.span)
+
+    def lower_setliteral(self, e: ast.SetLiteral, ctx: _Ctx, hint) -> Node:
+        raise self.error("a set `{...}` can only follow `in`", e.span)
+
+    def lower_rangeliteral(self, e: ast.RangeLiteral, ctx: _Ctx, hint) -> Node:
+        raise self.error("a range `a..b` can only follow `in`", e.span)
+
+    # ---- calls -------------------------------------------------------------------------------------
+    def lower_call(self, e: ast.Call, ctx: _Ctx, hint) -> Node:
+        func = e.func
+        if isinstance(func, ast.Attr) and isinstance(func.obj, ast.Name):
+            scope = ctx.scope.imports.get(func.obj.id)
+            if scope is None:
+                raise self.error(f"unknown import `{func.obj.id}`"
+                                 f"{did_you_mean(func.obj.id, ctx.scope.imports)}", func.obj.span)
+            return self.call_named(func.name, e, ctx, scope, f"{func.obj.id}.")
+        if not isinstance(func, ast.Name):
+            raise self.error("only named functions, defs and tables can be called", func.span)
+        return self.call_named(func.id, e, ctx, ctx.scope, "")
+
+    def call_named(self, name: str, e: ast.Call, ctx: _Ctx, scope: Scope, prefix: str) -> Node:
+        if name in scope.defs:
+            return self.expand_def(scope.defs[name], e, ctx, scope, prefix + name)
+        if name in scope.tables:
+            return self.call_table(scope.tables[name], e, ctx)
+        if not prefix and name in BUILTINS:
+            return self.call_builtin(name, e, ctx)
+        candidates = list(scope.defs) + list(scope.tables) + ([] if prefix else list(BUILTINS))
+        raise self.error(f"unknown function `{prefix}{name}`{did_you_mean(name, candidates)}", e.func.span)
+
+    def expand_def(self, d: ast.Def, e: ast.Call, ctx: _Ctx, scope: Scope, qualified: str) -> Node:
+        if qualified in ctx.calls:
+            raise self.error(f"def `{qualified}` calls itself; defs cannot be recursive", e.span)
+        params = [p.name for p in d.params]
+        if len(e.args) > len(params):
+            raise self.error(f"`{qualified}` takes {len(params)} arguments, got {len(e.args)}", e.span)
+        bound: dict[str, Node] = {}
+        for p, arg in zip(d.params, e.args):
+            bound[p.name] = self.lower(arg, ctx)
+        for kw in e.kwargs:
+            if kw.name not in params:
+                raise self.error(f"`{qualified}` has no parameter `{kw.name}`"
+                                 f"{did_you_mean(kw.name, params)}; it takes {', '.join(params)}",
+                                 kw.span)
+            if kw.name in bound:
+                raise self.error(f"`{kw.name}` is given twice", kw.span)
+            bound[kw.name] = self.lower(kw.value, ctx)
+        for p in d.params:
+            if p.name not in bound:
+                if p.default is None:
+                    raise self.error(f"`{qualified}` needs a value for `{p.name}`", e.span)
+                bound[p.name] = self.node("const", (), T.FLOAT, p.span, value=float(p.default))
+        inner = _Ctx(scope, bound, ctx.soft, (*ctx.calls, qualified))
+        try:
+            return self.lower(d.body, inner)
+        except _Failed:
+            self.sink.diagnostics[-1] = self.sink.diagnostics[-1].__class__(
+                **{**self.sink.diagnostics[-1].__dict__,
+                   "notes": (*self.sink.diagnostics[-1].notes,
+                             f"in `{qualified}`, called at {e.span}")})
+            raise
+
+    def call_table(self, table: TableIR, e: ast.Call, ctx: _Ctx) -> Node:
+        if e.kwargs:
+            raise self.error("table arguments are given in column order, without names", e.span)
+        if len(e.args) != len(table.params):
+            raise self.error(f"table `{table.name}` takes {len(table.params)} arguments "
+                             f"({', '.join(p for p, _ in table.params)}), got {len(e.args)}", e.span)
+        args = []
+        for (pname, ptype), arg in zip(table.params, e.args):
+            node = self.lower(arg, ctx, ptype)
+            if node.type.is_text:
+                node = self._parse_as(node, ptype, ctx, arg.span)
+            ok = node.type == ptype or (ptype.kind in ("float", "int") and node.type.kind in (
+                "float", "int", "bool")) or (ptype.kind == "bool" and node.type.kind == "bool")
+            if not ok:
+                raise self.error(f"column `{pname}` of table `{table.name}` is {ptype}, "
+                                 f"not {node.type}", arg.span)
+            args.append(node)
+        self.program.tables[table.name] = table
+        return self.node("table", tuple(args), table.result, e.span, table=table.name)
+
+    def call_builtin(self, name: str, e: ast.Call, ctx: _Ctx) -> Node:
+        if e.kwargs:
+            raise self.error(f"{name}() takes no keyword arguments", e.kwargs[0].span)
+        args = e.args
+        span = e.span
+
+        def arity(*counts: int) -> None:
+            if len(args) not in counts:
+                want = " or ".join(str(c) for c in counts)
+                raise self.error(f"{name}() takes {want} argument{'s' if counts != (1,) else ''}, "
+                                 f"got {len(args)}", span)
+
+        if name in ("present", "valid"):
+            arity(1)
+            x = self.lower(args[0], ctx)
+            if x.type.is_text:
+                return self.node("text_present", (self._as_text(x),), T.BOOL, span)
+            return self.node("present", (x,), T.BOOL if not x.type.extra_dims else x.type, span)
+        if name == "count":
+            arity(1)
+            x = self.lower(args[0], ctx)
+            if x.op != "tag":
+                raise self.error("count() counts the occurrences of a tag, e.g. count(answer) for "
+                                 "`answer: tag \"answer\"`", args[0].span)
+            return self.node("tag_count", x.args, T.INT, span, name=x.attr("name"))
+        if name == "length":
+            arity(1, 2)
+            text = self._text_arg(args[0], ctx)
+            unit = "chars"
+            if len(args) == 2:
+                unit_expr = args[1]
+                unit = unit_expr.id if isinstance(unit_expr, ast.Name) else (
+                    unit_expr.value if isinstance(unit_expr, ast.String) else None)
+                if unit not in LENGTH_UNITS:
+                    raise self.error(f"length() counts {', '.join(LENGTH_UNITS)}"
+                                     f"{did_you_mean(str(unit), LENGTH_UNITS)}", unit_expr.span)
+            return self.node("length", (text,), T.INT, span, unit=unit)
+        if name in ("mentions", "mention_count"):
+            arity(2)
+            text = self._text_arg(args[0], ctx)
+            terms = args[1]
+            if isinstance(terms, ast.String):
+                values = (terms.value,)
+            elif isinstance(terms, ast.Strings):
+                values = terms.values
+            else:
+                raise self.error(f"{name}() takes the terms as strings: \"a\" | \"b\"", terms.span)
+            if any(not v.strip() for v in values):
+                raise self.error("an empty term can never be mentioned", terms.span)
+            out = T.BOOL if name == "mentions" else T.INT
+            return self.node(name, (text,), out, span, terms=tuple(values))
+        if name == "repetition":
+            arity(1, 2)
+            text = self._text_arg(args[0], ctx)
+            n = 3
+            if len(args) == 2:
+                if not (isinstance(args[1], ast.Number) and args[1].is_int and args[1].value >= 1):
+                    raise self.error("repetition() takes the n-gram size as a whole number >= 1",
+                                     args[1].span)
+                n = int(args[1].value)
+            return self.node("repetition", (text,), T.FLOAT, span, n=n)
+        if name == "choice":
+            arity(2)
+            text = self._text_arg(args[0], ctx)
+            if not isinstance(args[1], ast.String) or not args[1].value:
+                raise self.error("choice() takes the letters as a string, e.g. choice(answer, \"ABCD\")",
+                                 args[1].span)
+            letters = args[1].value
+            if len(set(letters)) != len(letters) or not letters.isalnum():
+                raise self.error("choice() letters must be distinct letters or digits", args[1].span)
+            return self.node("choice", (text,), T.STR, span, letters=letters)
+        if name == "number":
+            arity(1)
+            return self.convert_text(self._text_arg(args[0], ctx), "float", ctx.scope, span)
+        if name == "matches":
+            arity(2)
+            text = self._text_arg(args[0], ctx)
+            pattern = args[1]
+            if not isinstance(pattern, ast.String):
+                raise self.error("matches() takes a regex written as a string", pattern.span)
+            regex = self.lower_regexextractor(ast.RegexExtractor(pattern.value, span=pattern.span),
+                                              ctx, None)
+            del regex  # compiled only to validate the pattern at check time
+            return self.node("matches", (text,), T.BOOL, span, pattern=pattern.value)
+        if name in UNARY_MATH:
+            arity(1)
+            x = self.lower(args[0], ctx)
+            self._require_numeric(x, args[0].span, f"{name}()")
+            out = x.type if x.type.extra_dims else (
+                T.INT if name in ("floor", "ceil", "round") or (name == "abs" and x.type.kind == "int")
+                else T.FLOAT)
+            return self.node(name, (x,), out, span)
+        if name in ("min", "max"):
+            if len(args) == 1:
+                x = self.lower(args[0], ctx)
+                if x.type.kind not in ("vector", "field"):
+                    raise self.error(f"{name}() of one argument reduces a vector or per-pixel values; "
+                                     f"this is {x.type}", args[0].span)
+                return self.node(f"reduce_{name}", (x,), T.FLOAT, span)
+            if not args:
+                arity(1, 2)
+            result = self.lower(args[0], ctx)
+            self._require_numeric(result, args[0].span, f"{name}()")
+            for arg in args[1:]:
+                other = self.lower(arg, ctx)
+                self._require_numeric(other, arg.span, f"{name}()")
+                a, b, shape = self.broadcast(result, other, span)
+                result = self.node(name, (a, b), self._arith_type(a.type, b.type, "+", shape), span)
+            return result
+        if name in REDUCTIONS:
+            arity(2 if name == "quantile" else 1)
+            x = self.lower(args[0], ctx)
+            if x.type.kind == "raster":
+                raise self.error(f"{name}() of a whole {x.type}: select a band first, "
+                                 "e.g. pixels.B08", args[0].span)
+            if x.type.kind not in ("vector", "field"):
+                raise self.error(f"{name}() reduces a vector or per-pixel values, not {x.type}",
+                                 args[0].span)
+            if name == "frac" and not (x.type.element == "bool"):
+                raise self.error("frac() gives the fraction of valid pixels where a condition "
+                                 "holds, e.g. frac(ndvi > 0.3)", args[0].span)
+            attrs = {}
+            if name == "quantile":
+                q = args[1]
+                if not isinstance(q, ast.Number) or not 0 <= q.value <= 1:
+                    raise self.error("quantile() takes q as a number in 0..1 written in the spec",
+                                     q.span)
+                attrs["q"] = float(q.value)
+            return self.node(f"reduce_{name}", (x,), T.FLOAT, span, **attrs)
+        if name == "clamp":
+            arity(3)
+            x, lo, hi = (self.lower(a, ctx) for a in args)
+            for node, arg in zip((x, lo, hi), args):
+                self._require_numeric(node, arg.span, "clamp()")
+            lo_x, lo_b, shape = self.broadcast(x, lo, span)
+            r = self.node("max", (lo_x, lo_b), self._arith_type(x.type, lo.type, "+", shape), span)
+            a, b, shape = self.broadcast(r, hi, span)
+            return self.node("min", (a, b), self._arith_type(r.type, hi.type, "+", shape), span)
+        if name in ("iou", "area"):
+            arity(2 if name == "iou" else 1)
+            boxes = []
+            for arg in args:
+                node = self.lower(arg, ctx)
+                if node.type.is_text:
+                    node = self.convert_text(node, "box", ctx.scope, arg.span)
+                if node.type.kind != "box":
+                    raise self.error(f"{name}() takes boxes, not {node.type}", arg.span)
+                boxes.append(node)
+            return self.node(name, tuple(boxes), T.FLOAT, span)
+        if name == "default":
+            arity(2)
+            x = self.lower(args[0], ctx)
+            y = self.lower(args[1], ctx, x.type)
+            if x.type.is_text or y.type.is_text:
+                raise self.error("default() takes values, not text; convert the text first", span)
+            if x.type.kind != y.type.kind and not (x.type.is_numeric and y.type.is_numeric):
+                raise self.error(f"default() needs two values of one type, not {x.type} and {y.type}",
+                                 span)
+            if x.type.extra_dims != y.type.extra_dims:
+                x, y, _ = self.broadcast(x, y, span)
+            return self.node("default", (x, y), x.type if x.type.kind != "int" else y.type, span)
+        raise self.error(f"unknown function `{name}`", span)  # pragma: no cover
+
+
+def check(spec: ast.Spec, scope: Scope, sink: DiagnosticSink) -> ProgramIR:
+    """Check a parsed spec whose imports are already resolved into ``scope.imports``."""
+    program = Checker(spec, scope, sink).run()
+    return program
+
+
+def declare_library(spec: ast.Spec, scope: Scope, sink: DiagnosticSink) -> None:
+    """Fill an imported spec's scope: enums, defs and tables (its levels are checked on their own)."""
+    checker = Checker(spec, scope, sink)
+    checker.declare_names()

@@ -1,0 +1,363 @@
+"""Stage 3: ``ir.ProgramIR`` -> the source of a standalone Python module.
+
+The module depends only on torch and ``kdsl.runtime``. Its ``extract`` runs the text phase (each
+extractor once per batch), its ``evaluate`` is a pure tensor function of a dict of tensors. One
+generated line per IR node, each ending in a ``# file.kd:line`` comment naming the spec line it
+came from. Spec strings appear only as ``repr`` literals. The same IR gives byte-identical source.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from kdsl import __version__
+from kdsl.errors import Span
+from kdsl.ir import EXTRACTOR_OPS, Node, ProgramIR, TableIR
+from kdsl.runtime.text import normalize_term
+
+BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
+
+_BINARY = {"add", "sub", "mul", "div", "mod", "pow", "min", "max", "iou", "default"}
+_UNARY = {"neg", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "truth", "area",
+          "reduce_mean", "reduce_sum", "reduce_min", "reduce_max", "reduce_std", "reduce_frac"}
+_COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
+
+
+class _Writer:
+    """Lines of code, each optionally tagged with the spec line it came from."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, text: str = "", span: Span | None = None, indent: int = 0) -> None:
+        code = "    " * indent + text
+        if span is not None and span.line:
+            code = f"{code:<88}  # {PurePath(span.file).name}:{span.line}"
+        self.lines.append(code.rstrip())
+
+    def blank(self) -> None:
+        self.lines.append("")
+
+
+def _lit(value) -> str:
+    """A Python literal for a value from the spec (never spec text spliced into code)."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{value:.1f}"
+        return repr(value)
+    if isinstance(value, (str, int, bool)) or value is None:
+        return repr(value)
+    if isinstance(value, tuple):
+        inner = ", ".join(_lit(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def _pair(node: Node) -> str:
+    return f"x{node.id}, m{node.id}"
+
+
+class Generator:
+    def __init__(self, program: ProgramIR):
+        self.program = program
+        self.nodes = program.live_nodes()
+        self.strings: list[str] = []
+        for node in self.nodes:
+            if node.op == "str_const":
+                self._string(node.attr("value"))
+            elif node.op == "in_str":
+                for value in node.attr("values"):
+                    self._string(value)
+
+    def _string(self, value: str) -> int:
+        value = value.strip()
+        if value not in self.strings:
+            self.strings.append(value)
+        return self.strings.index(value)
+
+    # ---- module --------------------------------------------------------------------------------
+    def module(self) -> str:
+        p = self.program
+        w = _Writer()
+        source = PurePath(p.file).name
+        w.line(f'"""Reward program `{p.name}` version {p.version}, compiled by kdsl {__version__} '
+               f'from {source}.')
+        w.blank()
+        w.line(f"Generated code: edit the spec and run `kdsl compile {source}` instead of editing this file.")
+        w.line('"""')
+        w.blank()
+        w.line("import torch")
+        w.blank()
+        w.line("from kdsl.runtime import execute, ops")
+        w.blank()
+        self.constants(w)
+        w.blank()
+        self.extract(w)
+        for table in self._tables():
+            w.blank()
+            self.table(w, table)
+        w.blank()
+        self.evaluate(w)
+        w.blank()
+        w.blank()
+        w.line("def score(completions, device=None, dtype=torch.float32, tokenizer=None, **columns):")
+        w.line('"""Score a batch: a dict of tensors (reward, rule.*, applies.*, level.*, let.*, valid.*)."""',
+               indent=1)
+        w.line("return execute.run(_THIS, completions, columns, device=device, dtype=dtype, "
+               "tokenizer=tokenizer)", indent=1)
+        w.blank()
+        w.blank()
+        w.line("_THIS = __import__('sys').modules[__name__]")
+        return "\n".join(w.lines) + "\n"
+
+    def constants(self, w: _Writer) -> None:
+        p = self.program
+        w.line(f"SPEC = {_lit(p.name)}")
+        w.line(f"VERSION = {p.version}")
+        w.line(f"LOGIC = {_lit(p.logic)}")
+        w.line(f"STRINGS = {_lit(tuple(self.strings))}")
+        w.line("ENUMS = {")
+        for enum in p.enums.values():
+            w.line(f"{_lit(enum.name)}: {_lit(enum.members)},", indent=1)
+        w.line("}")
+        w.line("ENUM_LOOKUP = {")
+        for enum in p.enums.values():
+            lookup: dict[str, int] = {}
+            for index, member in enumerate(enum.members):
+                lookup.setdefault(normalize_term(member), index)
+            for index, synonyms in enumerate(enum.synonyms):
+                for synonym in synonyms:
+                    lookup.setdefault(normalize_term(synonym), index)
+            w.line(f"{_lit(enum.name)}: {_lit(lookup)},", indent=1)
+        w.line("}")
+        w.line(f"BOOL_LOOKUP = {_lit(BOOL_LOOKUP)}")
+        w.line("INPUTS = (")
+        inputs = {n.attr("name"): n for n in self.nodes if n.op == "input"}
+        for name, spec in p.inputs.items():
+            node = inputs.get(name)
+            if node is None:
+                continue
+            options = {"where": f"input at {PurePath(spec.span.file).name}:{spec.span.line}"}
+            t = spec.type
+            if t.kind == "enum":
+                options["enum"] = t.enum.name
+            if t.kind in ("vector", "raster"):
+                options["size"] = t.size
+            if t.kind == "raster" and t.nodata is not None:
+                options["nodata"] = float(t.nodata)
+            w.line(f"({_lit(name)}, {_lit(t.kind)}, {node.id}, {_lit(options)}),", spec.span, indent=1)
+        w.line(")")
+        w.line("RULES = (")
+        for rule in p.rules:
+            w.line(f"({_lit(rule.name)}, {_lit(rule.level)}, {_lit(float(rule.weight))}),", rule.span,
+                   indent=1)
+        w.line(")")
+        w.line("LEVELS = (")
+        for level in p.levels:
+            names = tuple(r.name for r in level.rules)
+            w.line(f"({_lit(level.name)}, {_lit(level.gate)}, {_lit(float(level.weight))}, "
+                   f"{_lit(names)}),", level.span, indent=1)
+        w.line(")")
+        w.line(f"LETS = {_lit(tuple(self._scalar_lets()))}")
+        w.line(f"ADVANTAGE = {_lit(dict(p.advantage))}")
+        w.line(f"MASKS = {_lit(tuple(tuple(m) for m in p.masks))}")
+        spans = {r.name: r.on for r in p.rules if r.on}
+        w.line(f"RULE_SPANS = {_lit(spans)}")
+        needs = any(n.op == "length" and n.attr("unit") == "tokens" for n in self.nodes)
+        w.line(f"NEEDS_TOKENIZER = {needs}")
+
+    def _scalar_lets(self) -> list[str]:
+        return [name for name, node in self.program.lets.items()
+                if node.type.extra_dims == 0 and not node.type.is_text]
+
+    def _tables(self) -> list[TableIR]:
+        used = {n.attr("table") for n in self.nodes if n.op == "table"}
+        return [self.program.tables[name] for name in sorted(used)]
+
+    # ---- text phase ----------------------------------------------------------------------------
+    def extract(self, w: _Writer) -> None:
+        w.line("def extract(texts, env, ex):")
+        w.line('"""Text phase: each extractor runs once over the whole batch; results go into env."""',
+               indent=1)
+        text_nodes = [n for n in self.nodes if n.is_text_phase]
+        if not text_nodes:
+            w.line("return None", indent=1)
+            return
+        for node in text_nodes:
+            w.line(self.text_line(node), node.span, indent=1)
+
+    def text_line(self, n: Node) -> str:
+        a = n.args[0].id if n.args else 0
+        target = f"env['x{n.id}'], env['m{n.id}'] = "
+        if n.op == "completion":
+            return f"s{n.id} = ex.whole()"
+        if n.op == "tag":
+            return f"s{n.id} = ex.tag(s{a}, {_lit(n.attr('name'))}, {_lit(n.attr('position'))})"
+        if n.op == "regex":
+            groups = sorted(self._regex_groups(n), key=str)
+            return f"g{n.id} = ex.regex(s{a}, {_lit(n.attr('pattern'))}, {_lit(tuple(groups))})"
+        if n.op == "regex_group":
+            return f"s{n.id} = g{a}[{_lit(n.attr('group'))}]"
+        if n.op == "text_present":
+            return target + f"ex.present(s{a})"
+        if n.op == "tag_count":
+            return target + f"ex.tag_count(s{a}, {_lit(n.attr('name'))})"
+        if n.op == "to_number":
+            return target + f"ex.to_number(s{a}, integer={n.attr('integer')})"
+        if n.op == "to_enum":
+            if n.attr("enum") == "bool":
+                return target + f"ex.to_bool(s{a}, BOOL_LOOKUP)"
+            return target + f"ex.to_enum(s{a}, ENUM_LOOKUP[{_lit(n.attr('enum'))}])"
+        if n.op == "to_str":
+            return target + f"ex.to_str(s{a})"
+        if n.op == "to_box":
+            return target + f"ex.to_box(s{a})"
+        if n.op in ("mentions", "mention_count"):
+            return target + f"ex.mentions(s{a}, {_lit(n.attr('terms'))}, count={n.op == 'mention_count'})"
+        if n.op == "length":
+            return target + f"ex.length(s{a}, {_lit(n.attr('unit'))})"
+        if n.op == "repetition":
+            return target + f"ex.repetition(s{a}, {n.attr('n')})"
+        if n.op == "choice":
+            return target + f"ex.choice(s{a}, {_lit(n.attr('letters'))})"
+        if n.op == "matches":
+            return target + f"ex.matches(s{a}, {_lit(n.attr('pattern'))})"
+        raise AssertionError(f"no text code for {n.op}")
+
+    def _regex_groups(self, regex: Node) -> set:
+        return {n.attr("group") for n in self.nodes if n.op == "regex_group" and n.args[0] is regex}
+
+    # ---- tables -------------------------------------------------------------------------------------
+    def table(self, w: _Writer, table: TableIR) -> None:
+        fname = "table_" + table.name.replace(".", "_")
+        params = ", ".join(f"a{i}, v{i}" for i in range(len(table.params)))
+        w.line(f"def {fname}({params}, dt):", table.span)
+        w.line(f'"""Decision table `{table.name}`: the first matching row gives the result."""', indent=1)
+        numeric = table.result.kind != "enum"
+        w.line(f"out = torch.zeros_like(a0, dtype={'dt' if numeric else 'torch.long'})", indent=1)
+        w.line("done = torch.zeros_like(v0)", indent=1)
+        for number, row in enumerate(table.rows, start=1):
+            terms = [self.cell(cell, f"a{i}", table.params[i][1]) for i, cell in enumerate(row.cells)]
+            terms = [t for t in terms if t is not None]
+            hit = " & ".join(terms) if terms else "torch.ones_like(done)"
+            result = row.result
+            if isinstance(result, str):
+                result = table.result.enum.members.index(result)
+            w.line(f"hit = {hit}", row.span, indent=1)
+            w.line(f"out = torch.where(hit & ~done, {_lit(result)}, out)", indent=1)
+            w.line("done = done | hit", indent=1)
+        valid = " & ".join(["done"] + [f"v{i}" for i in range(len(table.params))])
+        w.line(f"valid = {valid}", indent=1)
+        w.line("return torch.where(valid, out, torch.zeros_like(out)), valid", indent=1)
+
+    def cell(self, cell, arg: str, type_) -> str | None:
+        if cell.kind == "any":
+            return None
+        if cell.kind in ("name", "set"):
+            if type_.kind == "bool":
+                values = tuple(1.0 if name == "true" else 0.0 for name in cell.names)
+            else:
+                values = tuple(type_.enum.members.index(name) for name in cell.names)
+            if len(values) == 1:
+                return f"({arg} == {_lit(values[0])})"
+            return f"ops.cell_in({arg}, {_lit(values)})"
+        if cell.kind == "compare":
+            return f"({arg} {cell.op} {_lit(float(cell.low))})"
+        if cell.kind == "range":
+            return f"(({arg} >= {_lit(float(cell.low))}) & ({arg} <= {_lit(float(cell.high))}))"
+        return f"({arg} == {_lit(float(cell.low))})"
+
+    # ---- tensor phase -------------------------------------------------------------------------------
+    def evaluate(self, w: _Writer) -> None:
+        p = self.program
+        w.line("def evaluate(env):")
+        w.line('"""Tensor phase: a pure function of tensors, free of Python loops over samples and '
+               'of host syncs."""', indent=1)
+        w.line("ref = env['_ref']", indent=1)
+        w.line("dt = ref.dtype", indent=1)
+        names = {node.id: name for name, node in p.lets.items()}
+        for node in self.nodes:
+            if node.is_text_phase and node.op not in EXTRACTOR_OPS:
+                continue
+            code = self.tensor_line(node)
+            if node.id in names:
+                code = f"{code}  # let {names[node.id]}"
+            w.line(code, node.span, indent=1)
+        gates = []
+        reward_terms = []
+        for level in p.levels:
+            w.line(f"# level {level.name}{' (gate)' if level.gate else ''}", level.span, indent=1)
+            parts = []
+            for rule in level.rules:
+                when = f"x{rule.when.id}, m{rule.when.id}" if rule.when is not None else "None, None"
+                w.line(f"t_{rule.name}, a_{rule.name} = ops.rule(x{rule.body.id}, m{rule.body.id}, "
+                       f"{when}, {_lit(rule.invalid)})", rule.span, indent=1)
+                parts.append(f"(t_{rule.name}, a_{rule.name}, {_lit(float(rule.weight))})")
+            score = f"ops.level([{', '.join(parts)}], ref)"
+            if gates:
+                score = f"{score} * {' * '.join(gates)}"
+            w.line(f"level_{level.name} = {score}", indent=1)
+            if level.gate:
+                w.line(f"open_{level.name} = ops.gate(level_{level.name})", indent=1)
+                gates.append(f"open_{level.name}")
+            reward_terms.append(f"{_lit(float(level.weight))} * level_{level.name}")
+        w.line(f"reward = {' + '.join(reward_terms) if reward_terms else 'torch.zeros_like(ref)'}",
+               indent=1)
+        w.line("return {", indent=1)
+        w.line("'reward': reward,", indent=2)
+        for rule in p.rules:
+            w.line(f"'rule.{rule.name}': t_{rule.name},", indent=2)
+            w.line(f"'applies.{rule.name}': a_{rule.name},", indent=2)
+        for level in p.levels:
+            w.line(f"'level.{level.name}': level_{level.name},", indent=2)
+        for name in self._scalar_lets():
+            node = p.lets[name]
+            w.line(f"'let.{name}': x{node.id},", indent=2)
+            w.line(f"'valid.{name}': m{node.id},", indent=2)
+        w.line("}", indent=1)
+
+    def tensor_line(self, n: Node) -> str:
+        out = f"x{n.id}, m{n.id} = "
+        args = ", ".join(_pair(a) for a in n.args)
+        op = n.op
+        if op in EXTRACTOR_OPS or op == "input":
+            return out + f"env['x{n.id}'], env['m{n.id}']"
+        if op == "const":
+            value = n.attr("value")
+            if n.type.kind == "enum":
+                return out + f"ops.const(ref, {int(value)}, torch.long)"
+            return out + f"ops.const(ref, {_lit(float(value))})"
+        if op == "str_const":
+            return out + f"ops.const(ref, {self._string(n.attr('value'))}, torch.long)  # " + \
+                _lit(n.attr("value"))[:40]
+        if op == "lift":
+            return out + f"ops.lift({args}, {n.attr('dims')})"
+        if op in ("band", "element"):
+            return out + f"ops.select({args}, {n.attr('index')})  # {n.attr('band')}"
+        if op in _BINARY or op in _UNARY:
+            return out + f"ops.{op}({args})"
+        if op in _COMPARE:
+            return out + f"ops.{op}({args}, {_lit(float(n.attr('soft')))}, dt)"
+        if op == "in_set":
+            return out + f"ops.in_set({args}, {_lit(tuple(n.attr('values')))}, dt)"
+        if op == "in_str":
+            ids = tuple(self._string(v) for v in n.attr("values"))
+            return out + f"ops.in_set({args}, {_lit(ids)}, dt)"
+        if op in ("and", "or", "not"):
+            return out + f"ops.{op}_({args}, {_lit(n.attr('logic'))})"
+        if op == "if":
+            return out + f"ops.if_({args})"
+        if op == "present":
+            return out + f"ops.present({args}, dt)"
+        if op == "reduce_quantile":
+            return out + f"ops.reduce_quantile({args}, {_lit(float(n.attr('q')))})"
+        if op == "table":
+            return out + f"table_{n.attr('table').replace('.', '_')}({args}, dt)"
+        raise AssertionError(f"no tensor code for {op}")
+
+
+def generate(program: ProgramIR) -> str:
+    """The module source for a checked program."""
+    return Generator(program).module()

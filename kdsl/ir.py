@@ -1,0 +1,187 @@
+"""The checked program: a typed expression graph plus the rule, level and reward structure.
+
+Nodes are hash-consed by ``GraphBuilder``: the same operation on the same operands is one node,
+so an extractor, a ``let`` or a shared sub-expression is computed once however often it is used.
+``dump`` prints the graph for ``kdsl compile --emit ir``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kdsl.errors import NO_SPAN, Span
+from kdsl.types import EnumType, Type
+
+# Operations of the text phase: they read completions and run once per batch in Python.
+TEXT_OPS = frozenset({
+    "completion", "tag", "regex_group", "regex", "tag_count", "mentions", "mention_count",
+    "length", "repetition", "choice", "to_number", "to_enum", "to_str", "to_box", "matches",
+    "text_present", "tokens",
+})
+# Text-phase operations whose result is a tensor value (the boundary to the tensor phase).
+EXTRACTOR_OPS = TEXT_OPS - {"completion", "tag", "regex_group", "regex"}
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    args: tuple[Node, ...]
+    type: Type
+    attrs: tuple = ()
+    span: Span = NO_SPAN
+    id: int = 0
+
+    @property
+    def is_text_phase(self) -> bool:
+        return self.op in TEXT_OPS
+
+    def attr(self, key: str, default=None):
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+    def __repr__(self) -> str:
+        return f"%{self.id}"
+
+
+class GraphBuilder:
+    """Creates nodes, merging structurally identical ones (common sub-expression elimination)."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[tuple, Node] = {}
+        self.order: list[Node] = []
+
+    def node(self, op: str, args: tuple[Node, ...], type_: Type, attrs: dict | None = None,
+             span: Span = NO_SPAN) -> Node:
+        frozen_attrs = tuple(sorted((attrs or {}).items()))
+        key = (op, tuple(a.id for a in args), frozen_attrs, type_)
+        found = self._nodes.get(key)
+        if found is not None:
+            return found
+        created = Node(op, args, type_, frozen_attrs, span, id=len(self.order) + 1)
+        self._nodes[key] = created
+        self.order.append(created)
+        return created
+
+
+@dataclass
+class InputSpec:
+    name: str
+    type: Type
+    span: Span
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass
+class RuleIR:
+    name: str
+    level: str
+    body: Node
+    when: Node | None
+    weight: float
+    soft: float | None
+    invalid: str
+    on: str | None
+    span: Span
+
+
+@dataclass
+class LevelIR:
+    name: str
+    gate: bool
+    weight: float
+    rules: list[RuleIR]
+    span: Span
+
+
+@dataclass
+class TableIR:
+    name: str
+    params: list[tuple[str, Type]]
+    result: Type
+    rows: list  # ast.TableRow
+    span: Span
+
+
+@dataclass
+class ProgramIR:
+    name: str
+    version: int
+    logic: str
+    file: str
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    enums: dict[str, EnumType] = field(default_factory=dict)
+    outputs: dict[str, Node] = field(default_factory=dict)
+    lets: dict[str, Node] = field(default_factory=dict)
+    tables: dict[str, TableIR] = field(default_factory=dict)
+    levels: list[LevelIR] = field(default_factory=list)
+    advantage: dict = field(default_factory=lambda: {"estimator": "grpo", "scale": "group",
+                                                      "aggregate": "sum"})
+    masks: list = field(default_factory=list)
+    examples: list = field(default_factory=list)  # ast.Example, run by `kdsl test`
+    nodes: list[Node] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rules(self) -> list[RuleIR]:
+        return [rule for level in self.levels for rule in level.rules]
+
+    def live_nodes(self) -> list[Node]:
+        """Nodes reachable from rules, lets and outputs, in creation (topological) order."""
+        roots = [r.body for r in self.rules] + [r.when for r in self.rules if r.when is not None]
+        roots += list(self.lets.values()) + list(self.outputs.values())
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            node = stack.pop()
+            if node.id in seen:
+                continue
+            seen.add(node.id)
+            stack.extend(node.args)
+        return [n for n in self.nodes if n.id in seen]
+
+
+def format_attr(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, EnumType):
+        return value.name
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_attr(v) for v in value) + ")"
+    return repr(value)
+
+
+def dump(program: ProgramIR) -> str:
+    """The IR as text: one node a line, then lets, rules, levels and the advantage settings."""
+    lines = [f"program {program.name} version {program.version} logic {program.logic}"]
+    for spec in program.inputs.values():
+        lines.append(f"input {spec.name}: {spec.type}")
+    for node in program.live_nodes():
+        args = ", ".join(repr(a) for a in node.args)
+        attrs = " ".join(f"{k}={format_attr(v)}" for k, v in node.attrs)
+        where = f"  # {_short(node.span)}" if node.span.line else ""
+        lines.append(f"%{node.id} = {node.op}({args}){(' ' + attrs) if attrs else ''} : {node.type}{where}")
+    for name, node in program.outputs.items():
+        lines.append(f"output {name} = {node!r}")
+    for name, node in program.lets.items():
+        lines.append(f"let {name} = {node!r}")
+    for level in program.levels:
+        flags = (" gate" if level.gate else "") + f" weight {format_attr(level.weight)}"
+        lines.append(f"level {level.name}{flags}")
+        for rule in level.rules:
+            parts = [f"  rule {rule.name}: {rule.body!r}"]
+            if rule.when is not None:
+                parts.append(f"when {rule.when!r}")
+            parts.append(f"weight {format_attr(rule.weight)} invalid {rule.invalid}")
+            if rule.on:
+                parts.append(f"on {rule.on}")
+            lines.append(" ".join(parts))
+    settings = ", ".join(f"{k} = {v}" for k, v in program.advantage.items() if k != "estimator")
+    lines.append(f"advantage {program.advantage['estimator']}({settings})")
+    return "\n".join(lines) + "\n"
+
+
+def _short(span: Span) -> str:
+    return f"{span.file.rsplit('/', 1)[-1]}:{span.line}"

@@ -1,0 +1,188 @@
+"""Runs a compiled program module on one batch: completions and columns in, tensors out.
+
+The order is fixed: columns -> tensors, the text phase (``module.extract``), then the tensor
+phase (``module.evaluate``), which is a pure function of a dict of tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from kdsl.errors import KdslDataError
+from kdsl.runtime import columns as col
+from kdsl.runtime import text as tx
+
+
+def completion_texts(completions: Sequence) -> list[str]:
+    """Plain strings, or TRL's conversational form (a list of messages: the last one's content)."""
+    if isinstance(completions, str):
+        raise KdslDataError("completions must be a list of strings, not one string")
+    texts = []
+    for row, completion in enumerate(completions):
+        if completion is None:
+            texts.append("")
+        elif isinstance(completion, str):
+            texts.append(completion)
+        elif isinstance(completion, (list, tuple)):
+            texts.append(_message_text(completion, row))
+        elif isinstance(completion, Mapping) and "content" in completion:
+            texts.append(_content(completion["content"], row))
+        else:
+            raise KdslDataError(f"completion {row}: expected a string or a list of chat messages, "
+                                f"got {type(completion).__name__}")
+    return texts
+
+
+def _message_text(messages: Sequence, row: int) -> str:
+    if not messages:
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role", "assistant") == "assistant":
+            return _content(message.get("content"), row)
+    last = messages[-1]
+    if isinstance(last, Mapping):
+        return _content(last.get("content"), row)
+    raise KdslDataError(f"completion {row}: chat messages must be dicts with a `content` field")
+
+
+def _content(content, row: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):  # multimodal content parts: keep the text parts
+        return "".join(part.get("text", "") for part in content
+                       if isinstance(part, Mapping) and part.get("type", "text") == "text")
+    raise KdslDataError(f"completion {row}: message content must be text")
+
+
+def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interner: col.Interner) -> dict:
+    env: dict[str, torch.Tensor] = {"_ref": ref}
+    device, dtype = ref.device, ref.dtype
+    for name, kind, node, options in module.INPUTS:
+        if name not in columns:
+            known = ", ".join(sorted(columns)) or "none"
+            raise KdslDataError(f"missing column `{name}` ({options.get('where', 'an input')} of "
+                                f"{module.SPEC}); columns given: {known}")
+        column = columns[name]
+        if kind in ("float", "int"):
+            x, m = col.numbers(column, name, n, device, dtype)
+        elif kind == "bool":
+            x, m = col.bools(column, name, n, device, dtype)
+        elif kind == "enum":
+            x, m = col.enums(column, name, n, device, module.ENUM_LOOKUP[options["enum"]],
+                             module.ENUMS[options["enum"]])
+        elif kind == "str":
+            x, m = col.strings(column, name, n, device, interner)
+        elif kind == "vector":
+            x, m = col.vectors(column, name, n, options["size"], device, dtype)
+        elif kind == "box":
+            x, m = col.boxes(column, name, n, device, dtype)
+        elif kind == "raster":
+            x, m = col.rasters(column, name, n, options["size"], options.get("nodata"), device, dtype)
+        else:  # pragma: no cover - the checker admits no other input kinds
+            raise KdslDataError(f"input `{name}` has an unknown kind {kind}")
+        env[f"x{node}"], env[f"m{node}"] = x, m
+    return env
+
+
+def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
+        tokenizer=None) -> dict[str, torch.Tensor]:
+    """Score one batch with a compiled program module; returns ``module.evaluate``'s dict."""
+    texts = completion_texts(completions)
+    n = len(texts)
+    if device is None:
+        device = next((c.device for c in columns.values() if isinstance(c, torch.Tensor)), "cpu")
+    ref = torch.zeros(n, dtype=dtype, device=device)
+    interner = col.Interner(module.STRINGS)
+    env = prepare_columns(module, columns, n, ref, interner)
+    if module.NEEDS_TOKENIZER and tokenizer is None:
+        raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
+                            "tokenizer) when scoring")
+    module.extract(texts, env, Extraction(texts, ref, interner, tokenizer))
+    return module.evaluate(env)
+
+
+class Extraction:
+    """What the text phase of a generated module calls: the ``tx`` functions, made into tensors."""
+
+    def __init__(self, texts: list[str], ref: torch.Tensor, interner: col.Interner, tokenizer=None):
+        self.texts = texts
+        self.ref = ref
+        self.interner = interner
+        self.tokenizer = tokenizer
+
+    def tensors(self, values, valid, long: bool = False):
+        dtype = torch.long if long else self.ref.dtype
+        x = torch.tensor(values, dtype=dtype, device=self.ref.device)
+        m = torch.tensor(valid, dtype=torch.bool, device=self.ref.device)
+        if not long:
+            m = m & torch.isfinite(x)
+        return torch.where(m, x, torch.zeros_like(x)), m
+
+    # spans -------------------------------------------------------------------------------------
+    def whole(self):
+        return tx.whole(self.texts)
+
+    def tag(self, within, name, position):
+        return tx.tag(self.texts, within, name, position)
+
+    def regex(self, within, pattern, groups):
+        return tx.regex_groups(self.texts, within, pattern, list(groups))
+
+    # values --------------------------------------------------------------------------------------
+    def present(self, spans):
+        return self.tensors([0.0 if s is None else 1.0 for s in spans], [True] * len(spans))
+
+    def tag_count(self, within, name):
+        return self.tensors(*tx.tag_count(self.texts, within, name))
+
+    def to_number(self, spans, integer: bool):
+        values, valid = tx.to_number(self.texts, spans)
+        if integer:
+            valid = [ok and float(v).is_integer() for v, ok in zip(values, valid)]
+        return self.tensors(values, valid)
+
+    def to_enum(self, spans, lookup):
+        return self.tensors(*tx.to_enum(self.texts, spans, lookup), long=True)
+
+    def to_bool(self, spans, lookup):
+        values, valid = tx.to_enum(self.texts, spans, lookup)
+        return self.tensors([float(v) for v in values], valid)
+
+    def to_str(self, spans):
+        strings = tx.to_str(self.texts, spans)
+        ids = [-1 if s is None else self.interner.id(s) for s in strings]
+        return self.tensors(ids, [s is not None for s in strings], long=True)
+
+    def to_box(self, spans):
+        values, valid = tx.to_box(self.texts, spans)
+        rows = [list(v) for v in values]
+        x, m = self.tensors(rows, [[ok] * 4 for ok in valid])
+        return x, m
+
+    def mentions(self, spans, terms, count: bool):
+        return self.tensors(*tx.mentions(self.texts, spans, list(terms), count))
+
+    def length(self, spans, unit):
+        if unit == "tokens":
+            return self.tokens(spans)
+        return self.tensors(*tx.length(self.texts, spans, unit))
+
+    def tokens(self, spans):
+        pieces = [self.texts[i][s[0]:s[1]] if s is not None else "" for i, s in enumerate(spans)]
+        encoded = self.tokenizer(pieces, add_special_tokens=False)["input_ids"]
+        return self.tensors([float(len(ids)) for ids in encoded], [s is not None for s in spans])
+
+    def repetition(self, spans, n):
+        return self.tensors(*tx.repetition(self.texts, spans, n))
+
+    def choice(self, spans, letters):
+        values, valid, _exact = tx.choice(self.texts, spans, letters)
+        ids = [self.interner.id(letters[v]) if ok else -1 for v, ok in zip(values, valid)]
+        return self.tensors(ids, valid, long=True)
+
+    def matches(self, spans, pattern):
+        return self.tensors(*tx.regex_matches(self.texts, spans, pattern))

@@ -1,0 +1,332 @@
+"""Tensor operations of compiled programs. Every value is a pair ``(x, m)``: a batch tensor and
+a boolean validity mask of the same shape. Invalid entries hold 0 in ``x`` so that no NaN or inf
+can travel further; every function here is branch-free tensor code (no ``.item()``, no Python
+loop over samples), so compiled programs run unchanged on any device and under
+``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Pairs in, pairs out. Names follow the IR operation they implement.
+
+
+def clean(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero the invalid entries and mark non-finite values invalid."""
+    if x.is_floating_point():
+        m = m & torch.isfinite(x)
+    return torch.where(m, x, torch.zeros_like(x)), m
+
+
+def const(ref: Tensor, value: float, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    x = torch.full_like(ref, value, dtype=dtype or ref.dtype)
+    return x, torch.ones_like(ref, dtype=torch.bool)
+
+
+def lift(x: Tensor, m: Tensor, dims: int) -> tuple[Tensor, Tensor]:
+    """A per-sample value against per-element operands: (B,) -> (B, 1, ...)."""
+    shape = x.shape + (1,) * dims
+    return x.reshape(shape), m.reshape(shape)
+
+
+def select(x: Tensor, m: Tensor, index: int) -> tuple[Tensor, Tensor]:
+    """A band of a raster (B, C, H, W) -> (B, H, W), or an element of a vector (B, N) -> (B,)."""
+    return x[:, index], m[:, index]
+
+
+# ---- arithmetic -----------------------------------------------------------------------------
+def add(a, ma, b, mb):
+    return clean(a + b, ma & mb)
+
+
+def sub(a, ma, b, mb):
+    return clean(a - b, ma & mb)
+
+
+def mul(a, ma, b, mb):
+    return clean(a * b, ma & mb)
+
+
+def div(a, ma, b, mb):
+    """Safe division: a zero denominator makes the result invalid instead of inf or NaN."""
+    nonzero = b != 0
+    safe = torch.where(nonzero, b, torch.ones_like(b))
+    return clean(a / safe, ma & mb & nonzero)
+
+
+def mod(a, ma, b, mb):
+    nonzero = b != 0
+    safe = torch.where(nonzero, b, torch.ones_like(b))
+    return clean(torch.remainder(a, safe), ma & mb & nonzero)
+
+
+def pow(a, ma, b, mb):  # noqa: A001 - named after the IR operation
+    # A negative base with a fractional exponent has no real value: invalid, not NaN.
+    defined = (a >= 0) | (torch.floor(b) == b)
+    base = torch.where(defined, a, torch.ones_like(a))
+    return clean(torch.pow(base, b), ma & mb & defined)
+
+
+def neg(a, ma):
+    return -a, ma
+
+
+def abs(a, ma):  # noqa: A001
+    return torch.abs(a), ma
+
+
+def sqrt(a, ma):
+    ok = a >= 0
+    return clean(torch.sqrt(torch.where(ok, a, torch.zeros_like(a))), ma & ok)
+
+
+def log(a, ma):
+    ok = a > 0
+    return clean(torch.log(torch.where(ok, a, torch.ones_like(a))), ma & ok)
+
+
+def exp(a, ma):
+    return clean(torch.exp(a), ma)
+
+
+def floor(a, ma):
+    return torch.floor(a), ma
+
+
+def ceil(a, ma):
+    return torch.ceil(a), ma
+
+
+def round(a, ma):  # noqa: A001
+    return torch.round(a), ma
+
+
+def min(a, ma, b, mb):  # noqa: A001
+    return clean(torch.minimum(a, b), ma & mb)
+
+
+def max(a, ma, b, mb):  # noqa: A001
+    return clean(torch.maximum(a, b), ma & mb)
+
+
+# ---- comparisons: truth values in [0, 1] -------------------------------------------------------
+def _truth(value: Tensor, m: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    return torch.where(m, value.to(dtype), torch.zeros((), dtype=dtype, device=value.device)), m
+
+
+def _ramp(margin: Tensor, soft: float) -> Tensor:
+    # margin >= 0 means the crisp comparison holds; below it, truth falls linearly to 0 at -soft.
+    return torch.clamp(1.0 + margin / soft, 0.0, 1.0)
+
+
+def lt(a, ma, b, mb, soft: float, dtype):
+    if soft > 0:
+        return _truth(_ramp((b - a).to(dtype), soft), ma & mb, dtype)
+    return _truth(a < b, ma & mb, dtype)
+
+
+def le(a, ma, b, mb, soft: float, dtype):
+    if soft > 0:
+        return _truth(_ramp((b - a).to(dtype), soft), ma & mb, dtype)
+    return _truth(a <= b, ma & mb, dtype)
+
+
+def gt(a, ma, b, mb, soft: float, dtype):
+    return lt(b, mb, a, ma, soft, dtype)
+
+
+def ge(a, ma, b, mb, soft: float, dtype):
+    return le(b, mb, a, ma, soft, dtype)
+
+
+def eq(a, ma, b, mb, soft: float, dtype):
+    if soft > 0:
+        return _truth(torch.clamp(1.0 - torch.abs(a - b).to(dtype) / soft, 0.0, 1.0), ma & mb, dtype)
+    return _truth(a == b, ma & mb, dtype)
+
+
+def ne(a, ma, b, mb, soft: float, dtype):
+    if soft > 0:
+        return _truth(torch.clamp(torch.abs(a - b).to(dtype) / soft, 0.0, 1.0), ma & mb, dtype)
+    return _truth(a != b, ma & mb, dtype)
+
+
+def in_set(a, ma, values: tuple, dtype):
+    hit = torch.zeros_like(ma)
+    for value in values:  # unrolled over the spec's literal set, not over samples
+        hit = hit | (a == value)
+    return _truth(hit, ma, dtype)
+
+
+# ---- fuzzy logic with unknowns ----------------------------------------------------------------
+# An invalid operand is unknown: the result is valid only where the known operand decides it
+# (false and-anything is false; true or-anything is true), as in Kleene's three-valued logic.
+def and_(a, ma, b, mb, logic: str):
+    if logic == "godel":
+        value = torch.minimum(a, b)
+    elif logic == "lukasiewicz":
+        value = torch.clamp(a + b - 1.0, min=0.0)
+    else:
+        value = a * b
+    both = ma & mb
+    decided = both | (ma & (a == 0)) | (mb & (b == 0))
+    return torch.where(both, value, torch.zeros_like(value)), decided
+
+
+def or_(a, ma, b, mb, logic: str):
+    if logic == "godel":
+        value = torch.maximum(a, b)
+    elif logic == "lukasiewicz":
+        value = torch.clamp(a + b, max=1.0)
+    else:
+        value = a + b - a * b
+    both = ma & mb
+    decided = both | (ma & (a == 1)) | (mb & (b == 1))
+    value = torch.where(both, value, torch.ones_like(value))
+    return torch.where(decided, value, torch.zeros_like(value)), decided
+
+
+def not_(a, ma, logic: str):
+    return torch.where(ma, 1.0 - a, torch.zeros_like(a)), ma
+
+
+def if_(c, mc, a, ma, b, mb):
+    take = c >= 0.5
+    x = torch.where(take, a, b)
+    m = mc & torch.where(take, ma, mb)
+    return torch.where(m, x, torch.zeros_like(x)), m
+
+
+def present(a, ma, dtype):
+    return ma.to(dtype), torch.ones_like(ma)
+
+
+def default(a, ma, b, mb):
+    x = torch.where(ma, a, b)
+    return x, ma | mb
+
+
+def truth(a, ma):
+    """A number used as a rule's truth value: clamped to [0, 1]."""
+    return torch.clamp(a, 0.0, 1.0), ma
+
+
+# ---- reductions over a vector (B, N) or a field (B, H, W) -------------------------------------
+def _flat(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    x, m = x.flatten(1), m.flatten(1)
+    return x, m, m.sum(dim=1)
+
+
+def reduce_sum(x, m):
+    x, m, count = _flat(x, m)
+    return torch.where(m, x, torch.zeros_like(x)).sum(dim=1), count > 0
+
+
+def reduce_mean(x, m):
+    x, m, count = _flat(x, m)
+    total = torch.where(m, x, torch.zeros_like(x)).sum(dim=1)
+    valid = count > 0
+    return torch.where(valid, total / count.clamp(min=1).to(x.dtype), torch.zeros_like(total)), valid
+
+
+reduce_frac = reduce_mean
+
+
+def reduce_std(x, m):
+    mean, valid = reduce_mean(x, m)
+    xf, mf, count = _flat(x, m)
+    dev = torch.where(mf, xf - mean[:, None], torch.zeros_like(xf))
+    var = (dev * dev).sum(dim=1) / count.clamp(min=1).to(xf.dtype)
+    return torch.sqrt(var), valid
+
+
+def reduce_min(x, m):
+    x, m, count = _flat(x, m)
+    valid = count > 0
+    big = torch.full_like(x, float("inf"))
+    value = torch.where(m, x, big).amin(dim=1)
+    return torch.where(valid, value, torch.zeros_like(value)), valid
+
+
+def reduce_max(x, m):
+    x, m, count = _flat(x, m)
+    valid = count > 0
+    small = torch.full_like(x, float("-inf"))
+    value = torch.where(m, x, small).amax(dim=1)
+    return torch.where(valid, value, torch.zeros_like(value)), valid
+
+
+def reduce_quantile(x, m, q: float):
+    """Linear-interpolation quantile over the valid entries (``torch.quantile``'s default)."""
+    x, m, count = _flat(x, m)
+    valid = count > 0
+    ordered, _ = torch.sort(torch.where(m, x, torch.full_like(x, float("inf"))), dim=1)
+    last = (count - 1).clamp(min=0)
+    position = q * last.to(x.dtype)
+    low = torch.floor(position).long()
+    high = torch.minimum(low + 1, last)
+    weight = position - low.to(x.dtype)
+    low_v = ordered.gather(1, low[:, None]).squeeze(1)
+    high_v = ordered.gather(1, high[:, None]).squeeze(1)
+    low_v = torch.where(valid, low_v, torch.zeros_like(low_v))
+    high_v = torch.where(valid, high_v, torch.zeros_like(high_v))
+    return low_v + (high_v - low_v) * weight, valid
+
+
+# ---- boxes (B, 4): x1, y1, x2, y2 ----------------------------------------------------------------
+def area(b, mb):
+    w = (b[:, 2] - b[:, 0]).clamp(min=0)
+    h = (b[:, 3] - b[:, 1]).clamp(min=0)
+    return w * h, mb.all(dim=1)
+
+
+def iou(a, ma, b, mb):
+    x1 = torch.maximum(a[:, 0], b[:, 0])
+    y1 = torch.maximum(a[:, 1], b[:, 1])
+    x2 = torch.minimum(a[:, 2], b[:, 2])
+    y2 = torch.minimum(a[:, 3], b[:, 3])
+    inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    area_a, va = area(a, ma)
+    area_b, vb = area(b, mb)
+    union = area_a + area_b - inter
+    return div(inter, va & vb, union, va & vb)
+
+
+# ---- decision tables ---------------------------------------------------------------------------
+def cell_in(x: Tensor, values: tuple) -> Tensor:
+    hit = torch.zeros_like(x, dtype=torch.bool)
+    for value in values:
+        hit = hit | (x == value)
+    return hit
+
+
+# ---- rules, levels and the reward ---------------------------------------------------------------
+def rule(t, mt, w, mw, invalid: str):
+    """A rule's truth and applicability. ``w is None`` when it has no ``when``."""
+    fill = 1.0 if invalid == "pass" else 0.0
+    truth_value = torch.where(mt, t, torch.full_like(t, fill))
+    applies = torch.ones_like(mt) if w is None else (mw & (w >= 0.5))
+    if invalid == "skip":
+        applies = applies & mt
+    return truth_value, applies
+
+
+def level(parts: list[tuple[Tensor, Tensor, float]], ref: Tensor) -> Tensor:
+    """Weighted mean of the applicable rules' truths; 1 where no rule applies (nothing violated)."""
+    num = torch.zeros_like(ref)
+    den = torch.zeros_like(ref)
+    for t, a, weight in parts:  # unrolled over the level's rules
+        w = a.to(ref.dtype) * weight
+        num = num + w * t
+        den = den + w
+    return torch.where(den > 0, num / den.clamp(min=1e-12), torch.ones_like(ref))
+
+
+GATE_TOLERANCE = 1e-6
+
+
+def gate(score: Tensor) -> Tensor:
+    """1 where a gate level is fully satisfied, else 0."""
+    return (score >= 1.0 - GATE_TOLERANCE).to(score.dtype)
