@@ -287,7 +287,8 @@ class Checker:
                 self.sink.error(f"level `{level.name}` has no rules", level.span)
             self.program.levels.append(LevelIR(level.name, level.gate, level.weight, rules, level.span))
         if not self.spec.levels:
-            self.sink.error("a spec needs at least one `level` with a rule", self.spec.span)
+            self.sink.warning("this spec has no levels, so it gives no reward; it can still be "
+                              "imported for its enums, defs and tables", self.spec.span)
 
     def lower_rule(self, rule: ast.Rule, level: str) -> RuleIR | None:
         if rule.weight < 0:
@@ -388,16 +389,24 @@ class Checker:
 
     # ---- pass: report_unused ---------------------------------------------------------------------
     def report_unused(self) -> None:
-        reachable = set(self._used)
-        for decl in self.spec.inputs:
-            if decl.name not in reachable:
-                self.sink.warning(f"input `{decl.name}` is never used", decl.span)
-        for decl in self.spec.lets:
-            if decl.name not in reachable:
-                self.sink.warning(f"let `{decl.name}` is never used", decl.span)
-        for decl in self.spec.outputs:
-            if decl.name not in reachable:
-                self.sink.warning(f"output `{decl.name}` is never used", decl.span)
+        """Warn about inputs, outputs and lets that no rule reaches (read from the syntax, so a
+        name is not reported as unused just because an error stopped its rule from lowering)."""
+        refs = {d.name: _names_in(d.value) for d in (*self.spec.outputs, *self.spec.lets)}
+        reachable: set[str] = set()
+        stack = [name for level in self.spec.levels for rule in level.rules
+                 for expr in (rule.body, rule.when) if expr is not None for name in _names_in(expr)]
+        stack += [rule.on for level in self.spec.levels for rule in level.rules if rule.on]
+        while stack:
+            name = stack.pop()
+            if name in reachable:
+                continue
+            reachable.add(name)
+            stack.extend(refs.get(name, ()))
+        for kind, decls in (("input", self.spec.inputs), ("output", self.spec.outputs),
+                            ("let", self.spec.lets)):
+            for decl in decls:
+                if decl.name not in reachable:
+                    self.sink.warning(f"{kind} `{decl.name}` is never used", decl.span)
 
     # ---- expressions -------------------------------------------------------------------------------
     def node(self, op: str, args: tuple[Node, ...], type_: Type, span: Span, **attrs) -> Node:
@@ -564,8 +573,10 @@ class Checker:
         try:
             compiled = re2.compile(e.pattern)
         except re2.error as err:
-            raise self.error(f"this regex cannot be matched in linear time or is invalid ({err}); "
-                             "kdsl regexes use RE2 syntax: no backreferences or lookaround",
+            reason = err.args[0] if err.args else ""
+            reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+            raise self.error(f"this regex is not accepted ({reason}); kdsl regexes use RE2 syntax, "
+                             "which runs in linear time: no backreferences or lookaround",
                              e.span) from None
         groups = tuple(sorted(compiled.groupindex, key=compiled.groupindex.get))
         return self.node("regex", (within,), Type("record", groups=groups), e.span, pattern=e.pattern)
@@ -794,8 +805,11 @@ class Checker:
             return self.call_table(scope.tables[name], e, ctx)
         if not prefix and name in BUILTINS:
             return self.call_builtin(name, e, ctx)
-        candidates = list(scope.defs) + list(scope.tables) + ([] if prefix else list(BUILTINS))
-        raise self.error(f"unknown function `{prefix}{name}`{did_you_mean(name, candidates)}", e.func.span)
+        candidates = [prefix + c for c in (*scope.defs, *scope.tables)]
+        if not prefix:
+            candidates += BUILTINS
+        raise self.error(f"unknown function `{prefix}{name}`{did_you_mean(prefix + name, candidates)}",
+                         e.func.span)
 
     def expand_def(self, d: ast.Def, e: ast.Call, ctx: _Ctx, scope: Scope, qualified: str) -> Node:
         if qualified in ctx.calls:
@@ -1023,3 +1037,20 @@ def declare_library(spec: ast.Spec, scope: Scope, sink: DiagnosticSink) -> None:
     """Fill an imported spec's scope: enums, defs and tables (its levels are checked on their own)."""
     checker = Checker(spec, scope, sink)
     checker.declare_names()
+
+
+def _names_in(expr: ast.Node) -> set[str]:
+    """Every bare name an expression mentions (its variables, and words that may be members)."""
+    found: set[str] = set()
+    stack: list = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Node):
+            for value in node.__dict__.values():
+                if isinstance(value, ast.Node):
+                    stack.append(value)
+                elif isinstance(value, tuple):
+                    stack.extend(v for v in value if isinstance(v, ast.Node))
+    return found

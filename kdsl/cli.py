@@ -65,8 +65,6 @@ def _build_parser() -> _Parser:
                        help="a column value for every completion")
     score.add_argument("--json", action="store_true", help="print one JSON object per completion")
 
-    demo = sub.add_parser("demo", help="check, compile and score the bundled example")
-    demo.add_argument("--out-dir", default="kdsl-demo", help="where to write the compiled module")
     return parser
 
 
@@ -87,7 +85,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         return 0
     if args.command is None:
         console.error(parser.format_usage().rstrip())
-        console.error("kdsl: error: choose a command: check, compile, score or demo")
+        console.error("kdsl: error: choose a command: check, compile or score")
         return 2
     try:
         return _COMMANDS[args.command](args, console)
@@ -199,13 +197,7 @@ def _print_scores(console: Console, program, completions, scores, as_json: bool 
             console.print(f"       rule {name:<22} {'n/a' if value is None else f'{value:.3f}'}")
 
 
-def cmd_demo(args, console: Console) -> int:
-    from kdsl.demo import run_demo
-
-    return run_demo(Path(args.out_dir), console)
-
-
-_COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "demo": cmd_demo}
+_COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score}
 
 
 def console_main() -> None:

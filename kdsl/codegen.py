@@ -105,11 +105,8 @@ class Generator:
         w.line("def score(completions, device=None, dtype=torch.float32, tokenizer=None, **columns):")
         w.line('"""Score a batch: a dict of tensors (reward, rule.*, applies.*, level.*, let.*, valid.*)."""',
                indent=1)
-        w.line("return execute.run(_THIS, completions, columns, device=device, dtype=dtype, "
+        w.line("return execute.run(globals(), completions, columns, device=device, dtype=dtype, "
                "tokenizer=tokenizer)", indent=1)
-        w.blank()
-        w.blank()
-        w.line("_THIS = __import__('sys').modules[__name__]")
         return "\n".join(w.lines) + "\n"
 
     def constants(self, w: _Writer) -> None:
@@ -238,7 +235,7 @@ class Generator:
         numeric = table.result.kind != "enum"
         w.line(f"out = torch.zeros_like(a0, dtype={'dt' if numeric else 'torch.long'})", indent=1)
         w.line("done = torch.zeros_like(v0)", indent=1)
-        for number, row in enumerate(table.rows, start=1):
+        for row in table.rows:
             terms = [self.cell(cell, f"a{i}", table.params[i][1]) for i, cell in enumerate(row.cells)]
             terms = [t for t in terms if t is not None]
             hit = " & ".join(terms) if terms else "torch.ones_like(done)"

@@ -69,7 +69,7 @@ class _Importer:
                 continue
             if target not in self.loaded:
                 text = target.read_text(encoding="utf-8")
-                file = str(target)
+                file = _display_name(target)
                 self.sink.sources[file] = text
                 try:
                     imported = parse(text, file)
@@ -82,6 +82,14 @@ class _Importer:
                 Checker(imported, child, self.sink).declare_names()
                 self.loaded[target] = child
             scope.imports[imp.alias] = self.loaded[target]
+
+
+def _display_name(path: Path) -> str:
+    """A path relative to the working directory when it is below it, as compilers print them."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def check_source(text: str, file: str = "<string>") -> CheckResult:

@@ -12,7 +12,13 @@ from functools import lru_cache
 
 import lark
 from lark import Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from kdsl import ast
 from kdsl.errors import Diagnostic, KdslError, KdslSyntaxError, Span, source_line
@@ -539,7 +545,8 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         span = Span(file, line, column, line, column + 1)
     elif isinstance(err, UnexpectedToken):
         token = err.token
-        expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+        # `accepts` is the parser's own view; `expected` also holds the always-accepted newline.
+        expected = set(getattr(err, "accepts", None) or err.expected)
         if token.type == "$END":
             lines = text.rstrip("\n").splitlines() or [""]
             line, column = len(lines), len(lines[-1]) + 1

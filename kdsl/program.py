@@ -141,6 +141,9 @@ class Program:
 def loads(text: str, name: str = "<string>") -> Program:
     """Parse, check and compile spec text. Errors raise ``KdslError`` with every problem found."""
     ir, warnings = compile_ir(text, name)
+    if not ir.levels:
+        raise KdslError(f"{ir.name} has no levels, so there is nothing to score; add a `level` "
+                        "with rules", Span(name, 1, 1))
     return Program(ir, warnings)
 
 

@@ -31,14 +31,16 @@ def test_parse(path: Path):
 
 
 @pytest.mark.parametrize("path", _cases("check"), ids=lambda p: p.stem)
-def test_check(path: Path):
+def test_check(path: Path, monkeypatch):
+    monkeypatch.chdir(FIXTURES)  # imports resolve beside the spec, named relative to fixtures/
     result = check_source(path.read_text(encoding="utf-8"), _relative(path))
     actual = "\n".join(d.render() for d in result.diagnostics) + "\n"
     golden(path.with_suffix(".out"), actual)
 
 
 @pytest.mark.parametrize("path", _cases("codegen"), ids=lambda p: p.stem)
-def test_codegen(path: Path):
+def test_codegen(path: Path, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
     from kdsl.codegen import generate
     from kdsl.compiler import compile_ir
 

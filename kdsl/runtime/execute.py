@@ -7,6 +7,7 @@ phase (``module.evaluate``), which is a pure function of a dict of tensors.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 
 import torch
 
@@ -90,7 +91,10 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
         tokenizer=None) -> dict[str, torch.Tensor]:
-    """Score one batch with a compiled program module; returns ``module.evaluate``'s dict."""
+    """Score one batch with a compiled program module (or its globals); returns the dict of
+    ``module.evaluate``."""
+    if isinstance(module, Mapping):
+        module = SimpleNamespace(**module)
     texts = completion_texts(completions)
     n = len(texts)
     if device is None:
