@@ -94,10 +94,13 @@ class Generator:
         w.blank()
         self.constants(w)
         w.blank()
+        w.blank()
         self.extract(w)
         for table in self._tables():
             w.blank()
+            w.blank()
             self.table(w, table)
+        w.blank()
         w.blank()
         self.evaluate(w)
         w.blank()

@@ -414,3 +414,27 @@ def test_scores_have_no_nan_for_empty_batch(demo):
     scores = demo.score([], label=[], ndvi=[])
     assert scores.reward.shape == (0,)
     assert math.isfinite(float(scores.reward.sum()))
+
+
+class _WhitespaceTokenizer:
+    """The part of the transformers tokenizer interface that token lengths use."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[hash(w) % 1000 for w in t.split()] for t in texts]}
+
+
+def test_token_lengths_use_the_given_tokenizer():
+    program = kdsl.loads("""
+spec t version 1
+output {
+  think: tag "think"
+}
+level l {
+  rule short: length(think, tokens) <= 3
+}
+""")
+    completions = ["<think>one two three</think>", "<think>one two three four</think>"]
+    scores = program.score(completions, tokenizer=_WhitespaceTokenizer())
+    assert scores.rules["short"].tolist() == [1.0, 0.0]
+    with pytest.raises(KdslDataError, match="counts tokens: pass tokenizer="):
+        program.score(completions)

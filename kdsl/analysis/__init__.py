@@ -1,0 +1,1 @@
+"""Knowledge checks that run after type checking: decision tables and value ranges."""

@@ -1,0 +1,275 @@
+"""The text phase of compiled programs: extractors over a batch of completions.
+
+Completions come from a policy model and may be hostile (huge, adversarial), so every function
+here runs in time linear in the text: literal searches with ``str.find``/``str.count``, and RE2
+(``re2``, linear-time) for patterns. A span list has one ``(start, end)`` or ``None`` (not found)
+per sample; value functions return plain lists ``(values, valid)`` that the caller turns into
+tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+
+import re2
+
+Span = tuple[int, int] | None
+
+# Python's `re` is used only for these fixed patterns, which cannot backtrack badly: each is a
+# sequence of simple classes with no nested quantifiers.
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?|[-+]?\.\d+(?:[eE][-+]?\d+)?%?")
+_WORD_EDGE_PUNCT = " \t\r\n\"'`*_.,;:!?()[]{}<>"
+
+
+def normalize_term(text: str) -> str:
+    """The form used to match enum members and synonyms: case-folded, spaces collapsed,
+    surrounding quotes, brackets and punctuation removed ("**Forest.**" -> "forest")."""
+    return " ".join(text.strip(_WORD_EDGE_PUNCT).casefold().split()).strip(_WORD_EDGE_PUNCT)
+
+
+def whole(texts: list[str]) -> list[Span]:
+    return [(0, len(t)) for t in texts]
+
+
+def _slice(text: str, span: Span) -> str:
+    return text[span[0]:span[1]]
+
+
+# ---- tags ---------------------------------------------------------------------------------------
+def tag(texts: list[str], within: list[Span], name: str, position: str) -> list[Span]:
+    """The content of ``<name>...</name>`` inside each span (first, last or only occurrence)."""
+    open_tag, close_tag = f"<{name}>", f"</{name}>"
+    width = len(open_tag)
+    out: list[Span] = []
+    append = out.append
+    for text, span in zip(texts, within):
+        if span is None:
+            append(None)
+            continue
+        start, end = span
+        if position == "last":
+            i = text.rfind(open_tag, start, end)
+        else:
+            i = text.find(open_tag, start, end)
+            if position == "only" and i >= 0 and text.find(open_tag, i + width, end) >= 0:
+                append(None)
+                continue
+        if i < 0:
+            append(None)
+            continue
+        j = text.find(close_tag, i + width, end)
+        append(None if j < 0 else (i + width, j))
+    return out
+
+
+def tag_count(texts: list[str], within: list[Span], name: str) -> tuple[list[float], list[bool]]:
+    """How many times ``<name>`` opens inside each span (a closing tag is not required, as in
+    open-r1's tag-count reward, which counts the literal opening and closing strings)."""
+    open_tag = f"<{name}>"
+    values = [0.0 if s is None else float(t.count(open_tag, s[0], s[1])) for t, s in zip(texts, within)]
+    return values, [s is not None for s in within]
+
+
+# ---- regexes ------------------------------------------------------------------------------------
+@lru_cache(maxsize=256)
+def compile_regex(pattern: str):
+    """A compiled RE2 pattern; ``ValueError`` with the reason when RE2 rejects it."""
+    try:
+        return re2.compile(pattern)
+    except re2.error as err:
+        reason = err.args[0] if err.args else ""
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(f"invalid or non-linear regex {pattern!r}: {reason}") from None
+
+
+def regex_groups(texts: list[str], within: list[Span], pattern: str,
+                 groups: list) -> dict[object, list[Span]]:
+    """The first match inside each span; for each named group (or 0, the whole match) its span."""
+    compiled = compile_regex(pattern)
+    out: dict[object, list[Span]] = {g: [] for g in groups}
+    for text, span in zip(texts, within):
+        match = None
+        if span is not None:
+            match = compiled.search(text, span[0], span[1])
+        for g in groups:
+            if match is None:
+                out[g].append(None)
+                continue
+            start, end = match.span(g)
+            out[g].append(None if start < 0 else (start, end))
+    return out
+
+
+def regex_matches(texts: list[str], within: list[Span], pattern: str) -> tuple[list[float], list[bool]]:
+    compiled = compile_regex(pattern)
+    values = [0.0 if s is None or compiled.search(t, s[0], s[1]) is None else 1.0
+              for t, s in zip(texts, within)]
+    return values, [s is not None for s in within]
+
+
+# ---- conversions --------------------------------------------------------------------------------
+def _parse_number(token: str) -> float | None:
+    percent = token.endswith("%")
+    if percent:
+        token = token[:-1]
+    try:
+        value = float(token.replace(",", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def to_number(texts: list[str], spans: list[Span]) -> tuple[list[float], list[bool]]:
+    """The first number in each span: signs, decimals, exponents, ``1,234.5``, ``45%`` (-> 45)."""
+    values: list[float] = []
+    valid: list[bool] = []
+    search = _NUMBER.search
+    for text, span in zip(texts, spans):
+        value = None
+        if span is not None:
+            match = search(text, span[0], span[1])
+            if match is not None:
+                value = _parse_number(match.group())
+        values.append(0.0 if value is None else value)
+        valid.append(value is not None)
+    return values, valid
+
+
+def to_enum(texts: list[str], spans: list[Span], lookup: dict[str, int]) -> tuple[list[int], list[bool]]:
+    """The enum member a span names, through ``lookup`` (keys already ``normalize_term``-ed)."""
+    values: list[int] = []
+    valid: list[bool] = []
+    longest = max((len(k) for k in lookup), default=0) * 4 + 64
+    for text, span in zip(texts, spans):
+        index = None
+        if span is not None and span[1] - span[0] <= longest:
+            index = lookup.get(normalize_term(text[span[0]:span[1]]))
+        values.append(0 if index is None else index)
+        valid.append(index is not None)
+    return values, valid
+
+
+def to_str(texts: list[str], spans: list[Span]) -> list[str | None]:
+    return [None if s is None else text[s[0]:s[1]].strip() for text, s in zip(texts, spans)]
+
+
+def to_box(texts: list[str], spans: list[Span]):
+    """The first four numbers as (x1, y1, x2, y2): "[10, 20, 110, 220]" or "(10,20),(110,220)"."""
+    values: list[tuple[float, float, float, float]] = []
+    valid: list[bool] = []
+    for text, span in zip(texts, spans):
+        numbers: list[float] = []
+        if span is not None:
+            for match in _NUMBER.finditer(text, span[0], span[1]):
+                number = _parse_number(match.group())
+                if number is None:
+                    break
+                numbers.append(number)
+                if len(numbers) == 4:
+                    break
+        ok = len(numbers) == 4 and numbers[2] >= numbers[0] and numbers[3] >= numbers[1]
+        values.append(tuple(numbers) if ok else (0.0, 0.0, 0.0, 0.0))
+        valid.append(ok)
+    return values, valid
+
+
+# ---- terms, lengths, repetition, choices -------------------------------------------------------------
+@lru_cache(maxsize=256)
+def _terms_pattern(terms: tuple[str, ...]):
+    # Whole words or phrases, case-insensitively; RE2 keeps a long alternation linear.
+    alternation = "|".join(re2.escape(t.strip()) for t in sorted(set(terms), key=len, reverse=True))
+    return re2.compile(rf"(?i)(?:^|[^\w])(?:{alternation})(?:$|[^\w])" if alternation else r"$^")
+
+
+def mentions(texts: list[str], spans: list[Span], terms: list[str], count: bool):
+    """Whether (or how often) any term occurs as a whole word or phrase, ignoring case."""
+    pattern = _terms_pattern(tuple(terms))
+    values: list[float] = []
+    for text, span in zip(texts, spans):
+        if span is None:
+            values.append(0.0)
+            continue
+        if not count:
+            values.append(0.0 if pattern.search(text, span[0], span[1]) is None else 1.0)
+            continue
+        # Matches consume one boundary character each, so step back one to find adjacent terms.
+        n, pos, end = 0, span[0], span[1]
+        while pos < end:
+            match = pattern.search(text, pos, end)
+            if match is None:
+                break
+            n += 1
+            pos = max(match.end() - 1, match.start() + 1)
+        values.append(float(n))
+    return values, [s is not None for s in spans]
+
+
+def length(texts: list[str], spans: list[Span], unit: str) -> tuple[list[float], list[bool]]:
+    """Characters or whitespace-separated words ("tokens" needs a tokenizer; see execute.py)."""
+    if unit == "chars":
+        values = [0.0 if s is None else float(s[1] - s[0]) for s in spans]
+    elif unit == "words":
+        values = [0.0 if s is None else float(len(t[s[0]:s[1]].split())) for t, s in zip(texts, spans)]
+    else:
+        raise ValueError(f"unknown length unit {unit!r}")
+    return values, [s is not None for s in spans]
+
+
+def repetition(texts: list[str], spans: list[Span], n: int) -> tuple[list[float], list[bool]]:
+    """open-r1's repetition measure: 1 - distinct word n-grams / all word n-grams (0 when shorter
+    than n). The penalty is this times a (negative) maximum, which the spec writes itself."""
+    values: list[float] = []
+    for text, span in zip(texts, spans):
+        if span is None:
+            values.append(0.0)
+            continue
+        words = text[span[0]:span[1]].lower().split()
+        total = len(words) - n + 1
+        if total <= 0 or not words:
+            values.append(0.0)
+            continue
+        distinct = len(set(zip(*[words[i:] for i in range(n)])))
+        values.append(1.0 - distinct / total)
+    return values, [s is not None for s in spans]
+
+
+@lru_cache(maxsize=64)
+def _choice_pattern(letters: str):
+    klass = re2.escape(letters)
+    # A letter standing alone: not inside a word ("A" in "An apple" does not count).
+    return re2.compile(rf"(?:^|[^\w])([{klass}])(?:$|[^\w])")
+
+
+def choice(texts: list[str], spans: list[Span], letters: str):
+    """The multiple-choice letter given in each span ("B", "(B)", "B.", "Answer: B", "**B**").
+
+    Returns ``(index, valid, exact)``: ``exact`` is true when the span holds only the letter,
+    with optional brackets or punctuation around it.
+    """
+    pattern = _choice_pattern(letters)
+    values: list[int] = []
+    valid: list[bool] = []
+    exact: list[bool] = []
+    for text, span in zip(texts, spans):
+        if span is None:
+            values.append(0)
+            valid.append(False)
+            exact.append(False)
+            continue
+        stripped = text[span[0]:span[1]].strip(_WORD_EDGE_PUNCT)
+        if len(stripped) == 1 and stripped in letters:
+            values.append(letters.index(stripped))
+            valid.append(True)
+            exact.append(True)
+            continue
+        match = pattern.search(text, span[0], span[1])
+        if match is None:
+            values.append(0)
+            valid.append(False)
+        else:
+            values.append(letters.index(match.group(1)))
+            valid.append(True)
+        exact.append(False)
+    return values, valid, exact
