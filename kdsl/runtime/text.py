@@ -20,6 +20,8 @@ Span = tuple[int, int] | None
 # Python's `re` is used only for these fixed patterns, which cannot backtrack badly: each is a
 # sequence of simple classes with no nested quantifiers.
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?|[-+]?\.\d+(?:[eE][-+]?\d+)?%?")
+# Coordinates are separated by commas, so a box reads plain numbers without thousands separators.
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 _WORD_EDGE_PUNCT = " \t\r\n\"'`*_.,;:!?()[]{}<>"
 
 
@@ -88,16 +90,17 @@ def regex_groups(texts: list[str], within: list[Span], pattern: str,
                  groups: list) -> dict[object, list[Span]]:
     """The first match inside each span; for each named group (or 0, the whole match) its span."""
     compiled = compile_regex(pattern)
+    numbers = [g if isinstance(g, int) else compiled.groupindex[g] for g in groups]
     out: dict[object, list[Span]] = {g: [] for g in groups}
     for text, span in zip(texts, within):
         match = None
         if span is not None:
             match = compiled.search(text, span[0], span[1])
-        for g in groups:
+        for g, number in zip(groups, numbers):
             if match is None:
                 out[g].append(None)
                 continue
-            start, end = match.span(g)
+            start, end = match.span(number)
             out[g].append(None if start < 0 else (start, end))
     return out
 
@@ -162,7 +165,7 @@ def to_box(texts: list[str], spans: list[Span]):
     for text, span in zip(texts, spans):
         numbers: list[float] = []
         if span is not None:
-            for match in _NUMBER.finditer(text, span[0], span[1]):
+            for match in _PLAIN_NUMBER.finditer(text, span[0], span[1]):
                 number = _parse_number(match.group())
                 if number is None:
                     break
@@ -178,9 +181,14 @@ def to_box(texts: list[str], spans: list[Span]):
 # ---- terms, lengths, repetition, choices -------------------------------------------------------------
 @lru_cache(maxsize=256)
 def _terms_pattern(terms: tuple[str, ...]):
-    # Whole words or phrases, case-insensitively; RE2 keeps a long alternation linear.
-    alternation = "|".join(re2.escape(t.strip()) for t in sorted(set(terms), key=len, reverse=True))
-    return re2.compile(rf"(?i)(?:^|[^\w])(?:{alternation})(?:$|[^\w])" if alternation else r"$^")
+    # Whole words or phrases, case-insensitively: \b on each side that is a word character (RE2's
+    # \b is ASCII). RE2 keeps even a long alternation linear in the text.
+    parts = []
+    for term in sorted({t.strip() for t in terms if t.strip()}, key=len, reverse=True):
+        left = r"\b" if term[0].isalnum() or term[0] == "_" else ""
+        right = r"\b" if term[-1].isalnum() or term[-1] == "_" else ""
+        parts.append(f"{left}{re2.escape(term)}{right}")
+    return re2.compile("(?i)(?:" + "|".join(parts) + ")" if parts else r"$^")
 
 
 def mentions(texts: list[str], spans: list[Span], terms: list[str], count: bool):
@@ -190,19 +198,10 @@ def mentions(texts: list[str], spans: list[Span], terms: list[str], count: bool)
     for text, span in zip(texts, spans):
         if span is None:
             values.append(0.0)
-            continue
-        if not count:
+        elif count:
+            values.append(float(sum(1 for _ in pattern.finditer(text, span[0], span[1]))))
+        else:
             values.append(0.0 if pattern.search(text, span[0], span[1]) is None else 1.0)
-            continue
-        # Matches consume one boundary character each, so step back one to find adjacent terms.
-        n, pos, end = 0, span[0], span[1]
-        while pos < end:
-            match = pattern.search(text, pos, end)
-            if match is None:
-                break
-            n += 1
-            pos = max(match.end() - 1, match.start() + 1)
-        values.append(float(n))
     return values, [s is not None for s in spans]
 
 
