@@ -391,7 +391,9 @@ class Checker:
     def report_unused(self) -> None:
         """Warn about inputs, outputs and lets that no rule reaches (read from the syntax, so a
         name is not reported as unused just because an error stopped its rule from lowering)."""
-        refs = {d.name: _names_in(d.value) for d in (*self.spec.outputs, *self.spec.lets)}
+        refs: dict[str, set[str]] = {}
+        for d in (*self.spec.outputs, *self.spec.lets):
+            refs.setdefault(d.name, set()).update(_names_in(d.value))
         reachable: set[str] = set()
         stack = [name for level in self.spec.levels for rule in level.rules
                  for expr in (rule.body, rule.when) if expr is not None for name in _names_in(expr)]
@@ -406,6 +408,7 @@ class Checker:
                             ("let", self.spec.lets)):
             for decl in decls:
                 if decl.name not in reachable:
+                    reachable.add(decl.name)  # one warning per name, even if it is defined twice
                     self.sink.warning(f"{kind} `{decl.name}` is never used", decl.span)
 
     # ---- expressions -------------------------------------------------------------------------------
