@@ -305,18 +305,19 @@ class Generator:
             reward_terms.append(f"{_lit(float(level.weight))} * level_{level.name}")
         w.line(f"reward = {' + '.join(reward_terms) if reward_terms else 'torch.zeros_like(ref)'}",
                indent=1)
-        w.line("return {", indent=1)
+        w.line("out = {", indent=1)
         w.line("'reward': reward,", indent=2)
         for rule in p.rules:
             w.line(f"'rule.{rule.name}': t_{rule.name},", indent=2)
             w.line(f"'applies.{rule.name}': a_{rule.name},", indent=2)
         for level in p.levels:
             w.line(f"'level.{level.name}': level_{level.name},", indent=2)
+        w.line("}", indent=1)
         for name in self._scalar_lets():
             node = p.lets[name]
-            w.line(f"'let.{name}': x{node.id},", indent=2)
-            w.line(f"'valid.{name}': m{node.id},", indent=2)
-        w.line("}", indent=1)
+            w.line(f"out['let.{name}'], out['valid.{name}'] = ops.observe(x{node.id}, m{node.id})",
+                   indent=1)
+        w.line("return out", indent=1)
 
     def tensor_line(self, n: Node) -> str:
         out = f"x{n.id}, m{n.id} = "
@@ -334,7 +335,11 @@ class Generator:
                 _lit(n.attr("value"))[:40]
         if op == "lift":
             return out + f"ops.lift({args}, {n.attr('dims')})"
-        if op in ("band", "element"):
+        if op == "band":
+            nodata = n.args[0].type.nodata
+            nodata = None if nodata is None else float(nodata)
+            return out + f"ops.band({args}, {n.attr('index')}, {_lit(nodata)})  # {n.attr('band')}"
+        if op == "element":
             return out + f"ops.select({args}, {n.attr('index')})  # {n.attr('band')}"
         if op in _BINARY or op in _UNARY:
             return out + f"ops.{op}({args})"

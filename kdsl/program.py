@@ -101,6 +101,7 @@ class Program:
         self.warnings = list(warnings)
         self.source = generate(ir)
         self.module = load_module(self.source, Path(ir.file).name)
+        self._evaluate = None  # a torch.compile'd tensor phase, once compile() is called
 
     @property
     def name(self) -> str:
@@ -121,11 +122,23 @@ class Program:
     def emit_ir(self) -> str:
         return dump(self.ir)
 
+    def compile(self, **options) -> Program:
+        """Run the tensor phase through ``torch.compile(fullgraph=True)`` from now on.
+
+        Fusing the whole phase into a few kernels matters for per-pixel rules, which are bound by
+        memory traffic; the first batch pays the compilation (seconds to a minute). ``options``
+        go to ``torch.compile`` (for example ``dynamic=True``, ``mode="max-autotune"``).
+        """
+        self._evaluate = torch.compile(self.module.evaluate, fullgraph=True, **options)
+        return self
+
     def outputs(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
                 **columns) -> dict[str, torch.Tensor]:
         """The raw output dict of the generated module's ``evaluate``."""
-        return self.module.score(completions, device=device, dtype=dtype, tokenizer=tokenizer,
-                                 **columns)
+        from kdsl.runtime import execute
+
+        return execute.run(self.module, completions, columns, device=device, dtype=dtype,
+                           tokenizer=tokenizer, evaluate=self._evaluate)
 
     def score(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
               **columns) -> Scores:

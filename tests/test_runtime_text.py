@@ -137,3 +137,14 @@ def test_hostile_megabyte_texts_take_linear_time(make):
     tx.choice(texts, whole, "ABCD")
     tx.to_enum(texts, whole, {"water": 0})
     assert time.perf_counter() - start < 5.0  # guards against super-linear blow-ups, not a benchmark
+
+
+@given(st.lists(st.sampled_from(["water", "Water", "waterproof", "ndvi", "_water", "é", "water2", " ",
+                                 ", ", ".", "\n", "NDVI-based", "x"]), max_size=12).map("".join),
+       st.booleans())
+def test_fast_and_pattern_mentions_agree(text, count):
+    terms = ["water", "NDVI"]
+    fast, _ = tx.mentions([text], tx.whole([text]), terms, count)
+    slow = tx._terms_pattern(tuple(terms))
+    expected = len(slow.findall(text)) if count else float(slow.search(text) is not None)
+    assert fast == [float(expected)]

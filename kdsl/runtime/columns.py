@@ -116,6 +116,7 @@ def bools(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
 
 def enums(column, name: str, n: int, device, lookup: dict[str, int], members: Sequence[str]):
     values, valid = [], []
+    seen: dict[str, int | None] = {}
     for row, value in enumerate(_rows(column, name, n)):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             values.append(0)
@@ -130,7 +131,9 @@ def enums(column, name: str, n: int, device, lookup: dict[str, int], members: Se
             continue
         if not isinstance(value, str):
             raise _bad(name, row, value, f"one of {', '.join(members)}")
-        index = lookup.get(normalize_term(value))
+        index = seen.get(value, -1)
+        if index == -1:  # labels repeat: normalise each distinct spelling once
+            index = seen[value] = lookup.get(normalize_term(value))
         if index is None:
             raise _bad(name, row, value, f"one of {', '.join(members)}")
         values.append(index)
@@ -185,36 +188,34 @@ def boxes(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
 
 
 def rasters(column, name: str, n: int, bands: int, nodata: float | None, device, dtype):
-    """(B, C, H, W) values and per-band-per-pixel validity. Rows of different sizes are padded
-    with invalid pixels to the largest height and width in the batch."""
-    if isinstance(column, Tensor) and column.dim() == 4 and column.shape[:2] == (n, bands):
+    """(B, C, H, W) values, as given (NaN and nodata pixels included), and a (B,) mask of the rows
+    that have a raster at all. Pixel masks are made per band where a band is used (ops.band).
+    Rows of different sizes are padded with NaN (invalid) to the largest height and width."""
+    del nodata  # applied per band in ops.band
+    if isinstance(column, Tensor) and column.dim() == 4 and tuple(column.shape[:2]) == (n, bands):
         x = column.to(device=device, dtype=dtype)
-        present = torch.ones(n, dtype=torch.bool, device=device)
-    else:
-        arrays = []
-        for row, value in enumerate(_rows(column, name, n)):
-            if value is None:
-                arrays.append(None)
-                continue
-            array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
-            if array.ndim == 2 and bands == 1:
-                array = array[None]
-            if array.ndim != 3 or array.shape[0] != bands:
-                raise _bad(name, row, f"an array of shape {tuple(array.shape)}",
-                           f"a raster of shape ({bands}, height, width)")
-            if not np.issubdtype(array.dtype, np.number):
-                raise _bad(name, row, f"an array of {array.dtype}", "numbers")
-            arrays.append(array)
-        shapes = [a.shape[1:] for a in arrays if a is not None] or [(1, 1)]
-        height = max(s[0] for s in shapes)
-        width = max(s[1] for s in shapes)
-        batch = np.full((n, bands, height, width), np.nan, dtype=np.float64)
-        for row, array in enumerate(arrays):
-            if array is not None:
-                batch[row, :, :array.shape[1], :array.shape[2]] = array
-        x = torch.as_tensor(batch).to(device=device, dtype=dtype)
-        present = torch.tensor([a is not None for a in arrays], dtype=torch.bool, device=device)
-    m = torch.isfinite(x) & present[:, None, None, None]
-    if nodata is not None:
-        m = m & (x != nodata)
-    return torch.where(m, x, torch.zeros_like(x)), m
+        return x, torch.ones(n, dtype=torch.bool, device=device)
+    arrays = []
+    for row, value in enumerate(_rows(column, name, n)):
+        if value is None:
+            arrays.append(None)
+            continue
+        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        if array.ndim == 2 and bands == 1:
+            array = array[None]
+        if array.ndim != 3 or array.shape[0] != bands:
+            raise _bad(name, row, f"an array of shape {tuple(array.shape)}",
+                       f"a raster of shape ({bands}, height, width)")
+        if not np.issubdtype(array.dtype, np.number):
+            raise _bad(name, row, f"an array of {array.dtype}", "numbers")
+        arrays.append(array)
+    shapes = [a.shape[1:] for a in arrays if a is not None] or [(1, 1)]
+    height = max(s[0] for s in shapes)
+    width = max(s[1] for s in shapes)
+    batch = np.full((n, bands, height, width), np.nan, dtype=np.float64)
+    for row, array in enumerate(arrays):
+        if array is not None:
+            batch[row, :, :array.shape[1], :array.shape[2]] = array
+    x = torch.as_tensor(batch).to(device=device, dtype=dtype)
+    present = torch.tensor([a is not None for a in arrays], dtype=torch.bool, device=device)
+    return x, present

@@ -90,9 +90,9 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 
 
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
-        tokenizer=None) -> dict[str, torch.Tensor]:
+        tokenizer=None, evaluate=None) -> dict[str, torch.Tensor]:
     """Score one batch with a compiled program module (or its globals); returns the dict of
-    ``module.evaluate``."""
+    ``module.evaluate`` (or of ``evaluate``, a compiled version of it)."""
     if isinstance(module, Mapping):
         module = SimpleNamespace(**module)
     texts = completion_texts(completions)
@@ -106,7 +106,7 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
                             "tokenizer) when scoring")
     module.extract(texts, env, Extraction(texts, ref, interner, tokenizer))
-    return module.evaluate(env)
+    return (evaluate or module.evaluate)(env)
 
 
 class Extraction:

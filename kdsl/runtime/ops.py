@@ -1,8 +1,15 @@
 """Tensor operations of compiled programs. Every value is a pair ``(x, m)``: a batch tensor and
-a boolean validity mask of the same shape. Invalid entries hold 0 in ``x`` so that no NaN or inf
-can travel further; every function here is branch-free tensor code (no ``.item()``, no Python
-loop over samples), so compiled programs run unchanged on any device and under
-``torch.compile(fullgraph=True)``.
+a boolean validity mask of the same shape. Every function here is branch-free tensor code (no
+``.item()``, no Python loop over samples), so compiled programs run unchanged on any device and
+under ``torch.compile(fullgraph=True)``.
+
+Invariant: ``x`` is finite everywhere, and where ``m`` is false it holds an arbitrary finite
+value that nothing reads (reductions multiply by the mask, logic selects by it). Inputs are made
+finite where they enter (columns, text, raster bands); divisions and partial functions guard
+their domain. So no operation needs to zero its result, and a chain of arithmetic costs one pass
+per operation; only an overflow to inf can break finiteness, and it is caught where values are
+observed (reductions, rule truths, let values). This matters on the CPU, where ``torch.where`` and
+``isfinite`` cost several times a plain arithmetic pass.
 """
 
 from __future__ import annotations
@@ -32,34 +39,48 @@ def lift(x: Tensor, m: Tensor, dims: int) -> tuple[Tensor, Tensor]:
 
 
 def select(x: Tensor, m: Tensor, index: int) -> tuple[Tensor, Tensor]:
-    """A band of a raster (B, C, H, W) -> (B, H, W), or an element of a vector (B, N) -> (B,)."""
+    """An element of a vector (B, N) -> (B,)."""
     return x[:, index], m[:, index]
+
+
+def band(x: Tensor, present: Tensor, index: int, nodata: float | None) -> tuple[Tensor, Tensor]:
+    """One band of a raster (B, C, H, W) -> (B, H, W). Rasters travel unmasked (``present`` says
+    which rows have one at all); a band's pixel mask is computed only when the band is used."""
+    raw = x[:, index]
+    xb = torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+    mb = (xb == raw) & present[:, None, None]  # false exactly where raw was NaN or infinite
+    if nodata is not None:
+        mb = mb & (xb != nodata)
+    return xb, mb
+
+
+def observe(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """A value as it leaves the program (a let): non-finite values are invalid, invalid are 0."""
+    return clean(x, m)
 
 
 # ---- arithmetic -----------------------------------------------------------------------------
 def add(a, ma, b, mb):
-    return clean(a + b, ma & mb)
+    return a + b, ma & mb
 
 
 def sub(a, ma, b, mb):
-    return clean(a - b, ma & mb)
+    return a - b, ma & mb
 
 
 def mul(a, ma, b, mb):
-    return clean(a * b, ma & mb)
+    return a * b, ma & mb
 
 
 def div(a, ma, b, mb):
     """Safe division: a zero denominator makes the result invalid instead of inf or NaN."""
-    nonzero = b != 0
-    safe = torch.where(nonzero, b, torch.ones_like(b))
-    return clean(a / safe, ma & mb & nonzero)
+    zero = b == 0
+    return a / (b + zero), ma & mb & ~zero  # adding the bool turns 0 into 1, a cheap select
 
 
 def mod(a, ma, b, mb):
-    nonzero = b != 0
-    safe = torch.where(nonzero, b, torch.ones_like(b))
-    return clean(torch.remainder(a, safe), ma & mb & nonzero)
+    zero = b == 0
+    return torch.remainder(a, b + zero), ma & mb & ~zero
 
 
 def pow(a, ma, b, mb):  # noqa: A001 - named after the IR operation
@@ -104,16 +125,20 @@ def round(a, ma):  # noqa: A001
 
 
 def min(a, ma, b, mb):  # noqa: A001
-    return clean(torch.minimum(a, b), ma & mb)
+    return torch.minimum(a, b), ma & mb
 
 
 def max(a, ma, b, mb):  # noqa: A001
-    return clean(torch.maximum(a, b), ma & mb)
+    return torch.maximum(a, b), ma & mb
 
 
 # ---- comparisons: truth values in [0, 1] -------------------------------------------------------
 def _truth(value: Tensor, m: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    return torch.where(m, value.to(dtype), torch.zeros((), dtype=dtype, device=value.device)), m
+    return value.to(dtype), m
+
+
+def _finite(a: Tensor, ma: Tensor, b: Tensor, mb: Tensor) -> Tensor:
+    return ma & mb
 
 
 def _ramp(margin: Tensor, soft: float) -> Tensor:
@@ -122,15 +147,17 @@ def _ramp(margin: Tensor, soft: float) -> Tensor:
 
 
 def lt(a, ma, b, mb, soft: float, dtype):
+    m = _finite(a, ma, b, mb)
     if soft > 0:
-        return _truth(_ramp((b - a).to(dtype), soft), ma & mb, dtype)
-    return _truth(a < b, ma & mb, dtype)
+        return _truth(_ramp((b - a).to(dtype), soft), m, dtype)
+    return _truth(a < b, m, dtype)
 
 
 def le(a, ma, b, mb, soft: float, dtype):
+    m = _finite(a, ma, b, mb)
     if soft > 0:
-        return _truth(_ramp((b - a).to(dtype), soft), ma & mb, dtype)
-    return _truth(a <= b, ma & mb, dtype)
+        return _truth(_ramp((b - a).to(dtype), soft), m, dtype)
+    return _truth(a <= b, m, dtype)
 
 
 def gt(a, ma, b, mb, soft: float, dtype):
@@ -142,15 +169,17 @@ def ge(a, ma, b, mb, soft: float, dtype):
 
 
 def eq(a, ma, b, mb, soft: float, dtype):
+    m = _finite(a, ma, b, mb)
     if soft > 0:
-        return _truth(torch.clamp(1.0 - torch.abs(a - b).to(dtype) / soft, 0.0, 1.0), ma & mb, dtype)
-    return _truth(a == b, ma & mb, dtype)
+        return _truth(torch.clamp(1.0 - torch.abs(a - b).to(dtype) / soft, 0.0, 1.0), m, dtype)
+    return _truth(a == b, m, dtype)
 
 
 def ne(a, ma, b, mb, soft: float, dtype):
+    m = _finite(a, ma, b, mb)
     if soft > 0:
-        return _truth(torch.clamp(torch.abs(a - b).to(dtype) / soft, 0.0, 1.0), ma & mb, dtype)
-    return _truth(a != b, ma & mb, dtype)
+        return _truth(torch.clamp(torch.abs(a - b).to(dtype) / soft, 0.0, 1.0), m, dtype)
+    return _truth(a != b, m, dtype)
 
 
 def in_set(a, ma, values: tuple, dtype):
@@ -200,67 +229,77 @@ def if_(c, mc, a, ma, b, mb):
 
 
 def present(a, ma, dtype):
+    if a.is_floating_point():
+        ma = ma & torch.isfinite(a)
     return ma.to(dtype), torch.ones_like(ma)
 
 
 def default(a, ma, b, mb):
+    if a.is_floating_point():
+        ma = ma & torch.isfinite(a)
     x = torch.where(ma, a, b)
     return x, ma | mb
 
 
 def truth(a, ma):
     """A number used as a rule's truth value: clamped to [0, 1]."""
+    a, ma = clean(a, ma)
     return torch.clamp(a, 0.0, 1.0), ma
 
 
 # ---- reductions over a vector (B, N) or a field (B, H, W) -------------------------------------
 def _flat(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Flattened values with NaN (from an overflow) made invalid, the mask as 0/1 numbers, and
+    the count of valid entries (summing a float mask is far faster than summing a bool one)."""
     x, m = x.flatten(1), m.flatten(1)
-    return x, m, m.sum(dim=1)
+    if x.is_floating_point():
+        m = m & (x == x)
+        x = torch.nan_to_num(x, nan=0.0)
+    weights = m.to(x.dtype if x.is_floating_point() else torch.float32)
+    return x, weights, weights.sum(dim=1)
 
 
 def reduce_sum(x, m):
-    x, m, count = _flat(x, m)
-    return torch.where(m, x, torch.zeros_like(x)).sum(dim=1), count > 0
+    x, w, count = _flat(x, m)
+    return (x * w).sum(dim=1), count > 0
 
 
 def reduce_mean(x, m):
-    x, m, count = _flat(x, m)
-    total = torch.where(m, x, torch.zeros_like(x)).sum(dim=1)
+    x, w, count = _flat(x, m)
     valid = count > 0
-    return torch.where(valid, total / count.clamp(min=1).to(x.dtype), torch.zeros_like(total)), valid
+    return (x * w).sum(dim=1) / count.clamp(min=1), valid
 
 
 reduce_frac = reduce_mean
 
 
 def reduce_std(x, m):
-    mean, valid = reduce_mean(x, m)
-    xf, mf, count = _flat(x, m)
-    dev = torch.where(mf, xf - mean[:, None], torch.zeros_like(xf))
-    var = (dev * dev).sum(dim=1) / count.clamp(min=1).to(xf.dtype)
-    return torch.sqrt(var), valid
+    x, w, count = _flat(x, m)
+    valid = count > 0
+    mean = (x * w).sum(dim=1) / count.clamp(min=1)
+    dev = (x - mean[:, None]) * w
+    return torch.sqrt((dev * dev).sum(dim=1) / count.clamp(min=1)), valid
 
 
 def reduce_min(x, m):
-    x, m, count = _flat(x, m)
+    x, w, count = _flat(x, m)
     valid = count > 0
-    big = torch.full_like(x, float("inf"))
-    value = torch.where(m, x, big).amin(dim=1)
+    value = x.masked_fill(w == 0, float("inf")).amin(dim=1)
     return torch.where(valid, value, torch.zeros_like(value)), valid
 
 
 def reduce_max(x, m):
-    x, m, count = _flat(x, m)
+    x, w, count = _flat(x, m)
     valid = count > 0
-    small = torch.full_like(x, float("-inf"))
-    value = torch.where(m, x, small).amax(dim=1)
+    value = x.masked_fill(w == 0, float("-inf")).amax(dim=1)
     return torch.where(valid, value, torch.zeros_like(value)), valid
 
 
 def reduce_quantile(x, m, q: float):
     """Linear-interpolation quantile over the valid entries (``torch.quantile``'s default)."""
-    x, m, count = _flat(x, m)
+    x, w, count = _flat(x, m)
+    m = w > 0
+    count = count.long()
     valid = count > 0
     ordered, _ = torch.sort(torch.where(m, x, torch.full_like(x, float("inf"))), dim=1)
     last = (count - 1).clamp(min=0)
