@@ -1,0 +1,492 @@
+"""A reference interpreter: the semantics of docs/language.md, one sample at a time, in plain Python.
+
+It walks the AST directly (no IR, no torch): numbers are floats, an invalid value is ``None``,
+per-pixel values are lists. It is written to be read, not to be fast; the property tests check
+that compiled, batched programs agree with it. Text extraction reuses ``kdsl.runtime.text`` on a
+batch of one (those functions have tests of their own); everything after extraction is here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from kdsl import ast
+from kdsl.analysis.tables import row_matches
+from kdsl.parser import parse
+from kdsl.runtime import text as tx
+
+GATE_TOLERANCE = 1e-6
+
+
+@dataclass
+class Field:
+    """Per-pixel values (flattened); ``None`` marks an invalid pixel."""
+
+    values: list
+
+
+@dataclass
+class Text:
+    span: tuple[int, int] | None
+
+
+@dataclass
+class Match:
+    groups: dict
+
+
+@dataclass
+class Enum:
+    name: str
+    members: list[str]
+    lookup: dict[str, str] = field(default_factory=dict)
+
+
+class Reference:
+    def __init__(self, spec_text: str):
+        self.spec = parse(spec_text)
+        if self.spec.imports:
+            raise NotImplementedError("the reference interpreter does not follow imports")
+        self.enums: dict[str, Enum] = {}
+        for decl in [*self.spec.enums] + [i.type.enum for i in self.spec.inputs if i.type.enum]:
+            enum = Enum(decl.name, [m.name for m in decl.members])
+            for m in decl.members:
+                for spelling in (m.name, *m.synonyms):
+                    enum.lookup.setdefault(tx.normalize_term(spelling), m.name)
+            self.enums[decl.name] = enum
+        self.inputs = {i.name: i.type for i in self.spec.inputs}
+        self.defs = {d.name: d for d in self.spec.defs}
+        self.tables = {t.name: t for t in self.spec.tables}
+        self.definitions = {d.name: d.value for d in (*self.spec.outputs, *self.spec.lets)}
+
+    # ---- one sample ---------------------------------------------------------------------------
+    def score(self, completion: str, columns: dict) -> dict:
+        self.completion = completion
+        self.columns = columns
+        self.cache: dict[str, object] = {}
+        rules, applies, levels = {}, {}, {}
+        reward, gate_open = 0.0, 1.0
+        for level in self.spec.levels:
+            num = den = 0.0
+            for rule in level.rules:
+                truth, applied = self.rule(rule)
+                rules[rule.name], applies[rule.name] = truth, applied
+                if applied:
+                    num += rule.weight * truth
+                    den += rule.weight
+            score = num / den if den > 0 else 1.0
+            levels[level.name] = score * gate_open
+            reward += level.weight * levels[level.name]
+            if level.gate and score < 1.0 - GATE_TOLERANCE:
+                gate_open = 0.0
+        values = {}
+        for let in self.spec.lets:
+            value = self.variable(let.name)
+            if not isinstance(value, (Field, Text, Match, list)):
+                values[let.name] = value
+        return {"reward": reward, "rules": rules, "applies": applies, "levels": levels,
+                "values": values}
+
+    def rule(self, rule: ast.Rule) -> tuple[float, bool]:
+        applied = True
+        if rule.when is not None:
+            when = self.eval(rule.when, {}, None)
+            applied = when is not None and when >= 0.5
+        value = self.eval(rule.body, {}, rule.soft)
+        if isinstance(value, (int, float)) and value is not None:
+            value = min(max(float(value), 0.0), 1.0)
+        if value is None:
+            if rule.invalid == "skip":
+                return 0.0, False
+            return (1.0 if rule.invalid == "pass" else 0.0), applied
+        return value, applied
+
+    # ---- names ------------------------------------------------------------------------------------
+    def variable(self, name: str):
+        if name not in self.cache:
+            if name in self.inputs:
+                self.cache[name] = self.column(name, self.inputs[name])
+            else:
+                self.cache[name] = self.eval(self.definitions[name], {}, None)
+        return self.cache[name]
+
+    def column(self, name: str, t: ast.TypeExpr):
+        value = self.columns.get(name)
+        if value is None:
+            return None
+        if t.kind in ("float", "int"):
+            value = float(value)
+            return value if math.isfinite(value) else None
+        if t.kind == "bool":
+            return 1.0 if value in (True, 1, "true", "yes") else 0.0
+        if t.kind == "str":
+            return str(value).strip()
+        if t.kind in ("vector", "box"):
+            numbers = [None if v is None or not math.isfinite(float(v)) else float(v) for v in value]
+            if t.kind == "box" and (None in numbers or numbers[2] < numbers[0] or numbers[3] < numbers[1]):
+                return [None] * 4
+            return numbers
+        if t.kind == "raster":
+            return [[None if (not math.isfinite(float(px)) or (t.nodata is not None and px == t.nodata))
+                     else float(px) for px in band.reshape(-1).tolist()] for band in value]
+        enum = self.enums[t.kind]
+        return enum.lookup.get(tx.normalize_term(str(value)))
+
+    def member(self, name: str):
+        owners = [e for e in self.enums.values() if name in e.members]
+        return name if len(owners) == 1 else None
+
+    # ---- expressions ------------------------------------------------------------------------------
+    def eval(self, e: ast.Expr, local: dict, soft: float | None):  # noqa: C901 - one case per node
+        if isinstance(e, ast.Number):
+            return float(e.value)
+        if isinstance(e, ast.Bool):
+            return 1.0 if e.value else 0.0
+        if isinstance(e, ast.String):
+            return e.value.strip()
+        if isinstance(e, ast.Name):
+            if e.id in local:
+                return local[e.id]
+            if e.id in self.inputs or e.id in self.definitions:
+                return self.variable(e.id)
+            if e.id == "completion":
+                return Text((0, len(self.completion)))
+            return self.member(e.id)
+        if isinstance(e, ast.Attr):
+            if isinstance(e.obj, ast.Name) and e.obj.id in self.enums:
+                return e.name
+            obj = self.eval(e.obj, local, soft)
+            if isinstance(e.obj, ast.Name) and isinstance(obj, Match):
+                return Text(obj.groups.get(e.name))
+            t = self.inputs.get(e.obj.id) if isinstance(e.obj, ast.Name) else None
+            if t is not None and t.kind == "raster":
+                return None if obj is None else Field(obj[t.bands.index(e.name)])
+            if t is not None and t.kind == "box":
+                return None if obj is None else obj[("x1", "y1", "x2", "y2").index(e.name)]
+            return None if obj is None else obj[t.bands.index(e.name)]
+        if isinstance(e, ast.Index):
+            obj = self.eval(e.obj, local, soft)
+            t = self.inputs.get(e.obj.id) if isinstance(e.obj, ast.Name) else None
+            if obj is None:
+                return None
+            item = obj[int(e.index.value)]
+            return Field(item) if t is not None and t.kind == "raster" else item
+        if isinstance(e, ast.TagExtractor):
+            within = self.text(e.within, local) if e.within is not None else (0, len(self.completion))
+            return Text(tx.tag([self.completion], [within], e.tag, e.position)[0])
+        if isinstance(e, ast.RegexExtractor):
+            within = self.text(e.within, local) if e.within is not None else (0, len(self.completion))
+            pattern = tx.compile_regex(e.pattern)
+            groups = list(pattern.groupindex)
+            found = tx.regex_groups([self.completion], [within], e.pattern, groups + [0])
+            return Match({g: found[g][0] for g in groups + [0]})
+        if isinstance(e, ast.Convert):
+            return self.convert(self.eval(e.obj, local, soft), e.type_name)
+        if isinstance(e, ast.Unary):
+            x = self.eval(e.operand, local, soft)
+            if e.op == "not":
+                return self.lift1(x, lambda v: 1.0 - v)
+            return self.lift1(x, lambda v: -v)
+        if isinstance(e, ast.Binary):
+            if e.op in ("and", "or"):
+                return self.logic(e.op, self.eval(e.left, local, soft), self.eval(e.right, local, soft))
+            return self.arith(e.op, self.eval(e.left, local, soft), self.eval(e.right, local, soft))
+        if isinstance(e, ast.Compare):
+            values = [self.eval(x, local, soft) for x in e.operands]
+            result = None
+            for op, a, b in zip(e.ops, values, values[1:]):
+                truth = self.compare(op, a, b, soft)
+                result = truth if result is None else self.logic("and", result, truth)
+            return result
+        if isinstance(e, ast.In):
+            x = self.eval(e.element, local, soft)
+            if isinstance(e.collection, ast.RangeLiteral):
+                lo = self.eval(e.collection.low, local, soft)
+                hi = self.eval(e.collection.high, local, soft)
+                result = self.logic("and", self.compare(">=", x, lo, soft), self.compare("<=", x, hi, soft))
+            else:
+                items = [self.eval(i, local, soft) for i in e.collection.items]
+                if isinstance(x, Text):
+                    x = self.text_as(x, items[0])
+                result = self.lift1(x, lambda v: 1.0 if v in items else 0.0)
+            return self.lift1(result, lambda v: 1.0 - v) if e.negated else result
+        if isinstance(e, ast.If):
+            c = self.eval(e.condition, local, soft)
+            a, b = self.eval(e.then, local, soft), self.eval(e.otherwise, local, soft)
+            if isinstance(c, Field) or isinstance(a, Field) or isinstance(b, Field):
+                n = self.size(c, a, b)
+                cs, as_, bs = self.pixels(c, n), self.pixels(a, n), self.pixels(b, n)
+                return Field([None if ci is None else (ai if ci >= 0.5 else bi)
+                              for ci, ai, bi in zip(cs, as_, bs)])
+            if c is None:
+                return None
+            return a if c >= 0.5 else b
+        if isinstance(e, ast.Call):
+            return self.call(e, local, soft)
+        raise NotImplementedError(type(e).__name__)
+
+    # ---- helpers ------------------------------------------------------------------------------------
+    def text(self, e: ast.Expr, local: dict):
+        value = self.eval(e, local, None)
+        if isinstance(value, Match):
+            return value.groups[0]
+        return value.span
+
+    def spans(self, value) -> tuple[int, int] | None:
+        return value.groups[0] if isinstance(value, Match) else value.span
+
+    def convert(self, value, type_name: str):
+        span = self.spans(value)
+        batch = ([self.completion], [span])
+        if type_name in ("float", "int"):
+            (number,), (ok,) = tx.to_number(*batch)
+            if not ok or (type_name == "int" and not float(number).is_integer()):
+                return None
+            return number
+        if type_name == "str":
+            return tx.to_str(*batch)[0]
+        if type_name == "box":
+            (box,), (ok,) = tx.to_box(*batch)
+            return list(box) if ok else [None] * 4
+        if type_name == "bool":
+            if span is None:
+                return None
+            word = tx.normalize_term(self.completion[span[0]:span[1]])
+            return {"yes": 1.0, "true": 1.0, "y": 1.0, "no": 0.0, "false": 0.0, "n": 0.0}.get(word)
+        if span is None:
+            return None
+        return self.enums[type_name].lookup.get(tx.normalize_term(self.completion[span[0]:span[1]]))
+
+    def text_as(self, text: Text, other):
+        """Text compared with a typed value is parsed as that value's type."""
+        if isinstance(other, str):
+            owners = [e for e in self.enums.values() if other in e.members]
+            if owners:
+                return self.convert(text, owners[0].name)
+            return self.convert(text, "str")
+        if isinstance(other, list):
+            return self.convert(text, "box")
+        return self.convert(text, "float")
+
+    @staticmethod
+    def size(*values) -> int:
+        return next(len(v.values) for v in values if isinstance(v, Field))
+
+    @staticmethod
+    def pixels(value, n: int) -> list:
+        return value.values if isinstance(value, Field) else [value] * n
+
+    def lift1(self, x, f):
+        if isinstance(x, Field):
+            return Field([None if v is None else f(v) for v in x.values])
+        if isinstance(x, list):
+            return [None if v is None else f(v) for v in x]
+        return None if x is None else f(x)
+
+    def lift2(self, a, b, f):
+        if isinstance(a, Field) or isinstance(b, Field):
+            n = self.size(a, b)
+            return Field([f(x, y) for x, y in zip(self.pixels(a, n), self.pixels(b, n))])
+        if isinstance(a, list) or isinstance(b, list):
+            n = len(a) if isinstance(a, list) else len(b)
+            xs = a if isinstance(a, list) else [a] * n
+            ys = b if isinstance(b, list) else [b] * n
+            return [f(x, y) for x, y in zip(xs, ys)]
+        return f(a, b)
+
+    def arith(self, op: str, a, b):
+        def apply(x, y):
+            if x is None or y is None:
+                return None
+            if op == "+":
+                return x + y
+            if op == "-":
+                return x - y
+            if op == "*":
+                return x * y
+            if op in ("/", "%"):
+                if y == 0:
+                    return None
+                return x / y if op == "/" else x % y  # Python's % has the divisor's sign, like torch
+            if x < 0 and not float(y).is_integer():
+                return None
+            try:
+                result = x ** y
+            except (OverflowError, ZeroDivisionError):
+                return None
+            return result if isinstance(result, float) and math.isfinite(result) else (
+                float(result) if isinstance(result, int) else None)
+        return self.lift2(a, b, apply)
+
+    def compare(self, op: str, a, b, soft: float | None):
+        if isinstance(a, Text):
+            a = self.text_as(a, b)
+        if isinstance(b, Text):
+            b = self.text_as(b, a)
+
+        def apply(x, y):
+            if x is None or y is None:
+                return None
+            if isinstance(x, str) or isinstance(y, str):
+                return float((x == y) if op == "==" else (x != y))
+            if soft:
+                margin = {"<": y - x, "<=": y - x, ">": x - y, ">=": x - y}.get(op)
+                if margin is not None:
+                    return min(max(1.0 + margin / soft, 0.0), 1.0)
+                if op == "==":
+                    return min(max(1.0 - abs(x - y) / soft, 0.0), 1.0)
+                return min(max(abs(x - y) / soft, 0.0), 1.0)
+            return float({"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y, "==": x == y,
+                          "!=": x != y}[op])
+        return self.lift2(a, b, apply)
+
+    def logic(self, op: str, a, b):
+        kind = self.spec.logic
+
+        def apply(x, y):
+            if x is None and y is None:
+                return None
+            if op == "and":
+                if x is None or y is None:
+                    known = y if x is None else x
+                    return 0.0 if known == 0 else None
+                if kind == "godel":
+                    return min(x, y)
+                if kind == "lukasiewicz":
+                    return max(0.0, x + y - 1.0)
+                return x * y
+            if x is None or y is None:
+                known = y if x is None else x
+                return 1.0 if known == 1 else None
+            if kind == "godel":
+                return max(x, y)
+            if kind == "lukasiewicz":
+                return min(1.0, x + y)
+            return x + y - x * y
+        return self.lift2(a, b, apply)
+
+    def call(self, e: ast.Call, local: dict, soft: float | None):  # noqa: C901 - one case per builtin
+        name = e.func.id if isinstance(e.func, ast.Name) else None
+        if name in self.defs:
+            d = self.defs[name]
+            bound = {p.name: self.eval(a, local, soft) for p, a in zip(d.params, e.args)}
+            bound.update({k.name: self.eval(k.value, local, soft) for k in e.kwargs})
+            for p in d.params:
+                bound.setdefault(p.name, p.default)
+            return self.eval(d.body, bound, soft)
+        if name in self.tables:
+            table = self.tables[name]
+            args = [self.eval(a, local, soft) for a in e.args]
+            if any(a is None for a in args):
+                return None
+            values = [(a >= 0.5) if p.type_name == "bool" else a for p, a in zip(table.params, args)]
+            for row in table.rows:
+                if row_matches(row, values):
+                    return row.result if isinstance(row.result, str) else float(row.result)
+            return None
+        args = e.args
+        if name in ("present", "valid"):
+            x = self.eval(args[0], local, soft)
+            if isinstance(x, (Text, Match)):
+                return 0.0 if self.spans(x) is None else 1.0
+            if isinstance(x, Field):
+                return Field([0.0 if v is None else 1.0 for v in x.values])
+            return 0.0 if x is None else 1.0
+        if name == "count":
+            tag = args[0]
+            while isinstance(tag, ast.Name):
+                tag = self.definitions[tag.id]
+            within = self.text(tag.within, local) if tag.within is not None else (0, len(self.completion))
+            (count,), (ok,) = tx.tag_count([self.completion], [within], tag.tag)
+            return count if ok else None
+        if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches"):
+            span = self.spans(self.eval(args[0], local, soft))
+            batch = ([self.completion], [span])
+            if span is None:
+                return None
+            if name == "length":
+                unit = args[1].id if len(args) > 1 else "chars"
+                return tx.length(*batch, unit)[0][0]
+            if name in ("mentions", "mention_count"):
+                terms = args[1].values if isinstance(args[1], ast.Strings) else (args[1].value,)
+                return tx.mentions(*batch, list(terms), name == "mention_count")[0][0]
+            if name == "repetition":
+                return tx.repetition(*batch, int(args[1].value) if len(args) > 1 else 3)[0][0]
+            if name == "choice":
+                (index,), (ok,), _ = tx.choice(*batch, args[1].value)
+                return args[1].value[index] if ok else None
+            if name == "number":
+                return self.convert(Text(span), "float")
+            return tx.regex_matches(*batch, args[1].value)[0][0]
+        values = [self.eval(a, local, soft) for a in args]
+        if name in ("abs", "sqrt", "log", "exp", "floor", "ceil", "round"):
+            def unary(v):
+                if name == "sqrt":
+                    return math.sqrt(v) if v >= 0 else None
+                if name == "log":
+                    return math.log(v) if v > 0 else None
+                if name == "exp":
+                    try:
+                        return math.exp(v)
+                    except OverflowError:
+                        return None
+                if name == "round":
+                    return float(round(v))
+                return float({"abs": abs, "floor": math.floor, "ceil": math.ceil}[name](v))
+            return self.lift1(values[0], unary)
+        if name in ("min", "max") and len(values) > 1:
+            result = values[0]
+            for other in values[1:]:
+                result = self.lift2(result, other, lambda x, y: None if x is None or y is None
+                                    else (min(x, y) if name == "min" else max(x, y)))
+            return result
+        if name == "clamp":
+            x, lo, hi = values
+            low = self.lift2(x, lo, lambda a, b: None if a is None or b is None else max(a, b))
+            return self.lift2(low, hi, lambda a, b: None if a is None or b is None else min(a, b))
+        if name == "default":
+            return self.lift2(values[0], values[1], lambda a, b: b if a is None else a)
+        if name in ("iou", "area"):
+            boxes = [self.convert(v, "box") if isinstance(v, Text) else v for v in values]
+            if any(b is None or None in b for b in boxes):
+                return None
+            def area(b):
+                return max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
+            if name == "area":
+                return area(boxes[0])
+            a, b = boxes
+            inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+            union = area(a) + area(b) - inter
+            return None if union == 0 else inter / union
+        # reductions over a vector or per-pixel values
+        x = values[0]
+        items = x.values if isinstance(x, Field) else x
+        if items is None:
+            return None
+        valid = [v for v in items if v is not None]
+        if not valid:
+            return None
+        if name in ("mean", "frac"):
+            return sum(valid) / len(valid)
+        if name == "sum":
+            return sum(valid)
+        if name == "min":
+            return min(valid)
+        if name == "max":
+            return max(valid)
+        if name == "std":
+            mean = sum(valid) / len(valid)
+            return math.sqrt(sum((v - mean) ** 2 for v in valid) / len(valid))
+        if name == "quantile":
+            ordered = sorted(valid)
+            position = float(args[1].value) * (len(ordered) - 1)
+            low = math.floor(position)
+            high = min(low + 1, len(ordered) - 1)
+            return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+        raise NotImplementedError(name)
+
+
+def reference_score(spec_text: str, completion: str, columns: dict) -> dict:
+    """Score one completion with the reference interpreter."""
+    return Reference(spec_text).score(completion, columns)
