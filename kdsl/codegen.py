@@ -187,6 +187,10 @@ class Generator:
             return
         for node in text_nodes:
             w.line(self.text_line(node), node.span, indent=1)
+        spans = sorted({r.on for r in self.program.rules if r.on})
+        if spans:  # character spans of the outputs that rules act `on`, for token-level advantages
+            kept = ", ".join(f"{_lit(name)}: s{self.program.outputs[name].id}" for name in spans)
+            w.line(f"ex.keep_spans({{{kept}}})", indent=1)
 
     def text_line(self, n: Node) -> str:
         a = n.args[0].id if n.args else 0

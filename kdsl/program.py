@@ -31,6 +31,8 @@ class Scores:
     - ``rules[name]``: truth in [0, 1]; ``applies[name]``: bool, whether the rule counted.
     - ``levels[name]``: a level's score after gating (what it adds to the reward, before its weight).
     - ``values[name]``: each scalar ``let``; ``valid[name]``: whether it could be computed.
+    - ``spans[output]``: for outputs that rules act ``on``, each completion's character span
+      ``(start, end)`` of that output, or ``None`` where it was not found.
     """
 
     reward: torch.Tensor
@@ -39,6 +41,7 @@ class Scores:
     levels: dict[str, torch.Tensor] = field(default_factory=dict)
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     valid: dict[str, torch.Tensor] = field(default_factory=dict)
+    spans: dict[str, list] = field(default_factory=dict)
 
     @classmethod
     def from_outputs(cls, out: dict[str, torch.Tensor]) -> Scores:
@@ -143,8 +146,46 @@ class Program:
     def score(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
               **columns) -> Scores:
         """Score a batch: completions (strings or chat messages) and one column per input."""
-        return Scores.from_outputs(self.outputs(completions, device=device, dtype=dtype,
-                                                tokenizer=tokenizer, **columns))
+        from kdsl.runtime import execute
+
+        spans: dict[str, list] = {}
+        out = execute.run(self.module, completions, columns, device=device, dtype=dtype,
+                          tokenizer=tokenizer, evaluate=self._evaluate, spans=spans)
+        scores = Scores.from_outputs(out)
+        scores.spans = spans
+        return scores
+
+    # ---- training ------------------------------------------------------------------------------
+    @property
+    def advantage_config(self):
+        """The spec's ``advantage`` settings as a :class:`kdsl.advantages.AdvantageConfig`."""
+        from kdsl.advantages import AdvantageConfig
+
+        return AdvantageConfig.from_settings(self.ir.advantage)
+
+    @property
+    def level_weights(self) -> dict[str, float]:
+        return {lv.name: float(lv.weight) for lv in self.ir.levels}
+
+    def advantages(self, scores: Scores, group_size: int, config=None) -> torch.Tensor:
+        """Advantages (B,) of scored completions in groups of ``group_size`` consecutive rows
+        (each prompt's completions together), with the spec's estimator unless ``config`` says."""
+        from kdsl import advantages as adv
+
+        return adv.advantages(adv.components(self.module, scores), group_size,
+                              config or self.advantage_config)[0]
+
+    def reward_functions(self, per: str = "level", tokenizer=None) -> list:
+        """Reward functions that TRL's ``GRPOTrainer`` accepts; see :mod:`kdsl.rewards`."""
+        from kdsl.rewards import reward_functions
+
+        return reward_functions(self, per=per, tokenizer=tokenizer)
+
+    def reward_weights(self, per: str = "level") -> list[float]:
+        """The ``GRPOConfig.reward_weights`` that make TRL's weighted sum the spec's reward."""
+        from kdsl.rewards import reward_weights
+
+        return reward_weights(self, per=per)
 
     def __repr__(self) -> str:
         return (f"<kdsl.Program {self.ir.name} v{self.ir.version}: {len(self.ir.levels)} levels, "

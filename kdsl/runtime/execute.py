@@ -90,9 +90,11 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 
 
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
-        tokenizer=None, evaluate=None) -> dict[str, torch.Tensor]:
+        tokenizer=None, evaluate=None, spans: dict | None = None) -> dict[str, torch.Tensor]:
     """Score one batch with a compiled program module (or its globals); returns the dict of
-    ``module.evaluate`` (or of ``evaluate``, a compiled version of it)."""
+    ``module.evaluate`` (or of ``evaluate``, a compiled version of it). If ``spans`` is a dict, it
+    receives the character spans of the outputs that rules act ``on``: name -> per completion
+    ``(start, end)`` or ``None``."""
     if isinstance(module, Mapping):
         module = SimpleNamespace(**module)
     texts = completion_texts(completions)
@@ -105,7 +107,10 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     if module.NEEDS_TOKENIZER and tokenizer is None:
         raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
                             "tokenizer) when scoring")
-    module.extract(texts, env, Extraction(texts, ref, interner, tokenizer))
+    extraction = Extraction(texts, ref, interner, tokenizer)
+    module.extract(texts, env, extraction)
+    if spans is not None:
+        spans.update(extraction.kept_spans)
     return (evaluate or module.evaluate)(env)
 
 
@@ -117,6 +122,10 @@ class Extraction:
         self.ref = ref
         self.interner = interner
         self.tokenizer = tokenizer
+        self.kept_spans: dict[str, list] = {}
+
+    def keep_spans(self, spans: dict[str, list]) -> None:
+        self.kept_spans.update(spans)
 
     def tensors(self, values, valid, long: bool = False):
         dtype = torch.long if long else self.ref.dtype
