@@ -65,6 +65,30 @@ def _build_parser() -> _Parser:
                        help="a column value for every completion")
     score.add_argument("--json", action="store_true", help="print one JSON object per completion")
 
+    train = sub.add_parser("train", help="GRPO fine-tuning rewarded by a spec (needs the `train` extra)")
+    train.add_argument("file", metavar="SPEC")
+    train.add_argument("--model", help="a local path or hub id (default: the embedded tiny model)")
+    train.add_argument("--dataset", help="jsonl, json, parquet, csv, a save_to_disk folder or a hub id "
+                       "(default: the embedded Landsat rows)")
+    train.add_argument("--config", metavar="TRAIN.yaml", help="GRPOConfig fields")
+    train.add_argument("--output-dir", help="where checkpoints and the run folder go")
+    train.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft)")
+    train.add_argument("--lora-r", type=int, default=8)
+    train.add_argument("--lora-alpha", type=int, default=16)
+    train.add_argument("--lora-targets", default="", help="comma-separated module names "
+                       "(default: all linear layers)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint "
+                       "in --output-dir")
+    train.add_argument("--max-steps", type=int, help="shortcut for the GRPOConfig field")
+    train.add_argument("--table-every", type=int, default=10, metavar="N",
+                       help="print level rewards and rule satisfaction every N steps")
+    train.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation of the "
+                       "embedded example")
+
+    report = sub.add_parser("report", help="plot level rewards and rule satisfaction of a run")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("-o", "--output", metavar="FILE.png")
+
     return parser
 
 
@@ -85,7 +109,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         return 0
     if args.command is None:
         console.error(parser.format_usage().rstrip())
-        console.error("kdsl: error: choose a command: check, compile or score")
+        console.error("kdsl: error: choose a command: check, compile, score, train or report")
         return 2
     try:
         return _COMMANDS[args.command](args, console)
@@ -197,7 +221,41 @@ def _print_scores(console: Console, program, completions, scores, as_json: bool 
             console.print(f"       rule {name:<22} {'n/a' if value is None else f'{value:.3f}'}")
 
 
-_COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score}
+def cmd_train(args, console: Console) -> int:
+    try:
+        from kdsl import train as training
+        from kdsl.trl import KdslGRPOTrainer  # noqa: F401  (fails early without the extra)
+    except ImportError as err:
+        raise _UsageError(f"`kdsl train` needs the training extra: pip install 'kdsl[train]' "
+                          f"({err})") from None
+    _existing(args.file)
+    data_suffixes = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
+    if args.dataset and Path(args.dataset).suffix.lower() in data_suffixes and not Path(args.dataset).exists():
+        raise _UsageError(f"no such dataset file: {args.dataset}")
+    if args.config:
+        _existing(args.config)
+    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+    options = training.TrainOptions(
+        spec=args.file, model=args.model, dataset=args.dataset, config=args.config,
+        output_dir=args.output_dir, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        lora_targets=[t for t in args.lora_targets.split(",") if t], resume=args.resume,
+        table_every=args.table_every, overrides=overrides, evaluate=not args.no_eval)
+    summary = training.train(options, argv=["kdsl", "train", *sys.argv[2:]])
+    console.print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_report(args, console: Console) -> int:
+    from kdsl.report import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise _UsageError(f"no such run folder: {args.run_dir}")
+    console.print(str(write_report(args.run_dir, args.output)))
+    return 0
+
+
+_COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "train": cmd_train,
+             "report": cmd_report}
 
 
 def console_main() -> None:

@@ -1,0 +1,139 @@
+"""kdsl inside TRL's GRPO trainer.
+
+Stock TRL works with ``program.reward_functions()`` (one named reward function per level, with
+``reward_weights=program.reward_weights()``). :class:`KdslGRPOTrainer` is a thin subclass that also
+applies what only kdsl knows, through one override, ``_generate_and_score_completions``: after TRL
+has generated and scored a batch, it
+
+1. replaces TRL's advantages with the spec's estimator (``advantage`` block), computed on the
+   per-rule parts of the rewards *gathered from every process*, so a prompt's group split across
+   ranks is normalised as a whole; each process keeps its own rows;
+2. makes advantages token-level, (B, T), where rules act ``on`` an extractor: a token gets only the
+   parts of the rules whose span covers it;
+3. removes ``mask after|before "marker"`` tokens from the loss by multiplying them into TRL's extra
+   loss mask (``tool_mask``), and recounts ``num_items_in_batch`` to match.
+
+Level means and rule satisfaction rates reach TRL's logs (``kdsl/level/<name>``,
+``kdsl/rule/<name>``) from the reward functions, through TRL's ``log_metric``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from kdsl import advantages as adv
+from kdsl.rewards import ScoreCache, reward_functions, reward_weights
+from kdsl.runtime.execute import completion_texts
+
+
+def _text_tokenizer(processing_class):
+    return getattr(processing_class, "tokenizer", None) or processing_class
+
+
+class KdslGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` rewarded by a kdsl program.
+
+    ``program`` is a :class:`kdsl.Program` or a path to a ``.kd`` file. Every other argument is
+    ``GRPOTrainer``'s; ``reward_funcs`` defaults to the program's per-level functions and
+    ``args.reward_weights`` to the level weights. ``advantage`` overrides the spec's estimator.
+    """
+
+    def __init__(self, program, model, args: GRPOConfig | None = None, *, reward_funcs=None,
+                 advantage: adv.AdvantageConfig | None = None, **kwargs):
+        if isinstance(program, (str, Path)):
+            from kdsl import load
+
+            program = load(program)
+        self.kdsl_program = program
+        self.kdsl_advantage = advantage or program.advantage_config
+        self._kdsl_cache = ScoreCache(program)
+        if reward_funcs is None:
+            reward_funcs = reward_functions(program, per="level", cache=self._kdsl_cache)
+            if args is not None and args.reward_weights is None:
+                args.reward_weights = reward_weights(program, per="level")
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self._kdsl_cache.tokenizer = _text_tokenizer(self.processing_class)
+        self._kdsl_cache.device = self.accelerator.device
+        self._kdsl_aligner = None
+
+    # The one override ----------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        return self.kdsl_apply(output)
+
+    def kdsl_apply(self, output: dict) -> dict:
+        scores = self._kdsl_cache.scores
+        completions = self._kdsl_cache.completions
+        n_local = output["completion_ids"].shape[0]
+        if scores is None or len(completions) != n_local:
+            raise RuntimeError("kdsl scores are missing for this batch: pass the program's reward "
+                               "functions (the default) so the batch is scored by kdsl")
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        local = adv.components(self.kdsl_program.module, scores)
+        gathered = local.with_rows(self.accelerator.gather(local.stacked()))
+        seq, parts = adv.advantages(gathered, group, self.kdsl_advantage)
+        start = self.accelerator.process_index * n_local
+        seq_local, parts_local = seq[start:start + n_local], parts[start:start + n_local]
+
+        module = self.kdsl_program.module
+        texts = None
+        if module.RULE_SPANS or module.MASKS:
+            texts = completion_texts(completions)
+        if module.RULE_SPANS:
+            span_columns = self._kdsl_span_columns(local.names, scores, texts, output)
+            output["advantages"] = adv.token_advantages(seq_local, parts_local, span_columns)
+        else:
+            output["advantages"] = seq_local
+        if module.MASKS:
+            self._kdsl_apply_masks(output, texts)
+        logs = self._logs["advantages"]
+        if len(logs) >= seq.shape[0]:  # the completions table shows the advantages used
+            for _ in range(seq.shape[0]):
+                logs.pop()
+            logs.extend(seq.tolist())
+        return output
+
+    # Token-level pieces ------------------------------------------------------------------------------
+    def _aligner(self):
+        if self._kdsl_aligner is None:
+            from kdsl.tokens import TokenAligner
+
+            self._kdsl_aligner = TokenAligner(_text_tokenizer(self.processing_class))
+        return self._kdsl_aligner
+
+    def _kdsl_span_columns(self, names, scores, texts, output):
+        from kdsl.tokens import char_to_byte_offsets, span_token_mask
+
+        ids, mask = output["completion_ids"], output["completion_mask"]
+        starts, ends = self._aligner().byte_offsets(ids, mask)
+        columns = []
+        for rule, target in self.kdsl_program.module.RULE_SPANS.items():
+            lo, hi = [], []
+            for text, span in zip(texts, scores.spans[target]):
+                if span is None:
+                    lo.append(-1)
+                    hi.append(-1)
+                else:
+                    a, b = char_to_byte_offsets(text, [span[0], span[1]])
+                    lo.append(a)
+                    hi.append(b)
+            span_start = torch.tensor(lo, dtype=torch.long, device=ids.device)
+            span_end = torch.tensor(hi, dtype=torch.long, device=ids.device)
+            columns.append((names.index(rule), span_token_mask(starts, ends, span_start, span_end)))
+        return columns
+
+    def _kdsl_apply_masks(self, output, texts):
+        from kdsl.tokens import marker_mask
+
+        ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        keep = output.get("tool_mask")
+        keep = torch.ones_like(completion_mask) if keep is None else keep
+        for mode, marker in self.kdsl_program.module.MASKS:
+            removed = marker_mask(self._aligner(), ids, texts, marker, mode, completion_mask)
+            keep = keep * (~removed).to(keep.dtype)
+        output["tool_mask"] = keep
+        output["num_items_in_batch"] = self.accelerator.gather((completion_mask * keep).sum()).sum()

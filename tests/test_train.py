@@ -1,0 +1,146 @@
+"""``kdsl train`` end to end with a tiny model built locally: kdsl metrics in TRL's logs, the run
+folder, checkpoints, Ctrl-C, resume, dataset checks and ``kdsl report``."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from kdsl.cli import main
+from kdsl.train import TrainOptions, last_checkpoint, train
+
+SPEC = """
+spec tiny_train version 1
+input {
+  gold: float
+}
+output {
+  reply: tag "answer"
+  value: reply as float
+}
+level format gate {
+  rule has_answer: present(reply)
+}
+level accuracy weight 2 {
+  rule exact: value == gold
+}
+advantage grpo(scale = batch, aggregate = per_level)
+"""
+
+CONFIG = """
+num_generations: 4
+per_device_train_batch_size: 4
+max_completion_length: 12
+learning_rate: 0.001
+save_steps: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from tests.tiny import byte_level_tokenizer, tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("train")
+    tokenizer = byte_level_tokenizer()
+    tiny_causal_lm(tokenizer).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    (root / "spec.kd").write_text(SPEC)
+    (root / "train.yaml").write_text(CONFIG)
+    with open(root / "data.jsonl", "w") as f:
+        for i in range(8):
+            f.write(json.dumps({"prompt": f"What is {i} + 1? <answer>", "gold": i + 1}) + "\n")
+    return root
+
+
+def run_cli(workspace, out, *extra, capsys=None):
+    return main(["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"), "--dataset",
+                 str(workspace / "data.jsonl"), "--config", str(workspace / "train.yaml"),
+                 "--output-dir", str(out), "--table-every", "1", *extra])
+
+
+def test_train_logs_kdsl_metrics_and_keeps_a_run_folder(workspace, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(workspace, out, "--max-steps", "3") == 0
+    captured = capsys.readouterr()
+    assert "level/accuracy" in captured.err + captured.out  # the rule table was printed
+    state = json.loads((out / "kdsl_run" / "trainer_state.json").read_text())
+    steps = [e for e in state["log_history"] if "kdsl/level/format" in e]
+    assert [e["step"] for e in steps] == [1, 2, 3]
+    for entry in steps:
+        assert {"kdsl/level/accuracy", "kdsl/rule/has_answer", "rewards/format/mean", "reward"} <= set(entry)
+        assert entry["reward"] == pytest.approx(entry["kdsl/level/format"] + 2 * entry["kdsl/level/accuracy"],
+                                                abs=1e-5)
+    folder = out / "kdsl_run"
+    assert (folder / "spec.kd").read_text() == SPEC
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(str(workspace / "spec.kd").encode() + b"\0" + SPEC.encode() + b"\0")
+    assert (folder / "spec.sha256").read_text().strip() == digest.hexdigest()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num_generations"] == 4 and config["max_steps"] == 3 and config["learning_rate"] == 0.001
+    assert last_checkpoint(out).name == "checkpoint-3"
+    # kdsl report writes a PNG
+    assert main(["report", str(out)]) == 0
+    png = out / "kdsl_report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(workspace, tmp_path):
+    from transformers import TrainerCallback
+
+    class PressCtrlC(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                signal.raise_signal(signal.SIGINT)
+
+    out = tmp_path / "run"
+    options = TrainOptions(spec=str(workspace / "spec.kd"), model=str(workspace / "model"),
+                           dataset=str(workspace / "data.jsonl"), config=str(workspace / "train.yaml"),
+                           output_dir=str(out), overrides={"max_steps": 6, "save_steps": 100},
+                           callbacks=[PressCtrlC()])
+    summary = train(options)
+    assert summary["steps"] == 2  # stopped after the step during which Ctrl-C came
+    assert last_checkpoint(out).name == "checkpoint-2"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = train(TrainOptions(spec=options.spec, model=options.model, dataset=options.dataset,
+                                 config=options.config, output_dir=str(out), resume=True,
+                                 overrides={"max_steps": 4, "save_steps": 100}))
+    assert resumed["steps"] == 4
+    state = json.loads((out / "kdsl_run" / "trainer_state.json").read_text())
+    logged = [e["step"] for e in state["log_history"] if "kdsl/level/format" in e]
+    assert logged == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 after resuming
+
+
+def test_dataset_problems_are_named_before_training(workspace, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "gold": 1}\n{"prompt": "b", "gold": "seven"}\n')
+    code = main(["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"),
+                 "--dataset", str(bad), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "row 1, column `gold`: expected a number, got 'seven'" in err
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"question": "a"}\n')
+    code = main(["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"),
+                 "--dataset", str(missing), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "missing column `prompt`" in err and "missing column `gold` (float input at spec.kd:4" in err
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_train_usage_errors(workspace, tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.kd")]) == 2
+    assert main(["train", str(workspace / "spec.kd"), "--dataset", str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"), "--dataset",
+                 str(workspace / "data.jsonl"), "--output-dir", str(tmp_path / "r"), "--resume"]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("num_generation: 4\n")
+    assert main(["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"), "--dataset",
+                 str(workspace / "data.jsonl"), "--config", str(tmp_path / "bad.yaml"),
+                 "--output-dir", str(tmp_path / "r")]) == 1
+    assert "num_generation is not a GRPOConfig field" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
