@@ -103,6 +103,12 @@ class Components:
                           self.level_names)
 
 
+def column_names(module) -> list[str]:
+    """The columns of :func:`components` for a program module: each level's rules, then
+    ``<level>:none``."""
+    return [name for level, _gate, _weight, rules in module.LEVELS for name in (*rules, f"{level}:none")]
+
+
 def components(module, scores) -> Components:
     """Split ``scores`` (a ``kdsl.Scores``) of a program's generated ``module`` into per-rule parts."""
     ref = scores.reward

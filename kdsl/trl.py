@@ -29,6 +29,20 @@ from kdsl.rewards import ScoreCache, reward_functions, reward_weights
 from kdsl.runtime.execute import completion_texts
 
 
+def gathered_advantages(accelerator, module, scores, group_size: int, config: adv.AdvantageConfig):
+    """Advantages of this process's rows, from statistics over the rows of every process.
+
+    Returns ``(advantages, parts)`` for the local rows and the advantages of all rows. Rows are
+    gathered in process order, as TRL lays out a generation batch, so a group may span processes.
+    """
+    local = adv.components(module, scores)
+    n_local = local.share.shape[0]
+    gathered = local.with_rows(accelerator.gather(local.stacked()))
+    seq, parts = adv.advantages(gathered, group_size, config)
+    start = accelerator.process_index * n_local
+    return seq[start:start + n_local], parts[start:start + n_local], seq
+
+
 def _text_tokenizer(processing_class):
     return getattr(processing_class, "tokenizer", None) or processing_class
 
@@ -73,18 +87,16 @@ class KdslGRPOTrainer(GRPOTrainer):
                                "functions (the default) so the batch is scored by kdsl")
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
-        local = adv.components(self.kdsl_program.module, scores)
-        gathered = local.with_rows(self.accelerator.gather(local.stacked()))
-        seq, parts = adv.advantages(gathered, group, self.kdsl_advantage)
-        start = self.accelerator.process_index * n_local
-        seq_local, parts_local = seq[start:start + n_local], parts[start:start + n_local]
+        seq_local, parts_local, seq = gathered_advantages(self.accelerator, self.kdsl_program.module,
+                                                          scores, group, self.kdsl_advantage)
 
         module = self.kdsl_program.module
         texts = None
         if module.RULE_SPANS or module.MASKS:
             texts = completion_texts(completions)
         if module.RULE_SPANS:
-            span_columns = self._kdsl_span_columns(local.names, scores, texts, output)
+            names = adv.column_names(module)
+            span_columns = self._kdsl_span_columns(names, scores, texts, output)
             output["advantages"] = adv.token_advantages(seq_local, parts_local, span_columns)
         else:
             output["advantages"] = seq_local

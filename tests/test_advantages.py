@@ -3,6 +3,7 @@ path (``GRPOTrainer._generate_and_score_completions`` on scripted completions)."
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from pathlib import Path
@@ -197,3 +198,32 @@ def test_reward_functions_log_kdsl_metrics(program):
     rate = (scores.rules["exact"] * applies).sum() / applies.sum()
     assert logged["kdsl/rule/exact"][-1] == pytest.approx(rate.item(), abs=1e-6)
     assert logged["rewards/accuracy/mean"][-1] == pytest.approx(scores.levels["accuracy"].mean().item(), abs=1e-6)
+
+
+def test_two_processes_give_the_same_advantages_as_one(tmp_path):
+    """Groups of 4 over 2 processes of 6 rows each: group 2 is split across the processes."""
+    import os
+    import subprocess
+    import sys
+
+    import kdsl.advantages  # noqa: F401  (the script reaches it as kdsl.advantages)
+
+    script = Path(__file__).with_name("distributed_advantages.py")
+    out = tmp_path / "two.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    # accelerate's multi-process launcher (torchrun underneath); Accelerator(cpu=True) in the
+    # script makes the processes talk over gloo on this CPU machine.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              str(script), str(out), str(ROOT)]
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = json.loads(out.read_text())
+    assert two["processes"] == 2
+    program = kdsl.loads(SPEC)
+    completions = scripted_batch(12, seed=11)
+    scores = program.score(completions, gold=[4.0] * 6 + [5.0] * 6)
+    for aggregate, values in two["advantages"].items():
+        one = program.advantages(scores, 4, AdvantageConfig(aggregate=aggregate))
+        assert torch.count_nonzero(one) > 0
+        torch.testing.assert_close(torch.tensor(values), one, atol=1e-6, rtol=1e-6)
