@@ -144,3 +144,55 @@ def test_train_usage_errors(workspace, tmp_path, capsys):
                  "--output-dir", str(tmp_path / "r")]) == 1
     assert "num_generation is not a GRPOConfig field" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+VQA_SPEC = """spec easy_vqa version 1
+input {
+  answer: str
+}
+output {
+  reply: tag "answer"
+  said: reply as str
+}
+level format gate {
+  rule has_answer: present(reply)
+}
+level accuracy weight 2 {
+  rule correct: said == answer
+}
+"""
+
+
+def test_vision_language_model_trains_on_easy_vqa_images(tmp_path):
+    """Two GRPO steps of a tiny vision-language model on real easy-vqa images and questions, from
+    a saved `datasets` folder, through TRL's multimodal path (the images reach the vision tower)."""
+    from datasets import Dataset, Image
+    from easy_vqa import get_train_image_paths, get_train_questions
+    from transformers import TrainerCallback
+
+    from tests.tiny import save_tiny_vision_language_model
+
+    save_tiny_vision_language_model(tmp_path / "vlm")
+    questions, answers, image_ids = get_train_questions()
+    paths = get_train_image_paths()
+    rows = [{"prompt": [{"role": "user", "content": f"{questions[i]} Answer in <answer></answer>."}],
+             "image": paths[image_ids[i]], "answer": answers[i]} for i in range(8)]
+    Dataset.from_list(rows).cast_column("image", Image()).save_to_disk(str(tmp_path / "data"))
+    (tmp_path / "vqa.kd").write_text(VQA_SPEC)
+    (tmp_path / "train.yaml").write_text("num_generations: 2\nper_device_train_batch_size: 2\n"
+                                         "max_completion_length: 8\n")
+    images_seen = []
+
+    class WatchVisionTower(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            tower = model.model.vision_tower if hasattr(model, "model") else model.vision_tower
+            tower.register_forward_hook(lambda module, inputs, output: images_seen.append(inputs[0].shape))
+
+    summary = train(TrainOptions(spec=str(tmp_path / "vqa.kd"), model=str(tmp_path / "vlm"),
+                                 dataset=str(tmp_path / "data"), config=str(tmp_path / "train.yaml"),
+                                 output_dir=str(tmp_path / "out"), overrides={"max_steps": 2},
+                                 callbacks=[WatchVisionTower()]))
+    assert summary["steps"] == 2
+    assert images_seen and all(shape[-3:] == (3, 28, 28) for shape in images_seen)
+    state = json.loads((tmp_path / "out" / "kdsl_run" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "kdsl/rule/correct" in e] == [1, 2]
