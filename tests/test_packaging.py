@@ -30,6 +30,8 @@ def test_wheel_ships_grammar_and_library(tmp_path):
     assert "kdsl/_data/grammars/kdsl.lark" in names
     assert "kdsl/_data/domain_specs/common/formats.kd" in names
     assert "kdsl/runtime/ops.py" in names
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert f"kdsl/models/tiny_landcover/{name}" in names
 
 
 def test_import_from_the_library_by_name():
