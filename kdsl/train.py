@@ -209,6 +209,19 @@ def _callbacks(table_every: int, console):
     return [RuleTable(), SaveOnInterrupt()]
 
 
+def _quiet_progress_bar(trainer) -> None:
+    """Keep TRL's progress bar but not its dump of every log dict: the rule table shows the
+    metrics that matter, and every metric still reaches the trainer's loggers."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class ProgressBarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ProgressBarOnly())
+
+
 # ---- the run ------------------------------------------------------------------------------------
 
 def build_config(options: TrainOptions, defaults: dict, output_dir: Path):
@@ -311,6 +324,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
     trainer = KdslGRPOTrainer(program, model=model, args=config, train_dataset=dataset,
                               peft_config=peft_config,
                               callbacks=_callbacks(options.table_every, console) + list(options.callbacks))
+    _quiet_progress_bar(trainer)
     evaluation: dict = {}
     if embedded and options.evaluate and heldout:
         evaluation["before"] = _evaluate(trainer, program, heldout)
