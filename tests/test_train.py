@@ -146,6 +146,44 @@ def test_train_usage_errors(workspace, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
 
 
+def test_lora_trains_an_adapter_with_the_given_settings(workspace, tmp_path):
+    out = tmp_path / "lora"
+    code = run_cli(workspace, out, "--lora", "--lora-r", "4", "--lora-alpha", "8",
+                   "--lora-targets", "q_proj,v_proj", "--max-steps", "2")
+    assert code == 0
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all("lora_" in name for name in weights)
+    assert any("q_proj" in name for name in weights) and not any("k_proj" in name for name in weights)
+
+
+def test_every_dataset_format_loads_the_same_rows(workspace, tmp_path):
+    import datasets
+
+    from kdsl.train import load_rows
+
+    rows = [json.loads(line) for line in (workspace / "data.jsonl").read_text().splitlines()]
+    table = datasets.Dataset.from_list(rows)
+    table.to_parquet(str(tmp_path / "data.parquet"))
+    table.to_csv(str(tmp_path / "data.csv"), index=False)
+    table.to_csv(str(tmp_path / "data.tsv"), index=False, sep="\t")
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    table.save_to_disk(str(tmp_path / "saved"))
+    for source in ("data.parquet", "data.csv", "data.tsv", "data.json", "saved"):
+        loaded = load_rows(str(tmp_path / source))
+        assert [(r["prompt"], float(r["gold"])) for r in loaded] == \
+            [(r["prompt"], float(r["gold"])) for r in rows], source
+    (tmp_path / "data.xlsx").write_text("not a table")
+    from kdsl.errors import KdslDataError
+
+    with pytest.raises(KdslDataError, match="unknown dataset format .xlsx"):
+        load_rows(str(tmp_path / "data.xlsx"))
+
+
 VQA_SPEC = """spec easy_vqa version 1
 input {
   answer: str
