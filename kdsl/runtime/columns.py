@@ -2,7 +2,10 @@
 
 Missing values (None, NaN, a nodata pixel) become invalid entries. A value of the wrong kind
 (text in a float column, a vector of the wrong length) is a data error that names the row and
-the column: it is never silently turned into an invalid value.
+the column: it is never silently turned into an invalid value. A caller that would rather keep
+going (scoring a large file, where one bad row should not stop the rest) passes a ``problems``
+list: each wrong value is then appended to it as ``(row, column, message)`` and that row's value
+is made invalid, so the caller can report the row and leave its scores out.
 """
 
 from __future__ import annotations
@@ -56,29 +59,46 @@ def _rows(column, name: str, n: int) -> list:
     return list(column)
 
 
-def _bad(name: str, row: int, value, expected: str) -> KdslDataError:
+def _describe(value, expected: str) -> str:
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    return KdslDataError(f"row {row}, column `{name}`: expected {expected}, got {shown}")
+    return f"expected {expected}, got {shown}"
 
 
-def _scalar_number(value, name: str, row: int) -> tuple[float, bool]:
+def _bad(name: str, row: int, value, expected: str) -> KdslDataError:
+    return KdslDataError(f"row {row}, column `{name}`: {_describe(value, expected)}")
+
+
+def _reject(problems: list | None, name: str, row: int, value, expected: str) -> None:
+    """Raise the data error for a wrong value, or record it when the caller collects problems
+    (the caller then stores an invalid value for the row)."""
+    if problems is None:
+        raise _bad(name, row, value, expected)
+    problems.append((row, name, _describe(value, expected)))
+
+
+def _scalar_number(value, name: str, row: int, problems: list | None = None) -> tuple[float, bool]:
     if value is None:
         return 0.0, False
     if isinstance(value, (bool, np.bool_)):
         return float(value), True
     if isinstance(value, (int, float, np.integer, np.floating)):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond float range: as invalid as infinity
+            return 0.0, False
         return (v, True) if math.isfinite(v) else (0.0, False)
     if isinstance(value, Tensor) and value.numel() == 1:
-        return _scalar_number(value.item(), name, row)
+        return _scalar_number(value.item(), name, row, problems)
     if isinstance(value, np.ndarray) and value.size == 1:
-        return _scalar_number(value.reshape(()).item(), name, row)
-    raise _bad(name, row, value, "a number")
+        return _scalar_number(value.reshape(()).item(), name, row, problems)
+    _reject(problems, name, row, value, "a number")
+    return 0.0, False
 
 
-def numbers(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
+def numbers(column, name: str, n: int, device, dtype,
+            problems: list | None = None) -> tuple[Tensor, Tensor]:
     if isinstance(column, Tensor) and column.dim() == 1 and column.shape[0] == n and (
             column.is_floating_point() or not column.dtype.is_complex):
         x = column.to(device=device, dtype=dtype)
@@ -86,14 +106,15 @@ def numbers(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
         return torch.where(m, x, torch.zeros_like(x)), m
     values, valid = [], []
     for row, value in enumerate(_rows(column, name, n)):
-        v, ok = _scalar_number(value, name, row)
+        v, ok = _scalar_number(value, name, row, problems)
         values.append(v)
         valid.append(ok)
     return (torch.tensor(values, dtype=dtype, device=device),
             torch.tensor(valid, dtype=torch.bool, device=device))
 
 
-def bools(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
+def bools(column, name: str, n: int, device, dtype,
+          problems: list | None = None) -> tuple[Tensor, Tensor]:
     values, valid = [], []
     for row, value in enumerate(_rows(column, name, n)):
         if value is None:
@@ -109,12 +130,15 @@ def bools(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
             values.append(0.0)
             valid.append(False)
         else:
-            raise _bad(name, row, value, "true or false")
+            _reject(problems, name, row, value, "true or false")
+            values.append(0.0)
+            valid.append(False)
     return (torch.tensor(values, dtype=dtype, device=device),
             torch.tensor(valid, dtype=torch.bool, device=device))
 
 
-def enums(column, name: str, n: int, device, lookup: dict[str, int], members: Sequence[str]):
+def enums(column, name: str, n: int, device, lookup: dict[str, int], members: Sequence[str],
+          problems: list | None = None):
     values, valid = [], []
     seen: dict[str, int | None] = {}
     for row, value in enumerate(_rows(column, name, n)):
@@ -124,25 +148,31 @@ def enums(column, name: str, n: int, device, lookup: dict[str, int], members: Se
             continue
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             if not 0 <= int(value) < len(members):
-                raise _bad(name, row, value, f"one of {', '.join(members)} (or an index below "
-                                             f"{len(members)})")
+                _reject(problems, name, row, value, f"one of {', '.join(members)} (or an index "
+                                                    f"below {len(members)})")
+                values.append(0)
+                valid.append(False)
+                continue
             values.append(int(value))
             valid.append(True)
             continue
-        if not isinstance(value, str):
-            raise _bad(name, row, value, f"one of {', '.join(members)}")
-        index = seen.get(value, -1)
-        if index == -1:  # labels repeat: normalise each distinct spelling once
-            index = seen[value] = lookup.get(normalize_term(value))
+        index = None
+        if isinstance(value, str):
+            index = seen.get(value, -1)
+            if index == -1:  # labels repeat: normalise each distinct spelling once
+                index = seen[value] = lookup.get(normalize_term(value))
         if index is None:
-            raise _bad(name, row, value, f"one of {', '.join(members)}")
+            _reject(problems, name, row, value, f"one of {', '.join(members)}")
+            values.append(0)
+            valid.append(False)
+            continue
         values.append(index)
         valid.append(True)
     return (torch.tensor(values, dtype=torch.long, device=device),
             torch.tensor(valid, dtype=torch.bool, device=device))
 
 
-def strings(column, name: str, n: int, device, interner: Interner):
+def strings(column, name: str, n: int, device, interner: Interner, problems: list | None = None):
     values, valid = [], []
     for row, value in enumerate(_rows(column, name, n)):
         if value is None:
@@ -152,12 +182,15 @@ def strings(column, name: str, n: int, device, interner: Interner):
             values.append(interner.id(value.strip()))
             valid.append(True)
         else:
-            raise _bad(name, row, value, "a string")
+            _reject(problems, name, row, value, "a string")
+            values.append(-1)
+            valid.append(False)
     return (torch.tensor(values, dtype=torch.long, device=device),
             torch.tensor(valid, dtype=torch.bool, device=device))
 
 
-def vectors(column, name: str, n: int, size: int, device, dtype) -> tuple[Tensor, Tensor]:
+def vectors(column, name: str, n: int, size: int, device, dtype,
+            problems: list | None = None) -> tuple[Tensor, Tensor]:
     if isinstance(column, (Tensor, np.ndarray)) and tuple(column.shape) == (n, size):
         x = torch.as_tensor(np.asarray(column.detach().cpu() if isinstance(column, Tensor) else column,
                                        dtype=np.float64)).to(device=device, dtype=dtype)
@@ -170,9 +203,13 @@ def vectors(column, name: str, n: int, size: int, device, dtype) -> tuple[Tensor
             try:
                 array = np.asarray(value, dtype=np.float64).reshape(-1)
             except (TypeError, ValueError):
-                raise _bad(name, row, value, f"{size} numbers") from None
+                _reject(problems, name, row, value, f"{size} numbers")
+                rows.append([math.nan] * size)
+                continue
             if array.shape[0] != size:
-                raise _bad(name, row, value, f"{size} numbers, not {array.shape[0]}")
+                _reject(problems, name, row, value, f"{size} numbers, not {array.shape[0]}")
+                rows.append([math.nan] * size)
+                continue
             rows.append(array)
         x = torch.as_tensor(np.array(rows, dtype=np.float64).reshape(n, size)).to(device=device,
                                                                                    dtype=dtype)
@@ -180,14 +217,16 @@ def vectors(column, name: str, n: int, size: int, device, dtype) -> tuple[Tensor
     return torch.where(m, x, torch.zeros_like(x)), m
 
 
-def boxes(column, name: str, n: int, device, dtype) -> tuple[Tensor, Tensor]:
-    x, m = vectors(column, name, n, 4, device, dtype)
+def boxes(column, name: str, n: int, device, dtype,
+          problems: list | None = None) -> tuple[Tensor, Tensor]:
+    x, m = vectors(column, name, n, 4, device, dtype, problems)
     ordered = (x[:, 2] >= x[:, 0]) & (x[:, 3] >= x[:, 1])
     m = m & ordered[:, None]
     return torch.where(m, x, torch.zeros_like(x)), m
 
 
-def rasters(column, name: str, n: int, bands: int, nodata: float | None, device, dtype):
+def rasters(column, name: str, n: int, bands: int, nodata: float | None, device, dtype,
+            problems: list | None = None):
     """(B, C, H, W) values, as given (NaN and nodata pixels included), and a (B,) mask of the rows
     that have a raster at all. Pixel masks are made per band where a band is used (ops.band).
     Rows of different sizes are padded with NaN (invalid) to the largest height and width."""
@@ -200,14 +239,23 @@ def rasters(column, name: str, n: int, bands: int, nodata: float | None, device,
         if value is None:
             arrays.append(None)
             continue
-        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        try:
+            array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        except (TypeError, ValueError):  # ragged nested lists
+            _reject(problems, name, row, value, f"a raster of shape ({bands}, height, width)")
+            arrays.append(None)
+            continue
         if array.ndim == 2 and bands == 1:
             array = array[None]
         if array.ndim != 3 or array.shape[0] != bands:
-            raise _bad(name, row, f"an array of shape {tuple(array.shape)}",
-                       f"a raster of shape ({bands}, height, width)")
+            _reject(problems, name, row, f"an array of shape {tuple(array.shape)}",
+                    f"a raster of shape ({bands}, height, width)")
+            arrays.append(None)
+            continue
         if not np.issubdtype(array.dtype, np.number):
-            raise _bad(name, row, f"an array of {array.dtype}", "numbers")
+            _reject(problems, name, row, f"an array of {array.dtype}", "numbers")
+            arrays.append(None)
+            continue
         arrays.append(array)
     shapes = [a.shape[1:] for a in arrays if a is not None] or [(1, 1)]
     height = max(s[0] for s in shapes)

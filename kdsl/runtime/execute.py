@@ -59,7 +59,11 @@ def _content(content, row: int) -> str:
     raise KdslDataError(f"completion {row}: message content must be text")
 
 
-def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interner: col.Interner) -> dict:
+def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interner: col.Interner,
+                    problems: list | None = None) -> dict:
+    """Each input column as (value, mask) tensors in a new env. A wrong value raises
+    ``KdslDataError``, unless ``problems`` is a list: then it receives ``(row, column, message)``
+    and the value is made invalid (see :mod:`kdsl.runtime.columns`)."""
     env: dict[str, torch.Tensor] = {"_ref": ref}
     device, dtype = ref.device, ref.dtype
     for name, kind, node, options in module.INPUTS:
@@ -69,20 +73,21 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
                                 f"{module.SPEC}); columns given: {known}")
         column = columns[name]
         if kind in ("float", "int"):
-            x, m = col.numbers(column, name, n, device, dtype)
+            x, m = col.numbers(column, name, n, device, dtype, problems)
         elif kind == "bool":
-            x, m = col.bools(column, name, n, device, dtype)
+            x, m = col.bools(column, name, n, device, dtype, problems)
         elif kind == "enum":
             x, m = col.enums(column, name, n, device, module.ENUM_LOOKUP[options["enum"]],
-                             module.ENUMS[options["enum"]])
+                             module.ENUMS[options["enum"]], problems)
         elif kind == "str":
-            x, m = col.strings(column, name, n, device, interner)
+            x, m = col.strings(column, name, n, device, interner, problems)
         elif kind == "vector":
-            x, m = col.vectors(column, name, n, options["size"], device, dtype)
+            x, m = col.vectors(column, name, n, options["size"], device, dtype, problems)
         elif kind == "box":
-            x, m = col.boxes(column, name, n, device, dtype)
+            x, m = col.boxes(column, name, n, device, dtype, problems)
         elif kind == "raster":
-            x, m = col.rasters(column, name, n, options["size"], options.get("nodata"), device, dtype)
+            x, m = col.rasters(column, name, n, options["size"], options.get("nodata"), device, dtype,
+                               problems)
         else:  # pragma: no cover - the checker admits no other input kinds
             raise KdslDataError(f"input `{name}` has an unknown kind {kind}")
         env[f"x{node}"], env[f"m{node}"] = x, m
@@ -90,11 +95,21 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 
 
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
-        tokenizer=None, evaluate=None, spans: dict | None = None) -> dict[str, torch.Tensor]:
+        tokenizer=None, evaluate=None, spans: dict | None = None,
+        trace: dict | None = None, problems: list | None = None) -> dict[str, torch.Tensor]:
     """Score one batch with a compiled program module (or its globals); returns the dict of
     ``module.evaluate`` (or of ``evaluate``, a compiled version of it). If ``spans`` is a dict, it
     receives the character spans of the outputs that rules act ``on``: name -> per completion
-    ``(start, end)`` or ``None``."""
+    ``(start, end)`` or ``None``.
+
+    If ``trace`` is a dict, it receives every intermediate value of both phases, named as in the
+    generated code (``s7``: a text's spans, ``g9``: a regex's group spans, ``x12``/``m12``: a
+    value and its mask, ``t_NAME``/``a_NAME``: a rule's truth and applicability), plus ``texts``
+    (the completions as strings) and ``strings`` (the text of each interned string id). It is for
+    explaining a score (``kdsl.explain``); scoring without it does no extra work.
+
+    If ``problems`` is a list, a wrong column value does not raise: it is appended as ``(row,
+    column, message)`` and scored as an invalid value (for scorers that report bad rows and go on)."""
     if isinstance(module, Mapping):
         module = SimpleNamespace(**module)
     texts = completion_texts(completions)
@@ -103,15 +118,21 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         device = next((c.device for c in columns.values() if isinstance(c, torch.Tensor)), "cpu")
     ref = torch.zeros(n, dtype=dtype, device=device)
     interner = col.Interner(module.STRINGS)
-    env = prepare_columns(module, columns, n, ref, interner)
+    env = prepare_columns(module, columns, n, ref, interner, problems)
     if module.NEEDS_TOKENIZER and tokenizer is None:
         raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
                             "tokenizer) when scoring")
     extraction = Extraction(texts, ref, interner, tokenizer)
+    if trace is not None:
+        env["_trace"] = trace
     module.extract(texts, env, extraction)
     if spans is not None:
         spans.update(extraction.kept_spans)
-    return (evaluate or module.evaluate)(env)
+    out = (evaluate or module.evaluate)(env)
+    if trace is not None:
+        trace["texts"] = texts
+        trace["strings"] = list(interner.ids)  # ids are given in insertion order
+    return out
 
 
 class Extraction:

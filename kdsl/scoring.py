@@ -1,0 +1,844 @@
+"""Scoring files of saved completions offline (``kdsl score SPEC --data FILE [--out FILE]``).
+
+The file streams through in chunks (jsonl lines, parquet record batches): each chunk is parsed,
+scored as one batch and written out before more is read, so memory stays bounded however large
+the file is. With several workers, chunks are scored in worker processes and written in input
+order.
+
+A bad row (a line that is not JSON, a row without a completion, a value of the wrong type) never
+stops the run and is never dropped: it is reported with its row number and field, counted in the
+summary, and written with null scores and an ``error``. Rows are numbered from 0 in input order
+(``row``); jsonl messages also give the 1-based line number, as ``file:line:``, and jsonl output
+rows carry it as ``line``.
+
+Output formats, chosen by the suffix of ``--out``:
+
+- ``.jsonl``: ``{"row", "line" (jsonl input), "reward", "levels": {...}, "rules": {...}}`` per row,
+  the same objects ``kdsl score --json`` prints; a rule is ``null`` where it does not apply; a bad
+  row has every score ``null`` and an ``"error"``. Numbers are rounded to 6 decimals.
+- ``.csv``: columns ``row``, ``line`` (jsonl input), ``reward``, ``level.NAME``..., ``rule.NAME``...,
+  ``error``; empty where null. Rounded to 6 decimals.
+- ``.parquet``: the same columns as csv, scores as float32 (exact), nulls where null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdsl.errors import KdslDataError, KdslError
+
+DEFAULT_BATCH_SIZE = 4096
+SHOWN_PROBLEMS = 20
+PARQUET_SUFFIXES = (".parquet", ".pq")
+OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+                  ".parquet": "parquet", ".pq": "parquet"}
+# Below these sizes, starting worker processes costs more than it saves.
+_PARALLEL_MIN_BYTES = 32 * 2**20
+_PARALLEL_MIN_ROWS = 16384
+_MISSING = object()
+
+
+class FormatError(ValueError):
+    """A file whose format cannot be told from its name (a usage error for the command line)."""
+
+
+def data_format(path: str | Path) -> str:
+    """``parquet`` for ``.parquet``/``.pq`` files; anything else is read as jsonl, but for
+    delimited text, which would only make every line a bad row."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        raise FormatError(f"{path}: kdsl score reads jsonl (one JSON object a line) or parquet, "
+                          f"not {suffix[1:]}")
+    return "parquet" if suffix in PARQUET_SUFFIXES else "jsonl"
+
+
+def output_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise FormatError(f"cannot tell the output format of {path} from its name; end it in "
+                          ".jsonl, .csv or .parquet")
+    return OUTPUT_FORMATS[suffix]
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+# ---- what travels between the reader, the workers and the writer ------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to score chunks (picklable, for worker processes)."""
+
+    spec: str
+    source: str  # the data file, as messages name it
+    input_format: str  # jsonl | parquet
+    output_format: str  # jsonl | csv | parquet | text (human-readable lines)
+
+
+@dataclass
+class Chunk:
+    first_row: int
+    size: int  # bytes (jsonl) or rows (parquet) read, for the progress bar
+    offset: int = 0  # jsonl: where the chunk's lines start in the file
+    length: int = 0  # jsonl: how many bytes of whole lines it has
+    data: bytes | None = None  # jsonl: those bytes, unless the worker reads them itself
+    first_line: int = 1  # jsonl: the line number of the first row when line_numbers is None
+    line_numbers: list[int] | None = None  # jsonl: each row's line, when blank lines were skipped
+    batch: object = None  # parquet: a pyarrow RecordBatch
+
+
+@dataclass
+class Totals:
+    """Sums over the good rows of some chunks, from which the summary's means come."""
+
+    scored: int
+    reward: float
+    levels: np.ndarray  # (levels,) float64 sums
+    applied: np.ndarray  # (rules,) int64 counts of rows a rule applied to
+    truth: np.ndarray  # (rules,) float64 sums of truth where applied
+    missing: np.ndarray  # (inputs,) int64 counts of good rows without a value
+
+    @classmethod
+    def zero(cls, levels: int, rules: int, inputs: int) -> Totals:
+        return cls(0, 0.0, np.zeros(levels), np.zeros(rules, dtype=np.int64), np.zeros(rules),
+                   np.zeros(inputs, dtype=np.int64))
+
+    def add(self, other: Totals) -> None:
+        self.scored += other.scored
+        self.reward += other.reward
+        self.levels += other.levels
+        self.applied += other.applied
+        self.truth += other.truth
+        self.missing += other.missing
+
+
+@dataclass
+class ChunkResult:
+    first_row: int
+    rows: int
+    size: int
+    output: object  # text (jsonl, csv, text) or a pyarrow RecordBatch (parquet)
+    bad: int
+    messages: list[list[str]]  # the problems of the first bad rows, rendered, one list a row
+    totals: Totals
+
+
+@dataclass
+class Summary:
+    """What a scoring run found: counts, mean reward, level means and per-rule rates."""
+
+    source: str
+    rows: int
+    scored: int
+    bad: int
+    seconds: float
+    mean_reward: float | None
+    levels: dict[str, float | None]
+    rules: dict[str, dict]  # name -> {"level", "applied", "rate"}
+    missing: dict[str, int]  # input -> good rows without a value (absent or null)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "rows": self.rows, "scored": self.scored, "bad": self.bad,
+                "seconds": round(self.seconds, 3), "mean_reward": self.mean_reward,
+                "levels": self.levels, "rules": self.rules, "missing": self.missing}
+
+    def render(self) -> str:
+        def number(value, digits=4):
+            return "n/a" if value is None else f"{value:.{digits}f}"
+
+        lines = [f"{self.source}: {self.rows:,} rows, {self.scored:,} scored, {self.bad:,} bad "
+                 f"in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)",
+                 f"mean reward {number(self.mean_reward)}"]
+        missing = [f"{name} {count:,}" for name, count in self.missing.items() if count]
+        if missing:
+            lines.append("rows without a value (absent or null; scored as invalid): "
+                         + ", ".join(missing))
+        width = max([len("level")] + [len(name) for name in self.levels])
+        lines += ["", f"{'level':<{width}}  {'mean':>8}"]
+        lines += [f"{name:<{width}}  {number(value):>8}" for name, value in self.levels.items()]
+        rule_width = max([len("rule")] + [len(name) for name in self.rules])
+        lines += ["", f"{'rule':<{rule_width}}  {'level':<{width}}  {'applied':>11}  {'satisfied':>9}"]
+        for name, info in self.rules.items():
+            lines.append(f"{name:<{rule_width}}  {info['level']:<{width}}  {info['applied']:>11,}  "
+                         f"{number(info['rate']):>9}")
+        lines.append("(satisfied: a rule's mean truth over the rows it applied to; bad rows are "
+                     "left out of every mean)")
+        return "\n".join(lines)
+
+
+# ---- one row, rendered for people (also used for --completion) --------------------------------------
+def text_lines(index: int, completion: str, reward: float, levels: dict[str, float],
+               rules: dict[str, float | None]) -> list[str]:
+    shown = completion.replace("\n", "\\n")
+    lines = [f"[{index}] reward {reward:.3f}  {shown[:70]}"]
+    lines += [f"     level {name:<16} {value:.3f}" for name, value in levels.items()]
+    lines += [f"       rule {name:<22} {'n/a' if value is None else f'{value:.3f}'}"
+              for name, value in rules.items()]
+    return lines
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- scoring one chunk --------------------------------------------------------------------------
+class _NumberTexts(dict):
+    """The JSON text of each rounded number, cached.
+
+    A chunk holds few distinct values (truths are mostly 0 and 1, levels a few fractions), and a
+    dict lookup is several times cheaper than formatting a float. Growth stops at a bound, so
+    continuous values cannot fill memory; they are then formatted each time."""
+
+    def __init__(self, null: str, seeded: dict | None = None):
+        super().__init__(seeded or {})
+        self.null = null
+
+    def __missing__(self, value: float) -> str:
+        text = repr(value) if math.isfinite(value) else self.null
+        if len(self) < 1 << 16:
+            self[value] = text
+        return text
+
+
+# Truths lie in [0, 1], so this marks a rule that does not apply while numbers become text.
+_NOT_APPLICABLE = -1.0
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+_BOM = "\ufeff"  # some editors start UTF-8 files with it; it is not part of the first row
+
+
+class ChunkScorer:
+    """Parses, scores and formats chunks of one file for one program (in a worker or in-process)."""
+
+    def __init__(self, program, job: Job):
+        self.program = program
+        self.job = job
+        self.inputs = program.input_names
+        self.levels = program.level_names
+        self.rules = program.rule_names
+        self.rule_levels = {r.name: r.level for r in program.ir.rules}
+        self.with_line = job.input_format == "jsonl"
+        self._keys = (["reward"] + [f"level.{name}" for name in self.levels]
+                      + [f"rule.{name}" for name in self.rules])
+        self._null_scores = {"reward": None, "levels": dict.fromkeys(self.levels),
+                             "rules": dict.fromkeys(self.rules)}
+        null = "" if job.output_format == "csv" else "null"
+        self._score_texts = _NumberTexts(null)
+        self._rule_texts = _NumberTexts(null, {_NOT_APPLICABLE: null})
+        self._file = None  # the data file, opened by a worker that reads its own chunks
+
+    # -- headers and templates --
+    def csv_header(self) -> str:
+        names = ["row"] + (["line"] if self.with_line else []) + self._keys + ["error"]
+        return ",".join(_csv_field(name) for name in names) + "\n"
+
+    def parquet_schema(self):
+        import pyarrow as pa
+
+        fields = [pa.field("row", pa.int64())]
+        if self.with_line:
+            fields.append(pa.field("line", pa.int64()))
+        fields += [pa.field(key, pa.float32()) for key in self._keys]
+        fields.append(pa.field("error", pa.string()))
+        return pa.schema(fields)
+
+    def _row_template(self) -> str:
+        """A %-template of one output row: the keys are written once here, and each row only
+        fills in the texts of its numbers, far cheaper than ``json.dumps`` of a dict per row."""
+        if self.job.output_format == "csv":
+            return ",".join(["%s"] * (len(self._keys) + 1 + self.with_line)) + ",\n"
+
+        def obj(names):
+            return "{" + ", ".join(json.dumps(name).replace("%", "%%") + ": %s" for name in names) + "}"
+
+        head = '{"row": %s, "line": %s, ' if self.with_line else '{"row": %s, '
+        return (head + '"reward": %s, "levels": ' + obj(self.levels) + ', "rules": '
+                + obj(self.rules) + "}\n")
+
+    # -- parsing --
+    def _lines(self, chunk: Chunk) -> list:
+        data = chunk.data
+        if data is None:  # a worker reads its own chunk: only offsets travel between processes
+            if self._file is None:
+                self._file = open(self.job.source, "rb")  # read for the worker's whole life
+            self._file.seek(chunk.offset)
+            data = self._file.read(chunk.length)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # parsed line by line, so only the lines at fault are bad
+            text, newline, space, bom = data, b"\n", _ASCII_SPACE.encode(), _BOM.encode()
+        else:
+            newline, space, bom = "\n", _ASCII_SPACE, _BOM
+        if chunk.offset == 0:
+            text = text.removeprefix(bom)
+        lines = text.split(newline)
+        if data.endswith(b"\n"):
+            lines.pop()
+        if chunk.line_numbers is not None:  # the reader found blank lines: they are not rows
+            lines = [line for line in lines if line.strip(space)]
+        return lines
+
+    def _parse_jsonl(self, chunk: Chunk, problems: dict) -> tuple[list[dict], list[str]]:
+        rows: list[dict] = []
+        texts: list[str] = []
+        empty: dict = {}
+        loads = json.loads
+        for i, line in enumerate(self._lines(chunk)):
+            try:
+                row = loads(line)
+            except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8 text
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+                problems.setdefault(i, []).append((None, f"not a JSON object ({reason})"))
+                rows.append(empty)
+                texts.append("")
+                continue
+            if type(row) is not dict:
+                kind = "null" if row is None else type(row).__name__
+                problems.setdefault(i, []).append((None, f"not a JSON object (a JSON {kind})"))
+                rows.append(empty)
+                texts.append("")
+                continue
+            completion = row.get("completion", _MISSING)
+            rows.append(row)
+            texts.append(completion if type(completion) is str
+                         else self._completion_text(completion, i, problems))
+        return rows, texts
+
+    def _parse_parquet(self, chunk: Chunk, problems: dict) -> tuple[dict, list[str]]:
+        batch = chunk.batch
+        names = batch.schema.names
+        texts = batch.column(names.index("completion")).to_pylist()
+        for i, completion in enumerate(texts):
+            if type(completion) is not str:
+                texts[i] = self._completion_text(completion, i, problems)
+        columns = {name: batch.column(names.index(name)).to_pylist() if name in names
+                   else [None] * batch.num_rows for name in self.inputs}
+        return columns, texts
+
+    @staticmethod
+    def _completion_text(value, i: int, problems: dict) -> str:
+        from kdsl.runtime.execute import completion_texts
+
+        if value is _MISSING:
+            problems.setdefault(i, []).append(("completion", "missing; every row needs a completion"))
+            return ""
+        if value is None:
+            problems.setdefault(i, []).append(("completion", "null; every row needs a completion"))
+            return ""
+        try:
+            return completion_texts([value])[0]
+        except (KdslDataError, AttributeError, TypeError):
+            problems.setdefault(i, []).append(
+                ("completion", f"expected a string or a list of chat messages, got {_shown(value)}"))
+            return ""
+
+    # -- scoring --
+    def score(self, chunk: Chunk) -> ChunkResult:
+        import torch
+
+        from kdsl.runtime import execute
+
+        problems: dict[int, list[tuple[str | None, str]]] = {}
+        if chunk.batch is None:
+            rows, texts = self._parse_jsonl(chunk, problems)
+            columns = {name: [row.get(name) for row in rows] for name in self.inputs}
+        else:
+            columns, texts = self._parse_parquet(chunk, problems)
+        n = len(texts)
+        column_problems: list[tuple[int, str, str]] = []
+        with torch.no_grad():
+            out = execute.run(self.program.module, texts, columns, problems=column_problems,
+                              evaluate=getattr(self.program, "_evaluate", None))
+        for i, name, message in column_problems:
+            problems.setdefault(i, []).append((name, message))
+
+        values = torch.stack([out["reward"]] + [out[f"level.{name}"] for name in self.levels]
+                             + [out[f"rule.{name}"] for name in self.rules], 1).to(torch.float32).numpy()
+        applies = (torch.stack([out[f"applies.{name}"] for name in self.rules], 1).numpy()
+                   if self.rules else np.zeros((n, 0), dtype=bool))
+        bad = np.zeros(n, dtype=bool)
+        if problems:
+            bad[list(problems)] = True
+        totals = self._totals(values, applies, bad, columns)
+        messages = [[self._message(chunk, i, fieldname, message) for fieldname, message in problems[i]]
+                    for i in sorted(problems)[:SHOWN_PROBLEMS]]
+        errors = {i: "; ".join(m if f is None else f"column `{f}`: {m}" for f, m in problems[i])
+                  for i in sorted(problems)}
+        output = getattr(self, f"_format_{self.job.output_format}")(chunk, values, applies, bad,
+                                                                    errors, texts)
+        return ChunkResult(chunk.first_row, n, chunk.size, output, len(problems), messages, totals)
+
+    def _totals(self, values, applies, bad, columns) -> Totals:
+        levels = len(self.levels)
+        rules = values[:, 1 + levels:]
+        if bad.any():
+            good = ~bad
+            values, rules, applies = values[good], rules[good], applies[good]
+        missing = np.array([_count_missing(columns[name], bad) for name in self.inputs],
+                           dtype=np.int64)
+        return Totals(scored=len(values), reward=float(values[:, 0].sum(dtype=np.float64)),
+                      levels=values[:, 1:1 + levels].sum(0, dtype=np.float64),
+                      applied=applies.sum(0, dtype=np.int64),
+                      truth=np.where(applies, rules, 0.0).sum(0, dtype=np.float64),
+                      missing=missing)
+
+    def _line(self, chunk: Chunk, i: int) -> int:
+        if chunk.line_numbers is not None:
+            return chunk.line_numbers[i]
+        return chunk.first_line + i
+
+    def _message(self, chunk: Chunk, i: int, fieldname: str | None, message: str) -> str:
+        row = chunk.first_row + i
+        # jsonl: the line first, as editors expect; the row is what the output carries
+        where = f"{self.job.source}:{self._line(chunk, i)}:" if self.with_line else f"{self.job.source}:"
+        if fieldname is None:
+            return f"{where} {message}" if self.with_line else f"{where} row {row}: {message}"
+        return f"{where} row {row}, column `{fieldname}`: {message}"
+
+    # -- formatting --
+    def _ids(self, chunk: Chunk, n: int) -> list[list[str]]:
+        ids = [list(map(str, range(chunk.first_row, chunk.first_row + n)))]
+        if self.with_line:
+            lines = (chunk.line_numbers if chunk.line_numbers is not None
+                     else range(chunk.first_line, chunk.first_line + n))
+            ids.append(list(map(str, lines)))
+        return ids
+
+    def _format_rows(self, chunk: Chunk, values, applies, bad, errors: dict, error_row) -> str:
+        """Every row through one template (jsonl, csv); bad rows through ``error_row``."""
+        n = len(values)
+        scores = 1 + len(self.levels)
+        rounded = np.round(values.astype(np.float64), 6)
+        rounded[bad] = 0.0  # written as an error row instead
+        rule_values = rounded[:, scores:]
+        rule_values[~applies] = _NOT_APPLICABLE
+        ids = self._ids(chunk, n)
+        cells = np.empty((n, len(ids) + rounded.shape[1]), dtype=object)
+        for k, column in enumerate(ids):
+            cells[:, k] = column
+        first = len(ids)
+        # map() over a dict's lookup runs in C: one cached text per number
+        cells[:, first:first + scores] = np.array(
+            list(map(self._score_texts.__getitem__, rounded[:, :scores].ravel().tolist())),
+            dtype=object).reshape(n, scores)
+        if self.rules:
+            cells[:, first + scores:] = np.array(
+                list(map(self._rule_texts.__getitem__, rule_values.ravel().tolist())),
+                dtype=object).reshape(n, len(self.rules))
+        flat = cells.ravel().tolist()
+        width = cells.shape[1]
+        template = self._row_template()
+        parts = []
+        start = 0
+        for i in [*errors, n]:  # runs of good rows in one %-formatting each
+            if i > start:
+                parts.append((template * (i - start)) % tuple(flat[start * width:i * width]))
+            if i < n:
+                parts.append(error_row(chunk, i, errors[i]))
+            start = i + 1
+        return "".join(parts)
+
+    def _format_jsonl(self, chunk, values, applies, bad, errors, texts) -> str:
+        return self._format_rows(chunk, values, applies, bad, errors, self._error_json)
+
+    def _format_csv(self, chunk, values, applies, bad, errors, texts) -> str:
+        return self._format_rows(chunk, values, applies, bad, errors, self._error_csv)
+
+    def _error_json(self, chunk: Chunk, i: int, error: str) -> str:
+        row = {"row": chunk.first_row + i}
+        if self.with_line:
+            row["line"] = self._line(chunk, i)
+        row.update(self._null_scores)
+        row["error"] = error
+        return json.dumps(row) + "\n"
+
+    def _error_csv(self, chunk: Chunk, i: int, error: str) -> str:
+        ids = f"{chunk.first_row + i}" + (f",{self._line(chunk, i)}" if self.with_line else "")
+        return f"{ids}{',' * len(self._keys)},{_csv_field(error)}\n"
+
+    def _format_parquet(self, chunk, values, applies, bad, errors, texts):
+        import pyarrow as pa
+
+        n = len(values)
+        arrays = [pa.array(np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64))]
+        if self.with_line:
+            lines = (np.array(chunk.line_numbers, dtype=np.int64) if chunk.line_numbers is not None
+                     else np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64))
+            arrays.append(pa.array(lines))
+        scores = 1 + len(self.levels)
+        for k in range(values.shape[1]):
+            null = bad if k < scores else bad | ~applies[:, k - scores]
+            arrays.append(pa.array(values[:, k], mask=null if null.any() else None))
+        error_texts = [None] * n
+        for i, error in errors.items():
+            error_texts[i] = error
+        arrays.append(pa.array(error_texts, type=pa.string()))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.parquet_schema())
+
+    def _format_text(self, chunk, values, applies, bad, errors, texts) -> str:
+        lines = []
+        levels = len(self.levels)
+        for i in range(len(values)):
+            row = chunk.first_row + i
+            if i in errors:
+                lines.append(f"[{row}] error: {errors[i]}")
+                continue
+            numbers = values[i]
+            lines += text_lines(
+                row, texts[i], float(numbers[0]),
+                {name: float(numbers[1 + k]) for k, name in enumerate(self.levels)},
+                {name: float(numbers[1 + levels + k]) if applies[i, k] else None
+                 for k, name in enumerate(self.rules)})
+        return "".join(line + "\n" for line in lines)
+
+
+def _count_missing(column: list, bad: np.ndarray) -> int:
+    missing = column.count(None)
+    if bad.any():
+        missing -= sum(1 for i in np.flatnonzero(bad) if column[i] is None)
+    return missing
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+# ---- reading ------------------------------------------------------------------------------------
+def _cut(data, start: int, lines: int) -> tuple[int, int, int]:
+    """Where the first ``lines`` whole lines of ``data`` from ``start`` end (fewer at its end),
+    how many there are, and how many do not start with "{" (JSON objects do; blank lines not)."""
+    end, count, others = start, 0, 0
+    find = data.find
+    while count < lines:
+        i = find(b"\n", end)
+        if i < 0:
+            break
+        if data[end] != 123:  # "{"
+            others += 1
+        end = i + 1
+        count += 1
+    return end, count, others
+
+
+def _jsonl_chunks(path: Path, batch_size: int, keep_data: bool) -> Iterator[Chunk]:
+    """Chunks of ``batch_size`` lines. The reader only finds where chunks start and how their rows
+    are numbered, through a memory map, without copying the file; with ``keep_data`` false a
+    worker reads its chunk itself, so the bytes are not sent between processes either."""
+    import mmap
+
+    space, bom = _ASCII_SPACE.encode(), _BOM.encode()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            offset, first_row, next_line = 0, 0, 1
+            while offset < size:
+                end, lines, others = _cut(data, offset, batch_size)
+                if lines == 0:  # the last line, with no newline after it
+                    end, lines, others = size, 1, 1
+                numbers = None
+                if others:  # only then can there be blank lines, which are not rows
+                    block = data[offset:end].removeprefix(bom if offset == 0 else b"")
+                    kept = [next_line + k for k, line in enumerate(block.split(b"\n")[:lines])
+                            if line.strip(space)]
+                    if len(kept) != lines:
+                        numbers = kept
+                rows = lines if numbers is None else len(numbers)
+                if rows:
+                    yield Chunk(first_row, end - offset, offset=offset, length=end - offset,
+                                data=data[offset:end] if keep_data else None, first_line=next_line,
+                                line_numbers=numbers)
+                offset = end
+                first_row += rows
+                next_line += lines
+
+
+def _open_parquet(path: Path, inputs: Sequence[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise KdslError(f"{path}: cannot read it as parquet ({err})") from None
+    names = file.schema_arrow.names
+    if "completion" not in names:
+        raise KdslError(f"{path}: there is no `completion` column (columns: "
+                        f"{', '.join(names) or 'none'})")
+    return file, ["completion"] + [name for name in inputs if name in names]
+
+
+def _parquet_chunks(file, columns: list[str], batch_size: int) -> Iterator[Chunk]:
+    first_row = 0
+    for batch in file.iter_batches(batch_size=batch_size, columns=columns):
+        yield Chunk(first_row, batch.num_rows, batch=batch)
+        first_row += batch.num_rows
+
+
+# ---- writing ------------------------------------------------------------------------------------
+class _TextSink:
+    def __init__(self, stream, header: str = "", owned: bool = False):
+        self.stream = stream
+        self.owned = owned  # a file opened for this run, closed with it; not stdout
+        if header:
+            stream.write(header)
+
+    def write(self, output) -> None:
+        self.stream.write(output)
+
+    def close(self) -> None:
+        if self.owned:
+            self.stream.close()
+
+
+class _ParquetSink:
+    def __init__(self, path: Path, schema):
+        import pyarrow.parquet as pq
+
+        self.writer = pq.ParquetWriter(path, schema)
+
+    def write(self, output) -> None:
+        if output.num_rows:
+            self.writer.write_batch(output)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ---- workers ------------------------------------------------------------------------------------
+_parent_program: tuple[str, object] | None = None  # inherited by forked workers
+_worker: ChunkScorer | None = None
+
+
+def _start_worker(job: Job) -> None:
+    global _worker
+    import torch
+
+    torch.set_num_threads(1)  # the workers already fill the cores
+    # Ctrl-C is for the parent, which stops handing out chunks and shuts the workers down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _parent_program is not None and _parent_program[0] == job.spec:
+        program = _parent_program[1]
+    else:  # a spawned worker compiles the spec itself
+        import kdsl
+
+        program = kdsl.load(job.spec)
+    _worker = ChunkScorer(program, job)
+
+
+def _score_in_worker(chunk: Chunk) -> ChunkResult:
+    return _worker.score(chunk)
+
+
+# ---- the whole file -----------------------------------------------------------------------------
+@dataclass
+class _Progress:
+    """A rich progress bar on a terminal, refreshed as chunks finish."""
+
+    stream: object
+    total: int  # bytes of a jsonl file, rows of a parquet file
+    bar: object = None
+    task: object = None
+    last: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def start(self) -> None:
+        from rich.console import Console as RichConsole
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        # Refreshed by hand when a chunk finishes, so no refresh thread runs beside the workers.
+        self.bar = Progress(TextColumn("scoring"), BarColumn(bar_width=24), TaskProgressColumn(),
+                            TextColumn("{task.fields[rows]:>11,} rows {task.fields[rate]:>7,.0f}/s"),
+                            TimeRemainingColumn(), console=RichConsole(file=self.stream),
+                            auto_refresh=False)
+        self.bar.start()
+        self.task = self.bar.add_task("scoring", total=self.total, rows=0, rate=0.0)
+
+    def advance(self, amount: int, rows: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        rate = rows / max(now - self.started, 1e-9)
+        self.bar.update(self.task, advance=amount, rows=rows, rate=rate)
+        if final or now - self.last > 0.1:
+            self.bar.refresh()
+            self.last = now
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def score_file(program, data: str | Path, *, out: str | Path | None = None,
+               stream=None, output: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+               workers: int = 0, report: Callable[[str], None] | None = None,
+               progress=None, spec: str | Path | None = None) -> Summary:
+    """Score every row of ``data`` (jsonl or parquet) with ``program``, writing per-row results to
+    ``out`` (format from its suffix) or, without ``out``, to ``stream`` as ``output`` ("jsonl" or
+    "text"). Bad rows are passed to ``report`` (the first ``SHOWN_PROBLEMS``), counted and written
+    with an error. ``workers``: processes to score in (0: one per core for large files, else 1).
+    ``progress``: a terminal stream for a progress bar, or None. ``spec``: the spec's path, which
+    worker processes that cannot inherit ``program`` compile again."""
+    global _parent_program
+    data = Path(data)
+    input_format = data_format(data)
+    out_format = output_format(out) if out is not None else (output or "jsonl")
+    job = Job(spec=str(spec or program.ir.file), source=str(data), input_format=input_format,
+              output_format=out_format)
+    if program.module.NEEDS_TOKENIZER:
+        raise KdslError(f"{program.name} counts tokens (`length(..., tokens)`), which needs a "
+                        "tokenizer; score it from Python with program.score(..., tokenizer=...)")
+    scorer = ChunkScorer(program, job)
+    report = report or (lambda message: print(message, file=sys.stderr))
+    started = time.perf_counter()
+
+    if input_format == "parquet":
+        file, columns = _open_parquet(data, program.input_names)
+        total = file.metadata.num_rows
+        chunks = _parquet_chunks(file, columns, batch_size)
+        large = total >= _PARALLEL_MIN_ROWS
+    else:
+        try:
+            total = data.stat().st_size
+        except OSError as err:
+            raise KdslError(f"cannot read {data}: {err.strerror or err}") from None
+        large = total >= _PARALLEL_MIN_BYTES
+    if workers <= 0:
+        workers = available_cores() if large else 1
+    if input_format == "jsonl":
+        chunks = _jsonl_chunks(data, batch_size, keep_data=workers == 1)
+
+    target = Path(out) if out is not None else None
+    partial = target.with_name(f".{target.name}.partial") if target is not None else None
+    sink = None
+    bar = None
+    totals = Totals.zero(len(scorer.levels), len(scorer.rules), len(scorer.inputs))
+    rows = bad = shown = 0
+
+    def start_bar() -> None:
+        nonlocal bar
+        if progress is not None:
+            bar = _Progress(progress, total)
+            bar.start()
+
+    def finish(result: ChunkResult) -> None:
+        nonlocal rows, bad, shown
+        sink.write(result.output)
+        rows += result.rows
+        bad += result.bad
+        totals.add(result.totals)
+        for messages in result.messages[:SHOWN_PROBLEMS - shown]:
+            for message in messages:
+                report(message)
+            shown += 1
+        if bar is not None:
+            bar.advance(result.size, rows)
+
+    try:
+        if target is None:
+            sink = _TextSink(stream if stream is not None else sys.stdout)
+        elif out_format == "parquet":
+            sink = _ParquetSink(partial, scorer.parquet_schema())
+        else:
+            sink = _TextSink(open(partial, "w", encoding="utf-8", newline=""),
+                             scorer.csv_header() if out_format == "csv" else "", owned=True)
+        if workers == 1:
+            start_bar()
+            for chunk in chunks:
+                finish(scorer.score(chunk))
+        else:
+            _parent_program = (job.spec, program)
+            _score_in_pool(job, chunks, workers, finish, start_bar)
+        if bar is not None:
+            bar.advance(0, rows, final=True)
+        sink.close()
+        sink = None
+        if partial is not None:
+            os.replace(partial, target)
+    except BrokenPipeError:  # stdout closed by its reader: the caller decides what that means
+        raise
+    except OSError as err:
+        raise KdslError(f"cannot write {target}: {err.strerror or err}" if target is not None
+                        else f"cannot write the results: {err}") from None
+    finally:
+        _parent_program = None
+        if bar is not None:
+            bar.stop()
+        if sink is not None:
+            sink.close()
+        if partial is not None and partial.exists():
+            partial.unlink()
+
+    if bad > shown:
+        report(f"{data}: {bad - shown:,} more bad rows not shown ({bad:,} in all); each is in the "
+               "output with its `error`")
+    return _summary(scorer, str(data), rows, bad, totals, time.perf_counter() - started)
+
+
+def _summary(scorer: ChunkScorer, source: str, rows: int, bad: int, totals: Totals,
+             seconds: float) -> Summary:
+    def mean(total, count):
+        return None if count == 0 else round(float(total) / count, 6)
+
+    return Summary(
+        source=source, rows=rows, scored=totals.scored, bad=bad, seconds=seconds,
+        mean_reward=mean(totals.reward, totals.scored),
+        levels={name: mean(totals.levels[k], totals.scored) for k, name in enumerate(scorer.levels)},
+        rules={name: {"level": scorer.rule_levels[name], "applied": int(totals.applied[k]),
+                      "rate": mean(totals.truth[k], totals.applied[k])}
+               for k, name in enumerate(scorer.rules)},
+        missing={name: int(totals.missing[k]) for k, name in enumerate(scorer.inputs)})
+
+
+def _score_in_pool(job: Job, chunks: Iterator[Chunk], workers: int,
+                   finish: Callable[[ChunkResult], None], started: Callable[[], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # Forked workers inherit the compiled program; elsewhere each compiles the spec again.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    context = multiprocessing.get_context(method)
+    in_flight: deque = deque()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(job,)) as pool:
+        try:
+            for chunk in chunks:
+                in_flight.append(pool.submit(_score_in_worker, chunk))
+                if len(in_flight) == 1:  # the workers are forked by now: threads may start
+                    started()
+                # Two chunks a worker: each has the next one queued while the parent writes.
+                while len(in_flight) >= 2 * workers:
+                    finish(in_flight.popleft().result())
+            while in_flight:
+                finish(in_flight.popleft().result())
+        except BrokenProcessPool:
+            raise KdslError(f"a worker process scoring {job.source} stopped unexpectedly (out of "
+                            "memory?); try a smaller --batch-size or --workers 1") from None
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
