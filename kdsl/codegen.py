@@ -189,8 +189,9 @@ class Generator:
             w.line(self.text_line(node), node.span, indent=1)
         spans = sorted({r.on for r in self.program.rules if r.on})
         if spans:  # character spans of the outputs that rules act `on`, for token-level advantages
-            kept = ", ".join(f"{_lit(name)}: s{self.program.outputs[name].id}" for name in spans)
+            kept = ", ".join(f"{_lit(name)}: {self._span_ref(self.program.outputs[name])}" for name in spans)
             w.line(f"ex.keep_spans({{{kept}}})", indent=1)
+        self.trace(w)
 
     def text_line(self, n: Node) -> str:
         a = n.args[0].id if n.args else 0
@@ -230,8 +231,16 @@ class Generator:
             return target + f"ex.matches(s{a}, {_lit(n.attr('pattern'))})"
         raise AssertionError(f"no text code for {n.op}")
 
+    @staticmethod
+    def _span_ref(node: Node) -> str:
+        """The generated name holding an output's character spans (a regex: its whole match)."""
+        return f"g{node.id}[0]" if node.op == "regex" else f"s{node.id}"
+
     def _regex_groups(self, regex: Node) -> set:
-        return {n.attr("group") for n in self.nodes if n.op == "regex_group" and n.args[0] is regex}
+        groups = {n.attr("group") for n in self.nodes if n.op == "regex_group" and n.args[0] is regex}
+        if any(self.program.outputs.get(r.on) is regex for r in self.program.rules if r.on):
+            groups.add(0)  # a rule acts on the whole match
+        return groups
 
     # ---- tables -------------------------------------------------------------------------------------
     def table(self, w: _Writer, table: TableIR) -> None:
@@ -321,7 +330,16 @@ class Generator:
             node = p.lets[name]
             w.line(f"out['let.{name}'], out['valid.{name}'] = ops.observe(x{node.id}, m{node.id})",
                    indent=1)
+        self.trace(w)
         w.line("return out", indent=1)
+
+    @staticmethod
+    def trace(w: _Writer) -> None:
+        # `kdsl explain` reads every span and value of a phase by node (s7, g9, x12, m12, t_rule):
+        # when the caller asks for a trace, each phase copies its local variables into it. Scoring
+        # without a trace pays one dictionary lookup per batch.
+        w.line("if '_trace' in env:  # explaining a score: keep every intermediate value", indent=1)
+        w.line("env['_trace'].update(locals())", indent=2)
 
     def tensor_line(self, n: Node) -> str:
         out = f"x{n.id}, m{n.id} = "
