@@ -287,11 +287,12 @@ class ExampleField(Node):
 
 @dataclass(frozen=True)
 class Expectation(Node):
-    kind: str  # holds | violated | inapplicable | compare
+    kind: str  # holds | violated | inapplicable | compare | relative
     target: tuple[str, ...]
     op: str | None = None
     value: float | None = None
     tolerance: float | None = None
+    other: str | None = None  # relative: the example whose value this one is compared with
 
 
 @dataclass(frozen=True)

@@ -320,8 +320,13 @@ class Checker:
             node = self._lowered.get(rule.on)
             if target is None or node is None or node.op not in ("tag", "regex", "regex_group"):
                 outputs = [o.name for o in self.spec.outputs]
-                self.sink.error(f"`on {rule.on}`: expected the name of a tag or regex output"
-                                f"{did_you_mean(rule.on, outputs)}", rule.span)
+                if rule.on in outputs:
+                    self.sink.error(f"`on {rule.on}`: `{rule.on}` is a value read from the text, not "
+                                    "a span of it; name the tag or regex output it is read from",
+                                    rule.span)
+                else:
+                    self.sink.error(f"`on {rule.on}`: expected the name of a tag or regex output"
+                                    f"{did_you_mean(rule.on, outputs)}", rule.span)
             else:
                 self._used.add(rule.on)
         return RuleIR(rule.name, level, body, when, rule.weight, rule.soft, rule.invalid, rule.on,
@@ -364,6 +369,14 @@ class Checker:
             if example.title in titles:
                 self.sink.error(f"two examples are called \"{example.title}\"", example.span)
             titles.add(example.title)
+        for example in self.spec.examples:
+            for e in example.expectations:
+                if e.kind == "relative" and e.other not in titles:
+                    self.sink.error(f"example \"{example.title}\" is compared with \"{e.other}\", which "
+                                    f"is not an example of this spec{did_you_mean(e.other, titles)}",
+                                    e.span)
+                elif e.kind == "relative" and e.other == example.title:
+                    self.sink.error(f"example \"{example.title}\" is compared with itself", e.span)
             columns = set(self.program.inputs) | {"completion"}
             for f in example.fields:
                 if f.name not in columns:
@@ -372,7 +385,7 @@ class Checker:
             for e in example.expectations:
                 head, *rest = e.target
                 if head == "reward" and not rest:
-                    if e.kind != "compare":
+                    if e.kind not in ("compare", "relative"):
                         self.sink.error("expect a comparison for the reward, e.g. `reward >= 1`", e.span)
                     continue
                 if head in ("level", "rule", "let") and rest:

@@ -57,13 +57,41 @@ def _build_parser() -> _Parser:
     comp.add_argument("-o", "--output", metavar="MODULE.py", help="write here instead of stdout")
     comp.add_argument("--emit", choices=("python", "ir"), default="python")
 
-    score = sub.add_parser("score", help="score completions given on the command line or in a file")
+    score = sub.add_parser(
+        "score", help="score completions given on the command line or in a file",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+--data streams the file in batches, so files of millions of rows fit in memory. Each
+output row carries `row` (0-based, input order) and, for jsonl input, `line` (1-based),
+then the reward, level scores and rule values (null where a rule does not apply): as
+nested objects in .jsonl, as columns `reward`, `level.NAME`, `rule.NAME` and `error` in
+.csv and .parquet.
+
+A bad row (not JSON, no completion, a value of the wrong type) is reported on stderr
+(the first 20: `FILE:LINE: row N, column `c`: ...` for jsonl, `FILE: row N, column `c`:
+...` for parquet), counted in the summary, and written with null scores and an `error`;
+every other row is still scored and written.
+
+exit status: 0 when every row was scored (or at most --max-bad-rows were bad); 1 when
+more rows were bad, or the spec has errors; 2 on usage errors (a missing file, an
+output name whose format is unknown).""")
     score.add_argument("file", metavar="SPEC")
-    score.add_argument("--completion", action="append", default=[], metavar="TEXT")
-    score.add_argument("--data", metavar="FILE.jsonl", help="rows with a `completion` field and columns")
+    score.add_argument("--completion", action="append", default=[], metavar="TEXT",
+                       help="a completion to score (repeatable)")
+    score.add_argument("--data", metavar="FILE", help="rows with a `completion` field and one field "
+                       "per input: .jsonl (one JSON object a line) or .parquet")
+    score.add_argument("--out", metavar="FILE", help="write per-row results here (.jsonl, .csv or "
+                       ".parquet) and print a summary; without it, rows are printed")
+    score.add_argument("--batch-size", type=int, default=4096, metavar="N",
+                       help="rows read and scored at a time (default 4096)")
+    score.add_argument("--workers", type=int, default=0, metavar="N",
+                       help="processes that score (default: one per core for large files)")
+    score.add_argument("--max-bad-rows", type=int, default=0, metavar="N",
+                       help="exit 0 as long as at most N rows are bad (default 0)")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     score.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
-                       help="a column value for every completion")
-    score.add_argument("--json", action="store_true", help="print one JSON object per completion")
+                       help="a column value for every --completion")
+    score.add_argument("--json", action="store_true", help="print one JSON object per completion "
+                       "(with --out: print the summary as one JSON object)")
 
     train = sub.add_parser("train", help="GRPO fine-tuning rewarded by a spec (needs the `train` extra)")
     train.add_argument("file", metavar="SPEC")
@@ -84,6 +112,37 @@ def _build_parser() -> _Parser:
                        help="print level rewards and rule satisfaction every N steps")
     train.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation of the "
                        "embedded example")
+
+    test = sub.add_parser("test", help="run a spec's labelled examples (example blocks and "
+                                       "NAME.kdtest.jsonl beside NAME.kd)")
+    test.add_argument("paths", nargs="+", metavar="SPEC",
+                      help="specs, .kdtest.jsonl files or folders (searched for *.kd)")
+    test.add_argument("-k", dest="pattern", metavar="PATTERN",
+                      help="only cases whose SPEC::NAME contains PATTERN (`not PATTERN` inverts)")
+    test.add_argument("--junit-xml", metavar="FILE", help="also write a JUnit XML report")
+    test.add_argument("--coverage", action="store_true",
+                      help="report whether examples make each rule apply, hold and fail, and "
+                           "reach each table row")
+    test.add_argument("--fail-under", type=float, metavar="PERCENT",
+                      help="exit 1 when coverage is below PERCENT (implies --coverage)")
+    test.add_argument("--mutate", action="store_true",
+                      help="nudge thresholds, comparisons and table cells and report the "
+                           "mutations no example catches")
+
+    explain = sub.add_parser(
+        "explain", help="show why one completion got its reward: what each output found, each "
+                        "let, rule and level, the gate that closed and the reward's arithmetic")
+    explain.add_argument("file", metavar="SPEC")
+    explain.add_argument("--data", metavar="FILE", help="rows with a `completion` field and one "
+                         "field per input: .jsonl (one JSON object a line) or .parquet")
+    explain.add_argument("--row", type=int, default=0, metavar="N",
+                         help="which row of --data to explain, counting from 0 (default 0)")
+    explain.add_argument("--completion", metavar="TEXT", help="the completion to explain")
+    explain.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
+                         help="an input value (read as JSON when it parses, else as a string); "
+                              "with --data, it replaces the row's value")
+    explain.add_argument("--format", choices=("text", "json"), default="text",
+                         help="json: one JSON object, for tools")
 
     report = sub.add_parser("report", help="plot level rewards and rule satisfaction of a run")
     report.add_argument("run_dir", metavar="RUN_DIR")
@@ -109,7 +168,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         return 0
     if args.command is None:
         console.error(parser.format_usage().rstrip())
-        console.error("kdsl: error: choose a command: check, compile, score, train or report")
+        console.error("kdsl: error: choose a command: check, compile, score, test, explain, train or report")
         return 2
     try:
         return _COMMANDS[args.command](args, console)
@@ -170,40 +229,84 @@ def _parse_value(text: str):
 
 def cmd_score(args, console: Console) -> int:
     import kdsl
+    from kdsl import scoring
 
-    program = kdsl.load(_existing(args.file))
+    spec = _existing(args.file)
+    if args.batch_size < 1 or args.workers < 0 or args.max_bad_rows < 0:
+        raise _UsageError("--batch-size must be at least 1; --workers and --max-bad-rows at least 0")
     if args.data:
-        rows = []
-        for number, line in enumerate(_existing(args.data).read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise KdslError(f"{args.data}:{number}: not a JSON object ({err.msg})") from None
-            if not isinstance(row, dict) or "completion" not in row:
-                raise KdslError(f"{args.data}:{number}: each row needs a `completion` field")
-            rows.append(row)
-        completions = [r["completion"] for r in rows]
-        columns = {name: [r.get(name) for r in rows] for name in program.input_names}
-    else:
-        if not args.completion:
-            raise _UsageError("give --completion TEXT (repeatable) or --data FILE.jsonl")
-        completions = list(args.completion)
-        columns = {}
-        for item in args.set:
-            name, eq, value = item.partition("=")
-            if not eq:
-                raise _UsageError(f"--set takes COLUMN=VALUE, not `{item}`")
-            columns[name] = [_parse_value(value)] * len(completions)
+        if args.completion or args.set:
+            raise _UsageError("--completion and --set give rows on the command line; with --data, "
+                              "completions and columns come from the file")
+        data = _existing(args.data)
+        try:
+            scoring.data_format(data)
+            if args.out:
+                scoring.output_format(args.out)
+        except scoring.FormatError as err:
+            raise _UsageError(str(err)) from None
+        if args.out:
+            out = Path(args.out)
+            if not out.parent.is_dir():
+                raise _UsageError(f"no such folder for --out: {out.parent}")
+            if out.resolve() == data.resolve():
+                raise _UsageError("--out names the --data file itself")
+        program = kdsl.load(spec)
+
+        def terminal(stream) -> bool:
+            return bool(getattr(stream, "isatty", lambda: False)())
+
+        rows_on_stdout = not args.out
+        # The bar goes to stderr, and not while rows are printed to the same terminal.
+        show_bar = (not args.no_progress and terminal(console.err)
+                    and not (rows_on_stdout and terminal(console.out)))
+        try:
+            summary = scoring.score_file(
+                program, data, out=args.out, stream=console.out,
+                output="jsonl" if args.json else "text", batch_size=args.batch_size,
+                workers=args.workers, report=console.error,
+                progress=console.err if show_bar else None, spec=spec)
+            if args.json and not rows_on_stdout:
+                console.print(json.dumps(summary.as_dict()))
+            elif args.json:  # stdout carries the rows as JSON lines only
+                console.error(summary.render())
+            else:
+                console.print(("\n" if rows_on_stdout else "") + summary.render())
+        except KeyboardInterrupt:
+            console.error("kdsl score: interrupted" + (f"; {args.out} was not written" if args.out
+                                                       else ""))
+            return 130
+        except BrokenPipeError:  # the reader of stdout stopped early (`| head`): end quietly
+            import os
+
+            if hasattr(console.out, "fileno"):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), console.out.fileno())
+            return 1
+        return 1 if summary.bad > args.max_bad_rows else 0
+
+    if args.out:
+        raise _UsageError("--out needs --data FILE")
+    if not args.completion:
+        raise _UsageError("give --completion TEXT (repeatable) or --data FILE")
+    program = kdsl.load(spec)
+    completions = list(args.completion)
+    columns = {}
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise _UsageError(f"--set takes COLUMN=VALUE, not `{item}`")
+        columns[name] = [_parse_value(value)] * len(completions)
     scores = program.score(completions, **columns)
     _print_scores(console, program, completions, scores, as_json=args.json)
     return 0
 
 
 def _print_scores(console: Console, program, completions, scores, as_json: bool = False) -> None:
+    from kdsl.scoring import text_lines
+
     for i, completion in enumerate(completions):
         row = {
+            "row": i,
             "reward": round(float(scores.reward[i]), 6),
             "levels": {k: round(float(v[i]), 6) for k, v in scores.levels.items()},
             "rules": {k: (round(float(v[i]), 6) if bool(scores.applies[k][i]) else None)
@@ -213,12 +316,82 @@ def _print_scores(console: Console, program, completions, scores, as_json: bool 
             console.print(json.dumps(row))
             continue
         shown = completion if isinstance(completion, str) else json.dumps(completion)
-        shown = shown.replace("\n", "\\n")
-        console.print(f"[{i}] reward {row['reward']:.3f}  {shown[:70]}")
-        for name, value in row["levels"].items():
-            console.print(f"     level {name:<16} {value:.3f}")
-        for name, value in row["rules"].items():
-            console.print(f"       rule {name:<22} {'n/a' if value is None else f'{value:.3f}'}")
+        for line in text_lines(i, shown, row["reward"], row["levels"], row["rules"]):
+            console.print(line)
+
+
+def _test_targets(paths: Sequence[str]) -> dict[str, list[Path]]:
+    """Spec -> extra .kdtest.jsonl files named on the command line (companions are found anyway)."""
+    from kdsl.testing import JSONL_SUFFIX, companion_files, spec_for_jsonl
+
+    targets: dict[str, list[Path]] = {}
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            for spec in sorted(path.rglob("*.kd")):
+                targets.setdefault(str(spec), [])
+        elif path.is_file() and path.name.endswith(JSONL_SUFFIX):
+            spec = spec_for_jsonl(path)
+            extra = targets.setdefault(str(spec), [])
+            if path.resolve() not in {p.resolve() for p in companion_files(spec)}:
+                extra.append(path)
+        elif path.is_file():
+            targets.setdefault(str(path), [])
+        else:
+            raise _UsageError(f"no such file or folder: {name}")
+    return targets
+
+
+def cmd_test(args, console: Console) -> int:
+    from kdsl import testing
+
+    suites, shown, problems = [], {}, []
+    for spec, extra in _test_targets(args.paths).items():
+        try:
+            suite = testing.run_suite(testing.load_suite(spec, extra))
+        except KdslError as err:
+            problems.extend(err.diagnostics)
+            continue
+        suites.append(suite)
+        shown[spec] = {c.id for c in testing.select(suite.cases, args.pattern)}
+    console.diagnostics(problems)
+    console.print(testing.format_results(suites, shown))
+    outcomes = [o for s in suites for o in s.outcomes if o.case.id in shown[s.spec]]
+    passed = sum(o.passed for o in outcomes)
+    failed = sum(o.error is None and not o.passed for o in outcomes)
+    errors = sum(o.error is not None for o in outcomes)
+    console.print(f"{passed} passed, {failed} failed" + (f", {errors} errors" if errors else "") +
+                  (f", {len(problems)} spec problems" if problems else ""))
+    if args.junit_xml:
+        traces = {o.case.id: testing.trace(s, o) for s in suites for o in s.outcomes
+                  if o.error is None and not o.passed and o.case.id in shown[s.spec]}
+        kept = [testing.Suite(s.spec, s.program, s.cases,
+                              [o for o in s.outcomes if o.case.id in shown[s.spec]]) for s in suites]
+        Path(args.junit_xml).write_text(testing.junit_xml(kept, traces), encoding="utf-8")
+    status = 1 if failed or errors or problems or not outcomes else 0
+    if not outcomes and not problems:
+        console.error("kdsl test: no cases found" + (f" matching -k {args.pattern!r}" if args.pattern else ""))
+    if args.coverage or args.fail_under is not None:
+        for suite in suites:
+            cov = testing.coverage(suite)
+            console.print(testing.format_coverage(suite, cov))
+            if args.fail_under is not None and cov.percent < args.fail_under:
+                console.error(f"{suite.spec}: coverage {cov.percent:.1f}% is under {args.fail_under:g}%")
+                status = 1
+    if args.mutate:
+        from kdsl.mutation import mutate
+
+        for suite in suites:
+            report = mutate(suite)
+            judged = len(report.caught) + len(report.survived)
+            console.print(f"mutation score of {suite.spec}: {report.score:.1f}% ({len(report.caught)} of "
+                          f"{judged} mutants caught" + (f"; {len(report.rejected)} rejected by the checker"
+                                                        if report.rejected else "") + ")")
+            source = Path(suite.spec).read_text(encoding="utf-8").splitlines()
+            for mutant in report.survived:
+                console.print(f"  {suite.spec}:{mutant.line}:{mutant.column}: survived: {mutant.describe()}")
+                console.print(f"      {source[mutant.line - 1].strip()}")
+    return status
 
 
 def cmd_train(args, console: Console) -> int:
@@ -245,6 +418,56 @@ def cmd_train(args, console: Console) -> int:
     return 0
 
 
+def cmd_explain(args, console: Console) -> int:
+    import kdsl
+    from kdsl import explain as explaining
+    from kdsl.errors import KdslDataError, Span, did_you_mean
+
+    spec = _existing(args.file)
+    if (args.data is None) == (args.completion is None):
+        raise _UsageError("give --data FILE [--row N] or --completion TEXT [--set COLUMN=VALUE ...]")
+    overrides = {}
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise _UsageError(f"--set takes COLUMN=VALUE, not `{item}`")
+        overrides[name] = _parse_value(value)
+    program = kdsl.load(spec)
+    for name in overrides:
+        if name not in program.input_names:
+            raise _UsageError(f"--set {name}: `{name}` is not an input of {program.name}"
+                              f"{did_you_mean(name, program.input_names)}")
+    if args.data is not None:
+        data = _existing(args.data)
+        if args.row < 0:
+            raise _UsageError(f"--row counts rows from 0, so it cannot be {args.row}")
+        try:
+            row = explaining.read_row(data, args.row)
+        except IndexError as err:
+            raise _UsageError(str(err)) from None
+        completion = row["completion"]
+        columns = {name: row.get(name) for name in program.input_names}
+        where = Span(str(data))
+    else:
+        completion, columns, where = args.completion, {}, Span("--set")
+    columns.update(overrides)
+    try:
+        explanation = explaining.explain(program, completion, columns)
+    except KdslDataError as err:
+        # One completion is scored as a batch of one: name the row of the file instead.
+        message = err.message.removeprefix("row 0, ")
+        if args.data is not None:
+            message = f"row {args.row}, {message}"
+        raise KdslError(message, where) from None
+    if args.format == "json":
+        console.print(json.dumps(explanation, indent=2, ensure_ascii=False))
+    else:
+        from rich.console import Console as RichConsole
+
+        explaining.render(explanation, RichConsole(file=console.out, highlight=False))
+    return 0
+
+
 def cmd_report(args, console: Console) -> int:
     from kdsl.report import write_report
 
@@ -254,7 +477,9 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
-_COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "train": cmd_train,
+_COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "test": cmd_test,
+             "explain": cmd_explain,
+             "train": cmd_train,
              "report": cmd_report}
 
 

@@ -227,6 +227,13 @@ class Reference:
         raise NotImplementedError(type(e).__name__)
 
     # ---- helpers ------------------------------------------------------------------------------------
+    def table_row(self, table: ast.Table, values: list) -> int | None:
+        """The index of the first row of ``table`` that matches ``values``, or None."""
+        for index, row in enumerate(table.rows):
+            if row_matches(row, values):
+                return index
+        return None
+
     def text(self, e: ast.Expr, local: dict):
         value = self.eval(e, local, None)
         if isinstance(value, Match):
@@ -381,10 +388,11 @@ class Reference:
             if any(a is None for a in args):
                 return None
             values = [(a >= 0.5) if p.type_name == "bool" else a for p, a in zip(table.params, args)]
-            for row in table.rows:
-                if row_matches(row, values):
-                    return row.result if isinstance(row.result, str) else float(row.result)
-            return None
+            index = self.table_row(table, values)
+            if index is None:
+                return None
+            result = table.rows[index].result
+            return result if isinstance(result, str) else float(result)
         args = e.args
         if name in ("present", "valid"):
             x = self.eval(args[0], local, soft)

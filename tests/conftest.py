@@ -16,3 +16,7 @@ def golden(path: Path, actual: str) -> None:
         return
     expected = path.read_text(encoding="utf-8")
     assert actual == expected, f"{path.name} differs; KDSL_UPDATE_GOLDEN=1 rewrites it after review"
+
+# Spec fixtures are inputs of the golden tests (some are wrong on purpose), not example suites
+# for the kdsl pytest plugin.
+collect_ignore_glob = ["fixtures/*"]

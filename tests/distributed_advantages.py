@@ -33,6 +33,10 @@ def main(out: str) -> None:
     if accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump({"processes": accelerator.num_processes, "advantages": results}, f)
+    # Leave together and close the process group: a gloo group torn down by interpreter exit
+    # can abort one process ("terminate called without an active exception").
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -203,6 +203,7 @@ def test_reward_functions_log_kdsl_metrics(program):
 def test_two_processes_give_the_same_advantages_as_one(tmp_path):
     """Groups of 4 over 2 processes of 6 rows each: group 2 is split across the processes."""
     import os
+    import socket
     import subprocess
     import sys
 
@@ -213,8 +214,11 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     # accelerate's multi-process launcher (torchrun underneath); Accelerator(cpu=True) in the
     # script makes the processes talk over gloo on this CPU machine.
+    with socket.socket() as probe:  # a free port, so concurrent runs on one machine do not clash
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
               str(script), str(out), str(ROOT)]
     result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

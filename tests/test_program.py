@@ -439,3 +439,18 @@ level l {
     assert scores.rules["short"].tolist() == [1.0, 0.0]
     with pytest.raises(KdslDataError, match="counts tokens: pass tokenizer="):
         program.score(completions)
+
+
+def test_a_rule_on_a_regex_output_keeps_the_whole_match():
+    program = kdsl.loads('spec r version 1\ninput {\n  gold: float\n}\noutput {\n'
+                         '  m: regex "final: (?P<v>[0-9]+)"\n  v: m.v as float\n}\n'
+                         'level l {\n  rule right: v == gold on m\n}\n')
+    scores = program.score(["so final: 42 ok", "none"], gold=[42, 1])
+    assert scores.spans["m"] == [(3, 12), None]
+    assert scores.rules["right"].tolist() == [1.0, 0.0]
+
+
+def test_on_a_parsed_value_names_the_problem():
+    with pytest.raises(kdsl.KdslError, match="`answer` is a value read from the text, not a span"):
+        kdsl.loads('spec r version 1\ninput {\n  gold: float\n}\noutput {\n  reply: tag "a"\n'
+                   '  answer: reply as float\n}\nlevel l {\n  rule right: answer == gold on answer\n}\n')

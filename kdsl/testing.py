@@ -1,0 +1,622 @@
+"""Stage 6: labelled examples run against a spec (``kdsl test`` and the pytest plugin).
+
+A *case* is one completion, the dataset values it is scored with, and expectations about the
+result. Cases come from ``example`` blocks inside a spec and from ``*.kdtest.jsonl`` files beside
+it (``landcover.kd`` reads ``landcover.kdtest.jsonl`` and ``landcover.*.kdtest.jsonl``), one case
+a line::
+
+    {"name": "water, argued", "completion": "<answer>Water</answer>",
+     "columns": {"label": "Water", "sr": [0.01, 0.02, 0.04, 0.01, 0.005, 0.02, 0.02]},
+     "expect": ["correct", "not urban_claim", "skip vegetation_claim", "reward >= 3",
+                "level.knowledge == 1 +- 0.01", "reward > \\"no reasoning\\""]}
+
+Input columns may also sit at the top level of the object instead of under ``columns``; a raster
+value is ``{"fixture": "patch.npy"}`` (a numpy file beside the jsonl file). Expectations are
+written as in an ``example`` block.
+
+All cases of a spec are scored in one batch by the compiled program, so a thousand examples take
+milliseconds after the spec is compiled. What each expectation means:
+
+- ``NAME``: the rule applies and holds fully (truth 1); ``not NAME``: it applies and does not
+  hold fully; ``skip NAME``: it does not apply.
+- ``TARGET OP NUMBER [+- TOL]`` with TARGET ``reward``, ``level.NAME``, ``rule.NAME``, ``let.NAME``
+  or a bare name (rule, then level, then let). ``==``, ``!=``, ``<=``, ``>=`` allow float noise
+  (1e-6) unless a tolerance is given; ``<`` and ``>`` are strict unless a tolerance is given.
+- ``TARGET OP "other example"``: compares with the same target of another case of the spec, e.g.
+  ``reward < "well argued"`` (this completion scores lower than that one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdsl import ast
+from kdsl.errors import Diagnostic, KdslDataError, KdslError, Span
+
+NOISE = 1e-6
+JSONL_SUFFIX = ".kdtest.jsonl"
+_RESERVED = {"name", "completion", "columns", "expect"}
+
+
+# ---- cases ------------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    name: str
+    spec: str  # the spec file the case tests
+    file: str  # where the case is written (the spec, or a .kdtest.jsonl file)
+    line: int
+    completion: str
+    columns: dict
+    expectations: tuple[ast.Expectation, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{Path(self.spec).name}::{self.name}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def expectation_text(e: ast.Expectation) -> str:
+    target = ".".join(e.target)
+    if e.kind == "holds":
+        return target
+    if e.kind == "violated":
+        return f"not {target}"
+    if e.kind == "inapplicable":
+        return f"skip {target}"
+    if e.kind == "relative":
+        return f'{target} {e.op} "{e.other}"'
+    tolerance = f" +- {e.tolerance:g}" if e.tolerance is not None else ""
+    return f"{target} {e.op} {e.value:g}{tolerance}"
+
+
+def _fixture(path: str, base: Path, where: str, name: str):
+    import numpy as np
+
+    full = (base / path).resolve()
+    if full.suffix != ".npy":
+        raise KdslError(f"{where}: column `{name}`: fixture {path} must be a .npy file")
+    try:
+        return np.load(full, allow_pickle=False)  # never unpickle: fixtures may come from anyone
+    except (OSError, ValueError) as err:
+        raise KdslError(f"{where}: column `{name}`: cannot read fixture {full}: {err}") from None
+
+
+def _example_value(value: ast.ExampleValue, base: Path, where: str, name: str):
+    if value.kind == "list":
+        return [_example_value(v, base, where, name) for v in value.value]
+    if value.kind == "fixture":
+        return _fixture(value.value, base, where, name)
+    return value.value
+
+
+def spec_cases(program, spec_path: str) -> list[Case]:
+    """The ``example`` blocks of a compiled program's spec."""
+    base = Path(spec_path).parent
+    cases = []
+    for example in program.ir.examples:
+        where = f"{spec_path}:{example.span.line}"
+        completion, columns = "", {}
+        for f in example.fields:
+            value = _example_value(f.value, base, where, f.name)
+            if f.name == "completion":
+                completion = value if isinstance(value, str) else json.dumps(value)
+            else:
+                columns[f.name] = value
+        cases.append(Case(example.title, spec_path, spec_path, example.span.line, completion, columns,
+                          example.expectations))
+    return cases
+
+
+def parse_expectation(text: str, where: Span) -> ast.Expectation:
+    """One expectation written as in an ``example`` block, e.g. ``"reward >= 1"``."""
+    from kdsl.parser import parse
+
+    if not isinstance(text, str) or "\n" in text or "}" in text:
+        raise KdslError(f"an expectation must be one line of text such as \"reward >= 1\", not "
+                        f"{json.dumps(text)}", where)
+    try:
+        spec = parse(f'spec expectation version 1\nexample "e" {{\n  expect {text}\n}}\n')
+    except KdslError as err:
+        raise KdslError(f"cannot read expectation {json.dumps(text)}: {err.message}", where) from None
+    (expectation,) = spec.examples[0].expectations
+    return expectation
+
+
+def jsonl_cases(path: str | Path, spec_path: str) -> list[Case]:
+    """Cases of a ``.kdtest.jsonl`` file; every bad line is reported (file, line, field)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise KdslError(f"cannot read {path}: {err.strerror or err}", Span(str(path))) from None
+    cases, problems, names = [], [], set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = Span(str(path), number, 1)
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(Diagnostic("error", f"not a JSON object ({err.msg})", where))
+            continue
+        if not isinstance(row, dict):
+            problems.append(Diagnostic("error", "each line must be a JSON object", where))
+            continue
+        name = row.get("name", f"line {number}")
+        if not isinstance(name, str) or name in names:
+            problems.append(Diagnostic("error", f"field `name`: {json.dumps(name)} must be a string "
+                                       "that no other case of the file uses", where))
+            continue
+        names.add(name)
+        completion = row.get("completion", "")
+        if not isinstance(completion, (str, list)):
+            problems.append(Diagnostic("error", "field `completion` must be a string", where))
+            continue
+        columns = row.get("columns", {})
+        if not isinstance(columns, dict):
+            problems.append(Diagnostic("error", "field `columns` must be an object", where))
+            continue
+        columns = {**{k: v for k, v in row.items() if k not in _RESERVED}, **columns}
+        expect = row.get("expect", [])
+        if isinstance(expect, str):
+            expect = [expect]
+        try:
+            for key, value in columns.items():
+                if isinstance(value, dict) and set(value) == {"fixture"}:
+                    columns[key] = _fixture(value["fixture"], path.parent, f"{path}:{number}", key)
+            expectations = tuple(parse_expectation(e, where) for e in expect)
+        except KdslError as err:
+            problems.append(Diagnostic("error", err.message, where))
+            continue
+        if not isinstance(completion, str):
+            completion = json.dumps(completion)
+        cases.append(Case(name, spec_path, str(path), number, completion, columns, expectations))
+    if problems:
+        raise KdslError(problems)
+    return cases
+
+
+def companion_files(spec_path: str | Path) -> list[Path]:
+    """``NAME.kdtest.jsonl`` and ``NAME.*.kdtest.jsonl`` beside ``NAME.kd``."""
+    spec_path = Path(spec_path)
+    stem = spec_path.name[:-3] if spec_path.name.endswith(".kd") else spec_path.stem
+    found = [spec_path.with_name(stem + JSONL_SUFFIX)]
+    found += sorted(spec_path.parent.glob(f"{glob_escape(stem)}.*{JSONL_SUFFIX}"))
+    return [p for p in dict.fromkeys(found) if p.is_file()]
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def spec_for_jsonl(path: str | Path) -> Path:
+    """The spec a ``.kdtest.jsonl`` file tests: ``a.kdtest.jsonl`` and ``a.x.kdtest.jsonl`` test
+    ``a.kd`` in the same folder."""
+    path = Path(path)
+    stem = path.name[: -len(JSONL_SUFFIX)]
+    candidates = [stem] + ([stem.split(".")[0]] if "." in stem else [])
+    for candidate in candidates:
+        spec = path.with_name(candidate + ".kd")
+        if spec.is_file():
+            return spec
+    raise KdslError(f"{path}: no spec for these cases: expected {path.with_name(candidates[-1] + '.kd')}",
+                    Span(str(path)))
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    expectation: str
+    passed: bool
+    observed: str
+
+
+@dataclass
+class Outcome:
+    case: Case
+    checks: list[Check] = field(default_factory=list)
+    observed: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+@dataclass
+class Suite:
+    """A spec, its compiled program, its cases and, once run, their outcomes."""
+
+    spec: str
+    program: object
+    cases: list[Case]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def load_suite(spec_path: str | Path, extra_jsonl: Sequence[str | Path] = ()) -> Suite:
+    import kdsl
+
+    spec_path = str(spec_path)
+    program = kdsl.load(spec_path)
+    cases = spec_cases(program, spec_path)
+    for path in [*companion_files(spec_path), *map(Path, extra_jsonl)]:
+        cases += jsonl_cases(path, spec_path)
+    names: dict[str, Case] = {}
+    duplicates = []
+    for case in cases:
+        if case.name in names:
+            duplicates.append(Diagnostic("error", f"two cases are called \"{case.name}\" (the other is at "
+                                         f"{names[case.name].where})", Span(case.file, case.line, 1)))
+        names[case.name] = case
+    for case in cases:
+        for e in case.expectations:
+            if e.kind == "relative" and e.other not in names:
+                duplicates.append(Diagnostic("error", f"\"{case.name}\" is compared with \"{e.other}\", "
+                                             "which is not a case of this spec", Span(case.file, case.line, 1)))
+    problems = duplicates + _target_problems(program, cases)
+    if problems:
+        raise KdslError(problems)
+    return Suite(spec_path, program, cases)
+
+
+def _target_problems(program, cases: Iterable[Case]) -> list[Diagnostic]:
+    """Names in jsonl expectations must exist (spec examples are checked by the checker)."""
+    rules = {r.name for r in program.ir.rules}
+    levels = {lv.name for lv in program.ir.levels}
+    lets = set(program.ir.lets)
+    inputs = set(program.input_names)
+    problems = []
+    from kdsl.errors import did_you_mean
+
+    for case in cases:
+        if case.file == case.spec:
+            continue
+        where = Span(case.file, case.line, 1)
+        for column in case.columns:
+            if column not in inputs:
+                problems.append(Diagnostic("error", f"case \"{case.name}\" sets `{column}`, which is not "
+                                           f"an input of the spec{did_you_mean(column, inputs)}", where))
+        for e in case.expectations:
+            kind, name = _target_kind(e.target, rules, levels, lets)
+            if kind is None:
+                pool = rules | levels | lets
+                problems.append(Diagnostic("error", f"case \"{case.name}\" expects `{'.'.join(e.target)}`, "
+                                           f"which is not a rule, level or let{did_you_mean(name, pool)}",
+                                           where))
+            elif e.kind in ("holds", "violated", "inapplicable") and kind != "rule":
+                problems.append(Diagnostic("error", f"`{name}` is not a rule; compare it instead, e.g. "
+                                           f"`{name} >= 0.5`", where))
+    return problems
+
+
+def _target_kind(target: tuple[str, ...], rules, levels, lets) -> tuple[str | None, str]:
+    head, *rest = target
+    if head == "reward" and not rest:
+        return "reward", "reward"
+    if head in ("level", "rule", "let") and len(rest) == 1:
+        pool = {"level": levels, "rule": rules, "let": lets}[head]
+        return (head if rest[0] in pool else None), rest[0]
+    if len(target) > 1:
+        return None, ".".join(target)
+    for kind, pool in (("rule", rules), ("level", levels), ("let", lets)):
+        if head in pool:
+            return kind, head
+    return None, head
+
+
+def _score(program, cases: Sequence[Case]):
+    names = program.input_names
+    columns = {name: [c.columns.get(name) for c in cases] for name in names}
+    return program.score([c.completion for c in cases], **columns)
+
+
+def _observe(program, scores, count: int) -> list[dict]:
+    """Plain Python values per case: one host transfer per tensor, not per case."""
+    reward = scores.reward.tolist()
+    levels = {k: v.tolist() for k, v in scores.levels.items()}
+    truth = {k: v.tolist() for k, v in scores.rules.items()}
+    applies = {k: v.tolist() for k, v in scores.applies.items()}
+    lets = {k: v.tolist() for k, v in scores.values.items() if v.dim() == 1}
+    valid = {k: scores.valid[k].tolist() for k in lets if k in scores.valid}
+    out = []
+    for i in range(count):
+        out.append({
+            "reward": reward[i],
+            "levels": {k: v[i] for k, v in levels.items()},
+            "rules": {k: (v[i] if applies[k][i] else None) for k, v in truth.items()},
+            "lets": {k: (v[i] if valid.get(k, [True] * count)[i] else None) for k, v in lets.items()},
+        })
+    return out
+
+
+def run_suite(suite: Suite) -> Suite:
+    """Score every case (one batch; cases whose data cannot be used are reported one by one) and
+    check its expectations."""
+    program, cases = suite.program, suite.cases
+    observed: list[dict | None] = [None] * len(cases)
+    errors: list[str | None] = [None] * len(cases)
+    if cases:
+        try:
+            observed = _observe(program, _score(program, cases), len(cases))
+        except KdslDataError:
+            good = []
+            for i, case in enumerate(cases):
+                try:
+                    _score(program, [case])
+                    good.append(i)
+                except KdslDataError as err:
+                    errors[i] = f"{case.where}: {err.message.replace('row 0, ', '')}"
+            if good:
+                batch = _observe(program, _score(program, [cases[i] for i in good]), len(good))
+                for i, obs in zip(good, batch):
+                    observed[i] = obs
+    by_name = {c.name: obs for c, obs in zip(cases, observed)}
+    outcomes = []
+    for case, obs, error in zip(cases, observed, errors):
+        if error is not None:
+            outcomes.append(Outcome(case, error=error))
+            continue
+        checks = [_check(e, obs, by_name) for e in case.expectations]
+        outcomes.append(Outcome(case, checks, obs))
+    suite.outcomes = outcomes
+    return suite
+
+
+def _value(target: tuple[str, ...], obs: dict) -> tuple[float | None, str]:
+    """The observed value of an expectation's target, or None with the reason."""
+    kind, name = _target_kind(target, set(obs["rules"]), set(obs["levels"]), set(obs["lets"]))
+    if kind == "reward":
+        return obs["reward"], ""
+    if kind == "level":
+        return obs["levels"][name], ""
+    if kind == "rule":
+        value = obs["rules"][name]
+        return value, "" if value is not None else f"rule `{name}` did not apply"
+    if kind == "let":
+        value = obs["lets"].get(name)
+        return value, "" if value is not None else f"let `{name}` is invalid"
+    return None, f"`{'.'.join(target)}` is not a rule, level or let"
+
+
+def compare(op: str, x: float, y: float, tolerance: float | None) -> bool:
+    t = NOISE if tolerance is None else tolerance
+    if op == "==":
+        return abs(x - y) <= t
+    if op == "!=":
+        return abs(x - y) > t
+    if op == "<=":
+        return x <= y + t
+    if op == ">=":
+        return x >= y - t
+    strict = 0.0 if tolerance is None else tolerance
+    return x < y + strict if op == "<" else x > y - strict
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _check(e: ast.Expectation, obs: dict, by_name: dict) -> Check:
+    text = expectation_text(e)
+    if e.kind in ("holds", "violated", "inapplicable"):
+        name = e.target[-1]
+        truth = obs["rules"].get(name)
+        seen = "did not apply" if truth is None else f"scored {_fmt(truth)}"
+        if e.kind == "holds":
+            ok = truth is not None and truth >= 1 - NOISE
+        elif e.kind == "violated":
+            ok = truth is not None and truth < 1 - NOISE
+        else:
+            ok = truth is None
+        return Check(text, ok, f"rule `{name}` {seen}")
+    x, why = _value(e.target, obs)
+    label = ".".join(e.target)
+    if x is None:
+        return Check(text, False, why)
+    if e.kind == "relative":
+        other = by_name.get(e.other)
+        if other is None:
+            return Check(text, False, f"\"{e.other}\" could not be scored")
+        y, why = _value(e.target, other)
+        if y is None:
+            return Check(text, False, f"in \"{e.other}\", {why}")
+        return Check(text, compare(e.op, x, y, None),
+                     f"{label} is {_fmt(x)}; in \"{e.other}\" it is {_fmt(y)}")
+    return Check(text, compare(e.op, x, float(e.value), e.tolerance), f"{label} is {_fmt(x)}")
+
+
+def select(cases: Sequence[Case], pattern: str | None) -> list[Case]:
+    """Cases whose id contains ``pattern`` (case-insensitive); ``not X`` inverts. Cases that the
+    selected ones compare with are kept for scoring but not reported."""
+    if not pattern:
+        return list(cases)
+    negate = pattern.startswith("not ")
+    needle = (pattern[4:] if negate else pattern).strip().lower()
+    return [c for c in cases if (needle in c.id.lower()) != negate]
+
+
+# ---- coverage -----------------------------------------------------------------------------------
+
+@dataclass
+class RuleCoverage:
+    name: str
+    level: str
+    conditional: bool  # has a `when`, so "does not apply" is a behaviour worth an example too
+    applied: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def goals(self) -> list[tuple[str, bool]]:
+        goals = [("applies", self.applied > 0), ("holds", self.passed > 0), ("fails", self.failed > 0)]
+        if self.conditional:
+            goals.append(("does not apply", self.skipped > 0))
+        return goals
+
+
+@dataclass
+class Coverage:
+    rules: list[RuleCoverage]
+    table_rows: dict[str, list[int]]  # table -> hits per row
+    table_lines: dict[str, list[int]]
+    note: str = ""
+
+    @property
+    def percent(self) -> float:
+        goals = [ok for r in self.rules for _, ok in r.goals]
+        goals += [hits > 0 for rows in self.table_rows.values() for hits in rows]
+        return 100.0 * sum(goals) / len(goals) if goals else 100.0
+
+
+def coverage(suite: Suite) -> Coverage:
+    """Which rules the cases made apply, hold and fail, and which table rows they reached."""
+    rules = {r.name: RuleCoverage(r.name, r.level, r.when is not None) for r in suite.program.ir.rules}
+    for outcome in suite.outcomes:
+        if outcome.error is not None:
+            continue
+        for name, truth in outcome.observed["rules"].items():
+            r = rules[name]
+            if truth is None:
+                r.skipped += 1
+            else:
+                r.applied += 1
+                if truth >= 1 - NOISE:
+                    r.passed += 1
+                else:
+                    r.failed += 1
+    rows, lines, note = _table_rows(suite)
+    return Coverage(list(rules.values()), rows, lines, note)
+
+
+def _table_rows(suite: Suite) -> tuple[dict, dict, str]:
+    """Hits per table row, traced with the reference interpreter (one case at a time)."""
+    from kdsl.parser import parse
+    from kdsl.reference import Reference
+
+    text = Path(suite.spec).read_text(encoding="utf-8")
+    spec = parse(text, suite.spec)
+    if not spec.tables:
+        return {}, {}, ""
+    rows = {t.name: [0] * len(t.rows) for t in spec.tables}
+    lines = {t.name: [r.span.line for r in t.rows] for t in spec.tables}
+    if spec.imports:
+        return rows, lines, "table rows are not traced in specs that import others"
+
+    class RowRecorder(Reference):
+        def table_row(self, table, values):
+            index = super().table_row(table, values)
+            if index is not None:
+                rows[table.name][index] += 1
+            return index
+
+    recorder = RowRecorder(text)
+    for outcome in suite.outcomes:
+        if outcome.error is None:
+            recorder.score(outcome.case.completion, outcome.case.columns)
+    return rows, lines, ""
+
+
+# ---- JUnit XML --------------------------------------------------------------------------------------
+
+def junit_xml(suites: Sequence[Suite], traces: dict[str, str] | None = None) -> str:
+    """A JUnit XML report: one testsuite per spec, one testcase per case."""
+    from xml.etree import ElementTree as ET
+
+    traces = traces or {}
+    root = ET.Element("testsuites")
+    for suite in suites:
+        failures = sum(1 for o in suite.outcomes if o.error is None and not o.passed)
+        errors = sum(1 for o in suite.outcomes if o.error is not None)
+        node = ET.SubElement(root, "testsuite", name=suite.spec, tests=str(len(suite.outcomes)),
+                             failures=str(failures), errors=str(errors))
+        for outcome in suite.outcomes:
+            case = ET.SubElement(node, "testcase", classname=Path(suite.spec).name, name=outcome.case.name,
+                                 file=outcome.case.file, line=str(outcome.case.line))
+            if outcome.error is not None:
+                ET.SubElement(case, "error", message=outcome.error).text = outcome.error
+            elif not outcome.passed:
+                message = "; ".join(f"{c.expectation}: {c.observed}" for c in outcome.failures)
+                body = message + ("\n\n" + traces[outcome.case.id] if outcome.case.id in traces else "")
+                ET.SubElement(case, "failure", message=message).text = body
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def trace(suite: Suite, outcome: Outcome) -> str:
+    """The explanation of a failing case: what was extracted, each rule, level and the reward."""
+    try:
+        from kdsl.explain import explain, render_text
+    except ImportError:  # pragma: no cover - explain ships with kdsl
+        return json.dumps(outcome.observed, indent=2)
+    return render_text(explain(suite.program, outcome.case.completion, outcome.case.columns))
+
+
+
+# ---- reports ------------------------------------------------------------------------------------
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def format_results(suites: Sequence[Suite], shown: dict[str, set[str]]) -> str:
+    """A table of cases and, for each failure, what was expected, what was seen and the trace."""
+    lines = []
+    for suite in suites:
+        outcomes = [o for o in suite.outcomes if o.case.id in shown.get(suite.spec, set())]
+        lines.append(f"{suite.spec}: {len(outcomes)} case{'s' if len(outcomes) != 1 else ''}")
+        if not outcomes:
+            continue
+        rows = [["PASS" if o.passed else ("ERROR" if o.error else "FAIL"), o.case.name,
+                 str(len(o.checks)), o.case.where] for o in outcomes]
+        lines += ["  " + r for r in _table(rows, ["result", "case", "checks", "where"])]
+        for outcome in outcomes:
+            if outcome.passed:
+                continue
+            lines.append("")
+            lines.append(f"{'ERROR' if outcome.error else 'FAIL'} {outcome.case.id} ({outcome.case.where})")
+            if outcome.error:
+                lines.append(f"  {outcome.error}")
+                continue
+            for check in outcome.failures:
+                lines.append(f"  expected `{check.expectation}`: {check.observed}")
+            lines += ["  | " + t for t in trace(suite, outcome).splitlines()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def format_coverage(suite: Suite, cov: Coverage) -> str:
+    mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    rows = []
+    for r in cov.rules:
+        goals = dict(r.goals)
+        rows.append([r.name, r.level, f"{mark(goals['applies'])} ({r.applied})",
+                     f"{mark(goals['holds'])} ({r.passed})", f"{mark(goals['fails'])} ({r.failed})",
+                     f"{mark(goals['does not apply'])} ({r.skipped})" if r.conditional else "-"])
+    lines = [f"coverage of {suite.spec}:"]
+    lines += ["  " + x for x in _table(rows, ["rule", "level", "applies", "holds", "fails",
+                                              "not applicable"])]
+    for table, hits in cov.table_rows.items():
+        rows = [[f"row {i + 1}", f"line {line}", mark(h > 0) + f" ({h})"]
+                for i, (h, line) in enumerate(zip(hits, cov.table_lines[table]))]
+        lines += [f"  table {table}:"] + ["    " + x for x in _table(rows, ["row", "where", "reached"])]
+    if cov.note:
+        lines.append(f"  note: {cov.note}")
+    goals = [ok for r in cov.rules for _, ok in r.goals] + [h > 0 for t in cov.table_rows.values() for h in t]
+    lines.append(f"  {cov.percent:.1f}% covered ({sum(goals)} of {len(goals)} goals)")
+    return "\n".join(lines)
