@@ -137,7 +137,7 @@ class _Builder(Transformer):
 
     # ---- top level --------------------------------------------------------------------------
     def start(self, meta, header, *statements):
-        name, version, logic = header
+        name, version, logic, header_span = header
         groups: dict[str, list] = {k: [] for k in (
             "imports", "enums", "inputs", "outputs", "lets", "defs", "tables", "levels", "masks",
             "examples")}
@@ -170,12 +170,14 @@ class _Builder(Transformer):
                     raise _SpecError("a spec has at most one `advantage` statement", item.span)
                 advantage = item
         return ast.Spec(name=name, version=version, logic=logic, advantage=advantage, file=self.file,
-                        span=self.s(meta), **{k: tuple(v) for k, v in groups.items()})
+                        span=header_span, **{k: tuple(v) for k, v in groups.items()})
 
     def header(self, meta, name, version, logic):
         if "." in str(version) or "e" in str(version).lower():
             raise _SpecError("a spec version is a whole number, such as `version 1`", self._tok(version))
-        return str(name), int(str(version)), logic or "product"
+        # The header's span stands for the whole spec in messages: the file's start may be a
+        # comment, which would put a caret at the end of an unrelated line.
+        return str(name), int(str(version)), logic or "product", self.s(meta)
 
     def logic(self, meta, name):
         return str(name)
