@@ -246,12 +246,16 @@ class Generator:
     def table(self, w: _Writer, table: TableIR) -> None:
         fname = "table_" + table.name.replace(".", "_")
         params = ", ".join(f"a{i}, v{i}" for i in range(len(table.params)))
-        w.line(f"def {fname}({params}, dt):", table.span)
-        w.line(f'"""Decision table `{table.name}`: the first matching row gives the result."""', indent=1)
+        w.line(f"def {fname}({params}, dt, trace=None):", table.span)
+        w.line(f'"""Decision table `{table.name}`: the first matching row gives the result. With a '
+               'trace, records which row decided each sample (-1: none), for row coverage."""',
+               indent=1)
         numeric = table.result.kind != "enum"
         w.line(f"out = torch.zeros_like(a0, dtype={'dt' if numeric else 'torch.long'})", indent=1)
         w.line("done = torch.zeros_like(v0)", indent=1)
-        for row in table.rows:
+        w.line("if trace is not None:", indent=1)
+        w.line("decided_by = torch.full_like(a0, -1, dtype=torch.long)", indent=2)
+        for index, row in enumerate(table.rows):
             terms = [self.cell(cell, f"a{i}", table.params[i][1]) for i, cell in enumerate(row.cells)]
             terms = [t for t in terms if t is not None]
             hit = " & ".join(terms) if terms else "torch.ones_like(done)"
@@ -260,9 +264,14 @@ class Generator:
                 result = table.result.enum.members.index(result)
             w.line(f"hit = {hit}", row.span, indent=1)
             w.line(f"out = torch.where(hit & ~done, {_lit(result)}, out)", indent=1)
+            w.line("if trace is not None:", indent=1)
+            w.line(f"decided_by = torch.where(hit & ~done, {index}, decided_by)", indent=2)
             w.line("done = done | hit", indent=1)
         valid = " & ".join(["done"] + [f"v{i}" for i in range(len(table.params))])
         w.line(f"valid = {valid}", indent=1)
+        w.line("if trace is not None:", indent=1)
+        w.line(f"trace.setdefault('table_rows', []).append(({_lit(table.name)}, "
+               "torch.where(valid, decided_by, -1)))", indent=2)
         w.line("return torch.where(valid, out, torch.zeros_like(out)), valid", indent=1)
 
     def cell(self, cell, arg: str, type_) -> str | None:
@@ -381,7 +390,7 @@ class Generator:
         if op == "reduce_quantile":
             return out + f"ops.reduce_quantile({args}, {_lit(float(n.attr('q')))})"
         if op == "table":
-            return out + f"table_{n.attr('table').replace('.', '_')}({args}, dt)"
+            return out + f"table_{n.attr('table').replace('.', '_')}({args}, dt, env.get('_trace'))"
         raise AssertionError(f"no tensor code for {op}")
 
 

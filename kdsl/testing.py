@@ -503,30 +503,26 @@ def coverage(suite: Suite) -> Coverage:
 
 
 def _table_rows(suite: Suite) -> tuple[dict, dict, str]:
-    """Hits per table row, traced with the reference interpreter (one case at a time)."""
+    """Hits per row of the spec's own tables: the compiled program, run with a trace, records
+    which row decided each call (imported tables are covered by their own spec's cases)."""
     from kdsl.parser import parse
-    from kdsl.reference import Reference
+    from kdsl.runtime import execute
 
-    text = Path(suite.spec).read_text(encoding="utf-8")
-    spec = parse(text, suite.spec)
-    if not spec.tables:
-        return {}, {}, ""
+    spec = parse(Path(suite.spec).read_text(encoding="utf-8"), suite.spec)
     rows = {t.name: [0] * len(t.rows) for t in spec.tables}
     lines = {t.name: [r.span.line for r in t.rows] for t in spec.tables}
-    if spec.imports:
-        return rows, lines, "table rows are not traced in specs that import others"
-
-    class RowRecorder(Reference):
-        def table_row(self, table, values):
-            index = super().table_row(table, values)
-            if index is not None:
-                rows[table.name][index] += 1
-            return index
-
-    recorder = RowRecorder(text)
-    for outcome in suite.outcomes:
-        if outcome.error is None:
-            recorder.score(outcome.case.completion, outcome.case.columns)
+    cases = [o.case for o in suite.outcomes if o.error is None]
+    if not rows or not cases:
+        return rows, lines, ""
+    program = suite.program
+    trace: dict = {}
+    columns = {name: [c.columns.get(name) for c in cases] for name in program.input_names}
+    execute.run(program.module, [c.completion for c in cases], columns, trace=trace)
+    for name, decided_by in trace.get("table_rows", []):
+        if name in rows:  # a call of this spec's own table, once per call site
+            for index in decided_by.tolist():
+                if index >= 0:
+                    rows[name][index] += 1
     return rows, lines, ""
 
 

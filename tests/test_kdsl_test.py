@@ -323,3 +323,54 @@ def test_pytest_reports_a_broken_spec_as_one_failure(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*broken.kd:3:11: error: unknown name `x`*"])
+
+
+def test_table_rows_are_covered_in_a_spec_that_imports_another(tmp_path):
+    from kdsl.testing import coverage
+
+    (tmp_path / "lib.kd").write_text(textwrap.dedent("""\
+        spec lib version 1
+        table sign(x: float) -> int {
+          < 0  -> -1
+          >= 0 -> 1
+        }
+        """), encoding="utf-8")
+    spec = tmp_path / "main.kd"
+    spec.write_text(textwrap.dedent("""\
+        spec main version 1
+        import "lib.kd" as lib
+        input {
+          x: float
+        }
+        output {
+          answer: tag "answer" as float
+        }
+        table size(x: float) -> int {
+          < 10  -> 0
+          10..100 -> 1
+          > 100 -> 2
+        }
+        level correct {
+          rule right_size: answer == size(x)
+          rule right_sign: answer == lib.sign(x)
+        }
+        example "small" {
+          completion: "<answer>0</answer>"
+          x: 5
+          expect right_size
+        }
+        example "large" {
+          completion: "<answer>2</answer>"
+          x: 500
+          expect right_size
+        }
+        example "no value reaches no row" {
+          completion: "<answer>1</answer>"
+          expect reward == 0
+        }
+        """), encoding="utf-8")
+    cov = coverage(run_suite(load_suite(spec)))
+    assert cov.note == ""
+    # Only the spec's own table is listed; rows 1 and 3 were reached once each, row 2 never.
+    assert cov.table_rows == {"size": [1, 0, 1]}
+    assert cov.table_lines == {"size": [10, 11, 12]}
