@@ -13,18 +13,19 @@ __version__ = "0.1.0"
 __all__ = ["KdslError", "Program", "Scores", "__version__", "load", "loads"]
 
 
-def load(path):
-    """Parse, check and compile a ``.kd`` file into a ``Program``."""
+def load(path, *, similarity_model=None):
+    """Parse, check and compile a ``.kd`` file into a ``Program``. ``similarity_model`` (a
+    sentence-transformers path or hub id, or a loaded model) backs ``similarity()``."""
     from kdsl.program import load as _load
 
-    return _load(path)
+    return _load(path, similarity_model=similarity_model)
 
 
-def loads(text: str, name: str = "<string>"):
+def loads(text: str, name: str = "<string>", *, similarity_model=None):
     """Parse, check and compile spec text into a ``Program``."""
     from kdsl.program import loads as _loads
 
-    return _loads(text, name)
+    return _loads(text, name, similarity_model=similarity_model)
 
 
 def __getattr__(name: str):

@@ -25,11 +25,14 @@ ESTIMATORS = {"grpo": {"scale": ("group", "batch", "none"), "aggregate": ("sum",
               "rloo": {"aggregate": ("sum", "per_level", "per_rule")}}
 ADVANTAGE_DEFAULTS = {"grpo": {"scale": "group", "aggregate": "sum"}, "rloo": {"aggregate": "sum"}}
 REDUCTIONS = ("mean", "sum", "std", "frac", "quantile")
-UNARY_MATH = ("abs", "sqrt", "log", "exp", "floor", "ceil", "round")
+UNARY_MATH = ("abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin")
+BATCH_REDUCTIONS = ("batch_min", "batch_max", "batch_mean")
 BUILTINS = (
     "present", "valid", "count", "length", "mentions", "mention_count", "repetition", "choice",
-    "number", "matches", "min", "max", "clamp", "iou", "area", "default", *REDUCTIONS, *UNARY_MATH,
+    "number", "matches", "match_count", "occurrences", "math_verify", "similarity", "min", "max",
+    "clamp", "iou", "area", "default", *REDUCTIONS, *UNARY_MATH, *BATCH_REDUCTIONS,
 )
+MATH_VERIFY_MODES = ("default", "open-r1-length")
 _CMP_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
 
 
@@ -963,6 +966,52 @@ class Checker:
                                               ctx, None)
             del regex  # compiled only to validate the pattern at check time
             return self.node("matches", (text,), T.BOOL, span, pattern=pattern.value)
+        if name == "match_count":
+            arity(2)
+            text = self._text_arg(args[0], ctx)
+            pattern = args[1]
+            if not isinstance(pattern, ast.String):
+                raise self.error("match_count() takes a regex written as a string", pattern.span)
+            self.lower_regexextractor(ast.RegexExtractor(pattern.value, span=pattern.span), ctx, None)
+            return self.node("match_count", (text,), T.INT, span, pattern=pattern.value)
+        if name == "occurrences":
+            arity(2)
+            text = self._text_arg(args[0], ctx)
+            literal = args[1]
+            if not isinstance(literal, ast.String) or not literal.value:
+                raise self.error("occurrences() takes the text to count as a non-empty string, "
+                                 "e.g. occurrences(completion, \"<think>\\n\")", literal.span)
+            return self.node("occurrences", (text,), T.INT, span, literal=literal.value)
+        if name in ("math_verify", "similarity"):
+            arity(2, 3) if name == "math_verify" else arity(2)
+            text = self._text_arg(args[0], ctx)
+            attrs: dict = {"column": None}
+            other = self.lower(args[1], ctx)
+            if other.type.is_text:
+                operands: tuple[Node, ...] = (text, self._as_text(other))
+            elif other.op == "input" and other.type.kind == "str":
+                operands = (text,)
+                attrs["column"] = other.attr("name")
+            else:
+                raise self.error(f"{name}() compares the text with a reference text: a `str` input "
+                                 f"column or text from the completion, not {other.type}", args[1].span)
+            if name == "math_verify":
+                attrs["mode"] = "default"
+                if len(args) == 3:
+                    mode = args[2]
+                    if not isinstance(mode, ast.String) or mode.value not in MATH_VERIFY_MODES:
+                        raise self.error("math_verify() takes a mode: "
+                                         + " or ".join(f'"{m}"' for m in MATH_VERIFY_MODES), mode.span)
+                    attrs["mode"] = mode.value
+            out = T.BOOL if name == "math_verify" else T.FLOAT
+            return self.node(name, operands, out, span, **attrs)
+        if name in BATCH_REDUCTIONS:
+            arity(1)
+            x = self.lower(args[0], ctx)
+            if not (x.type.is_numeric and x.type.extra_dims == 0):
+                raise self.error(f"{name}() reduces one number per sample over the batch, not "
+                                 f"{x.type}", args[0].span)
+            return self.node(name, (x,), T.FLOAT, span)
         if name in UNARY_MATH:
             arity(1)
             x = self.lower(args[0], ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,6 +145,10 @@ output name whose format is unknown).""")
     explain.add_argument("--format", choices=("text", "json"), default="text",
                          help="json: one JSON object, for tools")
 
+    for command in (score, train, test, explain):
+        command.add_argument("--similarity-model", metavar="PATH", help="sentence-transformers model "
+                             "(local path or hub id) for specs that use similarity()")
+
     report = sub.add_parser("report", help="plot level rewards and rule satisfaction of a run")
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("-o", "--output", metavar="FILE.png")
@@ -170,6 +175,9 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         console.error(parser.format_usage().rstrip())
         console.error("kdsl: error: choose a command: check, compile, score, test, explain, train or report")
         return 2
+    if getattr(args, "similarity_model", None):
+        # Read where similarity() is computed, in this process and in scoring workers alike.
+        os.environ["KDSL_SIMILARITY_MODEL"] = args.similarity_model
     try:
         return _COMMANDS[args.command](args, console)
     except _UsageError as err:

@@ -18,7 +18,8 @@ from kdsl.runtime.text import normalize_term
 BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
 
 _BINARY = {"add", "sub", "mul", "div", "mod", "pow", "min", "max", "iou", "default"}
-_UNARY = {"neg", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "truth", "area",
+_UNARY = {"neg", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin", "batch_min",
+          "batch_max", "batch_mean", "truth", "area",
           "reduce_mean", "reduce_sum", "reduce_min", "reduce_max", "reduce_std", "reduce_frac"}
 _COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
 
@@ -229,6 +230,15 @@ class Generator:
             return target + f"ex.choice(s{a}, {_lit(n.attr('letters'))})"
         if n.op == "matches":
             return target + f"ex.matches(s{a}, {_lit(n.attr('pattern'))})"
+        if n.op == "match_count":
+            return target + f"ex.match_count(s{a}, {_lit(n.attr('pattern'))})"
+        if n.op == "occurrences":
+            return target + f"ex.occurrences(s{a}, {_lit(n.attr('literal'))})"
+        if n.op in ("math_verify", "similarity"):
+            column = n.attr("column")
+            other = f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{n.args[1].id})"
+            mode = f", {_lit(n.attr('mode'))}" if n.op == "math_verify" else ""
+            return target + f"ex.{n.op}(s{a}, {other}{mode})"
         raise AssertionError(f"no text code for {n.op}")
 
     @staticmethod

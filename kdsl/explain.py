@@ -87,7 +87,8 @@ def explain(program: Program, completion, columns: dict, *, tokenizer=None) -> d
         raise KdslDataError(f"field `completion`: {reason}") from None
     batch = {name: [columns.get(name)] for name in program.input_names}
     trace: dict = {}
-    out = execute.run(program.module, [text], batch, tokenizer=tokenizer, trace=trace)
+    out = execute.run(program.module, [text], batch, tokenizer=tokenizer, trace=trace,
+                      similarity_model=program.similarity_model)
     return _Explainer(program.ir, trace, Scores.from_outputs(out)).explanation()
 
 

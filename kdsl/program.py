@@ -105,6 +105,8 @@ class Program:
         self.source = generate(ir)
         self.module = load_module(self.source, Path(ir.file).name)
         self._evaluate = None  # a torch.compile'd tensor phase, once compile() is called
+        # What backs similarity(): a sentence-transformers path or hub id, or a loaded model.
+        self.similarity_model = None
 
     @property
     def name(self) -> str:
@@ -141,7 +143,8 @@ class Program:
         from kdsl.runtime import execute
 
         return execute.run(self.module, completions, columns, device=device, dtype=dtype,
-                           tokenizer=tokenizer, evaluate=self._evaluate)
+                           tokenizer=tokenizer, evaluate=self._evaluate,
+                           similarity_model=self.similarity_model)
 
     def score(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
               **columns) -> Scores:
@@ -150,7 +153,8 @@ class Program:
 
         spans: dict[str, list] = {}
         out = execute.run(self.module, completions, columns, device=device, dtype=dtype,
-                          tokenizer=tokenizer, evaluate=self._evaluate, spans=spans)
+                          tokenizer=tokenizer, evaluate=self._evaluate, spans=spans,
+                          similarity_model=self.similarity_model)
         scores = Scores.from_outputs(out)
         scores.spans = spans
         return scores
@@ -192,20 +196,24 @@ class Program:
                 f"{len(self.ir.rules)} rules>")
 
 
-def loads(text: str, name: str = "<string>") -> Program:
-    """Parse, check and compile spec text. Errors raise ``KdslError`` with every problem found."""
+def loads(text: str, name: str = "<string>", *, similarity_model=None) -> Program:
+    """Parse, check and compile spec text. Errors raise ``KdslError`` with every problem found.
+    ``similarity_model`` backs ``similarity()`` (a sentence-transformers path or hub id, or a
+    loaded model); it can also be set later as ``program.similarity_model``."""
     ir, warnings = compile_ir(text, name)
     if not ir.levels:
         raise KdslError(f"{ir.name} has no levels, so there is nothing to score; add a `level` "
                         "with rules", Span(name, 1, 1))
-    return Program(ir, warnings)
+    program = Program(ir, warnings)
+    program.similarity_model = similarity_model
+    return program
 
 
-def load(path: str | Path) -> Program:
+def load(path: str | Path, *, similarity_model=None) -> Program:
     """Parse, check and compile a ``.kd`` file (imports resolve beside it, then in the library)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise KdslError(f"cannot read {path}: {err.strerror or err}", Span(str(path))) from None
-    return loads(text, str(path))
+    return loads(text, str(path), similarity_model=similarity_model)

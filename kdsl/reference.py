@@ -60,6 +60,28 @@ class Reference:
         self.tables = {t.name: t for t in self.spec.tables}
         self.definitions = {d.name: d.value for d in (*self.spec.outputs, *self.spec.lets)}
 
+    # ---- a batch -------------------------------------------------------------------------------
+    def score_batch(self, completions: list[str], rows: list[dict], similarity_model=None) -> list[dict]:
+        """Score each sample; ``batch_min`` and friends see the whole batch."""
+        self.batch = list(zip(completions, rows))
+        self.similarity_model = similarity_model
+        try:
+            return [self.score(c, r) for c, r in self.batch]
+        finally:
+            self.batch = None
+
+    def across_batch(self, expr: ast.Expr, local: dict) -> list:
+        """The value of ``expr`` in every sample of the batch (this one alone outside one)."""
+        if local:
+            raise NotImplementedError("batch reductions of def parameters")
+        here = (self.completion, self.columns, self.cache)
+        values = []
+        for completion, columns in getattr(self, "batch", None) or [(self.completion, self.columns)]:
+            self.completion, self.columns, self.cache = completion, columns, {}
+            values.append(self.eval(expr, {}, None))
+        self.completion, self.columns, self.cache = here
+        return values
+
     # ---- one sample ---------------------------------------------------------------------------
     def score(self, completion: str, columns: dict) -> dict:
         self.completion = completion
@@ -227,6 +249,14 @@ class Reference:
         raise NotImplementedError(type(e).__name__)
 
     # ---- helpers ------------------------------------------------------------------------------------
+    def reference_text(self, expr: ast.Expr, local: dict, soft) -> str | None:
+        """The text a completion is compared with: a `str` column's raw value, or a span."""
+        if isinstance(expr, ast.Name) and expr.id in self.inputs:
+            value = self.columns.get(expr.id)
+            return None if value is None or value != value else str(value)
+        span = self.spans(self.eval(expr, local, soft))
+        return None if span is None else self.completion[span[0]:span[1]]
+
     def table_row(self, table: ast.Table, values: list) -> int | None:
         """The index of the first row of ``table`` that matches ``values``, or None."""
         for index, row in enumerate(table.rows):
@@ -408,7 +438,29 @@ class Reference:
             within = self.text(tag.within, local) if tag.within is not None else (0, len(self.completion))
             (count,), (ok,) = tx.tag_count([self.completion], [within], tag.tag)
             return count if ok else None
-        if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches"):
+        if name in ("batch_min", "batch_max", "batch_mean"):
+            valid = [v for v in self.across_batch(args[0], local) if v is not None]
+            if not valid:
+                return None
+            return {"batch_min": min, "batch_max": max,
+                    "batch_mean": lambda vs: sum(vs) / len(vs)}[name](valid)
+        if name in ("math_verify", "similarity"):
+            span = self.spans(self.eval(args[0], local, soft))
+            other = self.reference_text(args[1], local, soft)
+            text = None if span is None else self.completion[span[0]:span[1]]
+            if name == "math_verify":
+                from kdsl.runtime.semantic import math_verify
+
+                mode = args[2].value if len(args) > 2 else "default"
+                (value,), (ok,) = math_verify([text], [other], mode)
+            else:
+                from kdsl.runtime.semantic import similarity
+
+                (value,), (ok,) = similarity([text], [other], getattr(self, "similarity_model", None),
+                                              "cpu")
+            return value if ok else None
+        if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches",
+                    "match_count", "occurrences"):
             span = self.spans(self.eval(args[0], local, soft))
             batch = ([self.completion], [span])
             if span is None:
@@ -426,9 +478,13 @@ class Reference:
                 return args[1].value[index] if ok else None
             if name == "number":
                 return self.convert(Text(span), "float")
+            if name == "match_count":
+                return tx.regex_count(*batch, args[1].value)[0][0]
+            if name == "occurrences":
+                return tx.occurrences(*batch, args[1].value)[0][0]
             return tx.regex_matches(*batch, args[1].value)[0][0]
         values = [self.eval(a, local, soft) for a in args]
-        if name in ("abs", "sqrt", "log", "exp", "floor", "ceil", "round"):
+        if name in ("abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin"):
             def unary(v):
                 if name == "sqrt":
                     return math.sqrt(v) if v >= 0 else None
@@ -441,6 +497,8 @@ class Reference:
                         return None
                 if name == "round":
                     return float(round(v))
+                if name in ("cos", "sin"):
+                    return getattr(math, name)(v)
                 return float({"abs": abs, "floor": math.floor, "ceil": math.ceil}[name](v))
             return self.lift1(values[0], unary)
         if name in ("min", "max") and len(values) > 1:

@@ -365,7 +365,8 @@ class ChunkScorer:
         column_problems: list[tuple[int, str, str]] = []
         with torch.no_grad():
             out = execute.run(self.program.module, texts, columns, problems=column_problems,
-                              evaluate=getattr(self.program, "_evaluate", None))
+                              evaluate=getattr(self.program, "_evaluate", None),
+                              similarity_model=getattr(self.program, "similarity_model", None))
         for i, name, message in column_problems:
             problems.setdefault(i, []).append((name, message))
 

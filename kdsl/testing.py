@@ -517,7 +517,8 @@ def _table_rows(suite: Suite) -> tuple[dict, dict, str]:
     program = suite.program
     trace: dict = {}
     columns = {name: [c.columns.get(name) for c in cases] for name in program.input_names}
-    execute.run(program.module, [c.completion for c in cases], columns, trace=trace)
+    execute.run(program.module, [c.completion for c in cases], columns, trace=trace,
+                similarity_model=program.similarity_model)
     for name, decided_by in trace.get("table_rows", []):
         if name in rows:  # a call of this spec's own table, once per call site
             for index in decided_by.tolist():

@@ -6,6 +6,8 @@ phase (``module.evaluate``), which is a pure function of a dict of tensors.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 
@@ -96,7 +98,8 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
         tokenizer=None, evaluate=None, spans: dict | None = None,
-        trace: dict | None = None, problems: list | None = None) -> dict[str, torch.Tensor]:
+        trace: dict | None = None, problems: list | None = None,
+        similarity_model=None) -> dict[str, torch.Tensor]:
     """Score one batch with a compiled program module (or its globals); returns the dict of
     ``module.evaluate`` (or of ``evaluate``, a compiled version of it). If ``spans`` is a dict, it
     receives the character spans of the outputs that rules act ``on``: name -> per completion
@@ -109,7 +112,10 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     explaining a score (``kdsl.explain``); scoring without it does no extra work.
 
     If ``problems`` is a list, a wrong column value does not raise: it is appended as ``(row,
-    column, message)`` and scored as an invalid value (for scorers that report bad rows and go on)."""
+    column, message)`` and scored as an invalid value (for scorers that report bad rows and go on).
+
+    ``similarity_model`` (a path, hub id, or an object with ``encode``) backs ``similarity()``;
+    without it the ``KDSL_SIMILARITY_MODEL`` environment variable is used."""
     if isinstance(module, Mapping):
         module = SimpleNamespace(**module)
     texts = completion_texts(completions)
@@ -122,7 +128,8 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     if module.NEEDS_TOKENIZER and tokenizer is None:
         raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
                             "tokenizer) when scoring")
-    extraction = Extraction(texts, ref, interner, tokenizer)
+    extraction = Extraction(texts, ref, interner, tokenizer, columns,
+                            similarity_model or os.environ.get("KDSL_SIMILARITY_MODEL"))
     if trace is not None:
         env["_trace"] = trace
     module.extract(texts, env, extraction)
@@ -138,11 +145,14 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
 class Extraction:
     """What the text phase of a generated module calls: the ``tx`` functions, made into tensors."""
 
-    def __init__(self, texts: list[str], ref: torch.Tensor, interner: col.Interner, tokenizer=None):
+    def __init__(self, texts: list[str], ref: torch.Tensor, interner: col.Interner, tokenizer=None,
+                 columns: Mapping | None = None, similarity_model=None):
         self.texts = texts
         self.ref = ref
         self.interner = interner
         self.tokenizer = tokenizer
+        self.columns = columns or {}
+        self.similarity_model = similarity_model
         self.kept_spans: dict[str, list] = {}
 
     def keep_spans(self, spans: dict[str, list]) -> None:
@@ -220,3 +230,34 @@ class Extraction:
 
     def matches(self, spans, pattern):
         return self.tensors(*tx.regex_matches(self.texts, spans, pattern))
+
+    def match_count(self, spans, pattern):
+        return self.tensors(*tx.regex_count(self.texts, spans, pattern))
+
+    def occurrences(self, spans, literal):
+        return self.tensors(*tx.occurrences(self.texts, spans, literal))
+
+    # reference texts for the checks that compare a completion with another text -------------------
+    def span_texts(self, spans):
+        return tx.span_texts(self.texts, spans)
+
+    def column_texts(self, name):
+        """A `str` column's raw values (missing values and NaN are ``None``)."""
+        out: list[str | None] = []
+        for value in list(self.columns[name]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                out.append(None)
+            else:
+                out.append(str(value))
+        return out
+
+    def math_verify(self, spans, golds, mode):
+        from kdsl.runtime import semantic
+
+        return self.tensors(*semantic.math_verify(self.span_texts(spans), golds, mode))
+
+    def similarity(self, spans, others):
+        from kdsl.runtime import semantic
+
+        return self.tensors(*semantic.similarity(self.span_texts(spans), others,
+                                                 self.similarity_model, self.ref.device))

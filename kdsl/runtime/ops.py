@@ -124,6 +124,14 @@ def round(a, ma):  # noqa: A001
     return torch.round(a), ma
 
 
+def cos(a, ma):
+    return torch.cos(a), ma
+
+
+def sin(a, ma):
+    return torch.sin(a), ma
+
+
 def min(a, ma, b, mb):  # noqa: A001
     return torch.minimum(a, b), ma & mb
 
@@ -293,6 +301,36 @@ def reduce_max(x, m):
     valid = count > 0
     value = x.masked_fill(w == 0, float("-inf")).amax(dim=1)
     return torch.where(valid, value, torch.zeros_like(value)), valid
+
+
+# ---- reductions over the batch: one value, given back to every sample --------------------------
+# The batch is what one call scores: under TRL, the completions of one process's step.
+def _batch(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    if x.is_floating_point():
+        m = m & torch.isfinite(x)
+    return x, m
+
+
+def batch_min(x, m):
+    x, m = _batch(x, m)
+    value = x.masked_fill(~m, float("inf")).amin()
+    valid = m.any()
+    return torch.where(valid, value, 0.0).expand_as(x), valid.expand_as(m)
+
+
+def batch_max(x, m):
+    x, m = _batch(x, m)
+    value = x.masked_fill(~m, float("-inf")).amax()
+    valid = m.any()
+    return torch.where(valid, value, 0.0).expand_as(x), valid.expand_as(m)
+
+
+def batch_mean(x, m):
+    x, m = _batch(x, m)
+    weights = m.to(x.dtype)
+    count = weights.sum()
+    value = (torch.where(m, x, 0.0) * weights).sum() / count.clamp(min=1)
+    return value.expand_as(x), (count > 0).expand_as(m)
 
 
 def reduce_quantile(x, m, q: float):

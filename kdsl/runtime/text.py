@@ -112,6 +112,25 @@ def regex_matches(texts: list[str], within: list[Span], pattern: str) -> tuple[l
     return values, [s is not None for s in within]
 
 
+def regex_count(texts: list[str], within: list[Span], pattern: str) -> tuple[list[float], list[bool]]:
+    """How many non-overlapping matches each span holds (Python's ``len(re.findall(...))``)."""
+    compiled = compile_regex(pattern)
+    values = [0.0 if s is None else float(sum(1 for _ in compiled.finditer(t, s[0], s[1])))
+              for t, s in zip(texts, within)]
+    return values, [s is not None for s in within]
+
+
+def occurrences(texts: list[str], within: list[Span], literal: str) -> tuple[list[float], list[bool]]:
+    """Non-overlapping occurrences of a literal string (Python's ``str.count``)."""
+    values = [0.0 if s is None else float(t.count(literal, s[0], s[1])) for t, s in zip(texts, within)]
+    return values, [s is not None for s in within]
+
+
+def span_texts(texts: list[str], spans: list[Span]) -> list[str | None]:
+    """The text of each span, unstripped (``None`` where nothing was found)."""
+    return [None if s is None else t[s[0]:s[1]] for t, s in zip(texts, spans)]
+
+
 # ---- conversions --------------------------------------------------------------------------------
 def _parse_number(token: str) -> float | None:
     percent = token.endswith("%")

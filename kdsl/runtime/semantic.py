@@ -1,0 +1,141 @@
+"""Text checks that need a library: math answers (``math_verify``) and meaning (``similarity``).
+
+Both run in the text phase, once per batch, and take each completion's text with a reference
+text (from a dataset column or from the completion). The libraries are optional: kdsl imports
+them only when a spec uses these functions, and says what to install when they are missing.
+
+math-verify guards its parsing and comparison with a ``SIGALRM`` timeout, which Python allows only
+in the main thread. Off the main thread (a data loader or a reward server worker) the timeout is
+turned off rather than letting every answer fail; the length cap below bounds the work instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+from kdsl.errors import KdslDataError
+
+# math-verify's extraction regexes are run on at most this many characters of an answer: the
+# last ones, where a final answer (and its \boxed{}) is. Policy text can be megabytes long.
+MATH_VERIFY_MAX_CHARS = 20_000
+MATH_VERIFY_TIMEOUT_S = 5
+
+MATH_VERIFY_MODES = ("default", "open-r1-length")
+
+
+def _math_verify():
+    try:
+        import math_verify
+        from latex2sympy2_extended import NormalizationConfig
+    except ImportError:
+        raise KdslDataError("this spec checks math answers with math_verify(); install the "
+                            "math-verify package: pip install math-verify") from None
+    return math_verify, NormalizationConfig
+
+
+def _answer_config(math_verify, normalization, boxed):
+    # What an answer must look like: proper LaTeX (no malformed operators), a \boxed{} tried
+    # first, and no guessing from bare text, as open-r1's math rewards read it. (open-r1 also sets
+    # `equations=True`, which math-verify now ignores: its parser handles equations itself.)
+    return [math_verify.LatexExtractionConfig(
+        normalization_config=normalization(nits=False, malformed_operators=False, basic_latex=True,
+                                           boxed=boxed, units=True),
+        boxed_match_priority=0, try_extract_without_anchor=False)]
+
+
+def math_verify(answers: Sequence[str | None], golds: Sequence[str | None],
+                mode: str = "default") -> tuple[list[float], list[bool]]:
+    """Whether each answer is mathematically equal to its gold answer.
+
+    ``default``: the gold is read with math-verify's default extraction (LaTeX, then plain
+    expressions), the answer as LaTeX with every ``\\boxed{}`` considered, and the comparison is
+    ``verify(gold, answer)``, as open-r1's ``accuracy_reward`` does. ``open-r1-length``: the check
+    inside open-r1's ``len_reward`` and ``cosine_scaled_reward``: the gold read as LaTeX only, the
+    answer's first ``\\boxed{}``, and ``verify(answer, gold)`` (math-verify's comparison is not
+    symmetric, so this order can differ). Invalid where the gold cannot be parsed, where either
+    text is missing, or where the comparison fails or times out."""
+    if mode not in MATH_VERIFY_MODES:
+        raise ValueError(f"unknown math_verify mode {mode!r}")
+    mv, normalization = _math_verify()
+    timeout = MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+    if mode == "default":
+        gold_config = [mv.LatexExtractionConfig(), mv.ExprExtractionConfig()]
+        answer_config = _answer_config(mv, normalization, "all")
+    else:
+        gold_config = [mv.LatexExtractionConfig()]
+        answer_config = _answer_config(mv, normalization, True)
+    values: list[float] = []
+    valid: list[bool] = []
+    for answer, gold in zip(answers, golds):
+        if answer is None or gold is None:
+            values.append(0.0)
+            valid.append(False)
+            continue
+        gold_parsed = mv.parse(gold[-MATH_VERIFY_MAX_CHARS:], extraction_config=gold_config,
+                               extraction_mode="first_match", parsing_timeout=timeout)
+        if not gold_parsed:
+            values.append(0.0)
+            valid.append(False)
+            continue
+        answer_parsed = mv.parse(answer[-MATH_VERIFY_MAX_CHARS:], extraction_config=answer_config,
+                                 extraction_mode="first_match", parsing_timeout=timeout)
+        first, second = (gold_parsed, answer_parsed) if mode == "default" else (answer_parsed, gold_parsed)
+        try:
+            equal = mv.verify(first, second, timeout_seconds=timeout)
+        except Exception:  # noqa: BLE001 - any failure of the comparison makes the value unknown
+            values.append(0.0)
+            valid.append(False)
+            continue
+        values.append(1.0 if equal else 0.0)
+        valid.append(True)
+    return values, valid
+
+
+# ---- meaning ------------------------------------------------------------------------------------
+_MODELS: dict[tuple, object] = {}
+
+
+def sentence_model(model, device):
+    """A sentence-embedding model: an object with ``encode`` (used as it is), or a local path or
+    hub id loaded once per device with sentence-transformers."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    key = (str(model), str(device))
+    if key not in _MODELS:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise KdslDataError("this spec compares meaning with similarity(); install "
+                                "sentence-transformers: pip install sentence-transformers") from None
+        try:
+            _MODELS[key] = SentenceTransformer(str(model), device=str(device))
+        except (OSError, ValueError) as err:
+            raise KdslDataError(f"cannot load the similarity model {model!r}: {err}") from None
+    return _MODELS[key]
+
+
+def similarity(texts: Sequence[str | None], others: Sequence[str | None], model,
+               device) -> tuple[list[float], list[bool]]:
+    """Cosine similarity of the sentence embeddings of each pair, in -1..1; invalid where either
+    text is missing. Both sides of the batch are embedded in one call each."""
+    import torch
+
+    if model is None:
+        raise KdslDataError("this spec compares meaning with similarity(); give a sentence-"
+                            "transformers model: kdsl.load(spec, similarity_model=PATH), "
+                            "--similarity-model PATH, or the KDSL_SIMILARITY_MODEL variable")
+    pairs = [i for i, (a, b) in enumerate(zip(texts, others)) if a is not None and b is not None]
+    values = [0.0] * len(texts)
+    valid = [False] * len(texts)
+    if not pairs:
+        return values, valid
+    encoder = sentence_model(model, device)
+    left = encoder.encode([texts[i] for i in pairs], convert_to_tensor=True)
+    right = encoder.encode([others[i] for i in pairs], convert_to_tensor=True)
+    cosine = torch.nn.functional.cosine_similarity(left.float(), right.float(), dim=-1)
+    for i, value in zip(pairs, cosine.tolist()):
+        values[i] = value
+        valid[i] = True
+    return values, valid
