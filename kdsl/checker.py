@@ -18,7 +18,7 @@ from kdsl.errors import DiagnosticSink, Span, did_you_mean
 from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, TableIR
 from kdsl.types import EnumType, Type
 
-SCALAR_TYPE_NAMES = ("float", "int", "bool", "str", "box")
+SCALAR_TYPE_NAMES = ("float", "int", "bool", "str", "box", "boxes")
 LENGTH_UNITS = ("chars", "words", "tokens")
 LOGICS = ("product", "godel", "lukasiewicz")
 ESTIMATORS = {"grpo": {"scale": ("group", "batch", "none"), "aggregate": ("sum", "per_level", "per_rule")},
@@ -30,7 +30,8 @@ BATCH_REDUCTIONS = ("batch_min", "batch_max", "batch_mean")
 BUILTINS = (
     "present", "valid", "count", "length", "mentions", "mention_count", "repetition", "choice",
     "number", "matches", "match_count", "occurrences", "math_verify", "similarity", "min", "max",
-    "clamp", "iou", "area", "default", *REDUCTIONS, *UNARY_MATH, *BATCH_REDUCTIONS,
+    "clamp", "iou", "area", "box_count", "matched_boxes", "default", *REDUCTIONS, *UNARY_MATH,
+    *BATCH_REDUCTIONS,
 )
 MATH_VERIFY_MODES = ("default", "open-r1-length")
 _CMP_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
@@ -155,7 +156,7 @@ class Checker:
             return Type(t.kind)
         if t.low is not None:
             self.sink.error(f"only float and int inputs take a range, not {t.kind}", t.span)
-        if t.kind in ("bool", "str", "box"):
+        if t.kind in ("bool", "str", "box", "boxes"):
             return Type(t.kind)
         if t.kind in ("text",):
             self.sink.error("an input cannot be text: inputs are dataset columns; use `str`", t.span)
@@ -568,6 +569,8 @@ class Checker:
             return self.node("to_str", (text,), T.STR, span)
         if target == "box":
             return self.node("to_box", (text,), T.BOX, span)
+        if target == "boxes":
+            return self.node("to_boxes", (text,), T.BOXES, span)
         if target == "bool":
             return self.node("to_enum", (text,), T.BOOL, span, enum="bool")
         enum = scope.enums.get(target)
@@ -642,6 +645,9 @@ class Checker:
         da, db = a.type.extra_dims, b.type.extra_dims
         if a.type.kind == "box" or b.type.kind == "box":
             raise self.error("boxes take no arithmetic; use iou(), area() or .x1/.y1/.x2/.y2", span)
+        if a.type.kind == "boxes" or b.type.kind == "boxes":
+            raise self.error("a list of boxes takes no arithmetic; use box_count() or "
+                             "matched_boxes()", span)
         if a.type.kind == "raster" or b.type.kind == "raster":
             raster = a if a.type.kind == "raster" else b
             raise self.error(f"{raster.type} holds {raster.type.size} bands: select one "
@@ -728,7 +734,7 @@ class Checker:
         if target.kind == "enum":
             text = self._as_text(text)
             return self.node("to_enum", (text,), target, span, enum=target.enum.name)
-        if target.kind in ("float", "int", "str", "bool", "box"):
+        if target.kind in ("float", "int", "str", "bool", "box", "boxes"):
             return self.convert_text(text, target.kind, ctx.scope, span)
         raise self.error(f"cannot compare text with {target}", span)
 
@@ -899,6 +905,8 @@ class Checker:
             x = self.lower(args[0], ctx)
             if x.type.is_text:
                 return self.node("text_present", (self._as_text(x),), T.BOOL, span)
+            if x.type.kind == "boxes":
+                return self.node("boxes_present", (x,), T.BOOL, span)
             return self.node("present", (x,), T.BOOL if not x.type.extra_dims else x.type, span)
         if name == "count":
             arity(1)
@@ -1077,6 +1085,25 @@ class Checker:
                     raise self.error(f"{name}() takes boxes, not {node.type}", arg.span)
                 boxes.append(node)
             return self.node(name, tuple(boxes), T.FLOAT, span)
+        if name in ("box_count", "matched_boxes"):
+            arity(1 if name == "box_count" else 3)
+            lists = []
+            for arg in args[:2]:
+                node = self.lower(arg, ctx)
+                if node.type.is_text:
+                    node = self.convert_text(node, "boxes", ctx.scope, arg.span)
+                if node.type.kind != "boxes":
+                    raise self.error(f"{name}() takes lists of boxes (a `boxes` input or text read "
+                                     f"`as boxes`), not {node.type}", arg.span)
+                lists.append(node)
+            if name == "box_count":
+                return self.node("box_count", tuple(lists), T.INT, span)
+            threshold = args[2]
+            if not isinstance(threshold, ast.Number) or not 0 < threshold.value <= 1:
+                raise self.error("matched_boxes() takes the IoU threshold as a number in (0, 1] "
+                                 "written in the spec, e.g. 0.5", threshold.span)
+            return self.node("matched_boxes", tuple(lists), T.INT, span,
+                             threshold=float(threshold.value))
         if name == "default":
             arity(2)
             x = self.lower(args[0], ctx)

@@ -19,7 +19,7 @@ BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
 
 _BINARY = {"add", "sub", "mul", "div", "mod", "pow", "min", "max", "iou", "default"}
 _UNARY = {"neg", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin", "batch_min",
-          "batch_max", "batch_mean", "truth", "area",
+          "batch_max", "batch_mean", "truth", "area", "box_count", "boxes_present",
           "reduce_mean", "reduce_sum", "reduce_min", "reduce_max", "reduce_std", "reduce_frac"}
 _COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
 
@@ -220,6 +220,8 @@ class Generator:
             return target + f"ex.to_str(s{a})"
         if n.op == "to_box":
             return target + f"ex.to_box(s{a})"
+        if n.op == "to_boxes":
+            return target + f"ex.to_boxes(s{a})"
         if n.op in ("mentions", "mention_count"):
             return target + f"ex.mentions(s{a}, {_lit(n.attr('terms'))}, count={n.op == 'mention_count'})"
         if n.op == "length":
@@ -397,6 +399,8 @@ class Generator:
             return out + f"ops.if_({args})"
         if op == "present":
             return out + f"ops.present({args}, dt)"
+        if op == "matched_boxes":
+            return out + f"ops.matched_boxes({args}, {_lit(float(n.attr('threshold')))})"
         if op == "reduce_quantile":
             return out + f"ops.reduce_quantile({args}, {_lit(float(n.attr('q')))})"
         if op == "table":

@@ -179,6 +179,11 @@ class _Explainer:
         x, m = pair
         if kind in ("field", "raster"):  # per-pixel values: only whether any pixel has a value
             return None, bool(m.any())
+        if kind == "boxes":  # m[0]: the sample has a list; m[1 + k]: slot k holds a box
+            flags = m.tolist()
+            if not flags[0]:
+                return None, False
+            return [[_round(v) for v in box] for box, ok in zip(x.tolist(), flags[1:]) if ok], True
         if kind in ("vector", "box"):
             items = [_round(v) if ok else None for v, ok in zip(x.tolist(), m.tolist())]
             valid = all(v is not None for v in items) if kind == "box" else any(

@@ -144,6 +144,8 @@ class Reference:
             return 1.0 if value in (True, 1, "true", "yes") else 0.0
         if t.kind == "str":
             return str(value).strip()
+        if t.kind == "boxes":
+            return [[float(v) for v in box] for box in value]
         if t.kind in ("vector", "box"):
             numbers = [None if v is None or not math.isfinite(float(v)) else float(v) for v in value]
             if t.kind == "box" and (None in numbers or numbers[2] < numbers[0] or numbers[3] < numbers[1]):
@@ -283,6 +285,8 @@ class Reference:
             return number
         if type_name == "str":
             return tx.to_str(*batch)[0]
+        if type_name == "boxes":
+            return tx.to_boxes(*batch)[0]
         if type_name == "box":
             (box,), (ok,) = tx.to_box(*batch)
             return list(box) if ok else [None] * 4
@@ -513,6 +517,14 @@ class Reference:
             return self.lift2(low, hi, lambda a, b: None if a is None or b is None else min(a, b))
         if name == "default":
             return self.lift2(values[0], values[1], lambda a, b: b if a is None else a)
+        if name in ("box_count", "matched_boxes"):
+            lists = [tx.to_boxes([self.completion], [v.span])[0] if isinstance(v, Text) else v
+                     for v in values[:2]]
+            if any(b is None for b in lists):
+                return None
+            if name == "box_count":
+                return float(len(lists[0]))
+            return float(greedy_matches(lists[0], lists[1], float(args[2].value)))
         if name in ("iou", "area"):
             boxes = [self.convert(v, "box") if isinstance(v, Text) else v for v in values]
             if any(b is None or None in b for b in boxes):
@@ -551,6 +563,31 @@ class Reference:
             high = min(low + 1, len(ordered) - 1)
             return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
         raise NotImplementedError(name)
+
+
+def box_iou(a: list, b: list) -> float:
+    def area(box):
+        return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    union = area(a) + area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def greedy_matches(predicted: list, gold: list, threshold: float) -> int:
+    """One-to-one matches at IoU >= threshold, the highest IoU first (ties: earlier prediction,
+    then earlier gold box)."""
+    pairs = sorted(((box_iou(p, g), -i, -j) for i, p in enumerate(predicted)
+                    for j, g in enumerate(gold)), reverse=True)
+    used_p, used_g, count = set(), set(), 0
+    for overlap, i, j in pairs:
+        if overlap < threshold:
+            break
+        if -i in used_p or -j in used_g:
+            continue
+        used_p.add(-i)
+        used_g.add(-j)
+        count += 1
+    return count
 
 
 def reference_score(spec_text: str, completion: str, columns: dict) -> dict:

@@ -22,7 +22,7 @@ class EnumType:
 
 @dataclass(frozen=True)
 class Type:
-    kind: str  # float int bool str enum text record vector box field raster terms
+    kind: str  # float int bool str enum text record vector box boxes field raster terms
     enum: EnumType | None = None
     size: int | None = None  # vector length or raster band count
     bands: tuple[str, ...] = ()
@@ -66,7 +66,7 @@ class Type:
     @property
     def extra_dims(self) -> int:
         """Dimensions after the batch dimension."""
-        return {"vector": 1, "box": 1, "field": 2, "raster": 3}.get(self.kind, 0)
+        return {"vector": 1, "box": 1, "boxes": 2, "field": 2, "raster": 3}.get(self.kind, 0)
 
 
 FLOAT = Type("float")
@@ -75,6 +75,7 @@ BOOL = Type("bool")
 STR = Type("str")
 TEXT = Type("text")
 BOX = Type("box")
+BOXES = Type("boxes")  # any number of boxes per sample
 TERMS = Type("terms")
 FIELD = Type("field")
 BOOL_FIELD = Type("field", element="bool")

@@ -225,6 +225,45 @@ def boxes(column, name: str, n: int, device, dtype,
     return torch.where(m, x, torch.zeros_like(x)), m
 
 
+def box_lists(column, name: str, n: int, device, dtype,
+              problems: list | None = None) -> tuple[Tensor, Tensor]:
+    """Rows of any number of boxes ``[[x1, y1, x2, y2], ...]`` (an empty list: no boxes) as
+    ``(B, K, 4)`` values and a ``(B, 1 + K)`` mask: column 0 says whether the row has a list at
+    all, the others which of the K slots (padded to the longest row) hold a box."""
+    lists: list[list | None] = []
+    for row, value in enumerate(_rows(column, name, n)):
+        if value is None:
+            lists.append(None)
+            continue
+        try:
+            array = np.asarray(value, dtype=np.float64)
+            if array.size == 0:
+                array = array.reshape(0, 4)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.ndim != 2 or array.shape[1] != 4 or not np.isfinite(array).all():
+            _reject(problems, name, row, value, "a list of boxes [[x1, y1, x2, y2], ...] of numbers")
+            lists.append(None)
+            continue
+        lists.append(array.tolist())
+    slots = max([1] + [len(boxes) for boxes in lists if boxes is not None])
+    return pack_boxes(lists, slots, device, dtype)
+
+
+def pack_boxes(lists: list[list | None], slots: int, device, dtype) -> tuple[Tensor, Tensor]:
+    x = np.zeros((len(lists), slots, 4), dtype=np.float64)
+    m = np.zeros((len(lists), 1 + slots), dtype=bool)
+    for row, boxes in enumerate(lists):
+        if boxes is None:
+            continue
+        m[row, 0] = True
+        if boxes:
+            x[row, :len(boxes)] = boxes
+            m[row, 1:1 + len(boxes)] = True
+    return (torch.as_tensor(x).to(device=device, dtype=dtype),
+            torch.as_tensor(m).to(device=device))
+
+
 def rasters(column, name: str, n: int, bands: int, nodata: float | None, device, dtype,
             problems: list | None = None):
     """(B, C, H, W) values, as given (NaN and nodata pixels included), and a (B,) mask of the rows

@@ -87,6 +87,8 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
             x, m = col.vectors(column, name, n, options["size"], device, dtype, problems)
         elif kind == "box":
             x, m = col.boxes(column, name, n, device, dtype, problems)
+        elif kind == "boxes":
+            x, m = col.box_lists(column, name, n, device, dtype, problems)
         elif kind == "raster":
             x, m = col.rasters(column, name, n, options["size"], options.get("nodata"), device, dtype,
                                problems)
@@ -206,6 +208,11 @@ class Extraction:
         rows = [list(v) for v in values]
         x, m = self.tensors(rows, [[ok] * 4 for ok in valid])
         return x, m
+
+    def to_boxes(self, spans):
+        lists = tx.to_boxes(self.texts, spans)
+        slots = max([1] + [len(b) for b in lists if b is not None])
+        return col.pack_boxes(lists, slots, self.ref.device, self.ref.dtype)
 
     def mentions(self, spans, terms, count: bool):
         return self.tensors(*tx.mentions(self.texts, spans, list(terms), count))

@@ -371,6 +371,42 @@ def iou(a, ma, b, mb):
     return div(inter, va & vb, union, va & vb)
 
 
+# ---- lists of boxes: values (B, K, 4), mask (B, 1 + K) (column 0: the row has a list) --------
+def boxes_present(x, m):
+    return m[:, 0].to(x.dtype), torch.ones_like(m[:, 0])
+
+
+def box_count(x, m):
+    return m[:, 1:].to(x.dtype).sum(dim=1), m[:, 0]
+
+
+def matched_boxes(px, pm, gx, gm, threshold: float):
+    """How many predicted boxes match a gold box one to one with IoU >= threshold: greedily, the
+    pair with the highest IoU first (ties: the earlier prediction, then the earlier gold box).
+    The loop runs min(P, G) times, a bound from the shapes, not from the data."""
+    p, g = px[:, :, None, :], gx[:, None, :, :]
+    inter = ((torch.minimum(p[..., 2], g[..., 2]) - torch.maximum(p[..., 0], g[..., 0])).clamp(min=0)
+             * (torch.minimum(p[..., 3], g[..., 3]) - torch.maximum(p[..., 1], g[..., 1])).clamp(min=0))
+    area_p = (p[..., 2] - p[..., 0]).clamp(min=0) * (p[..., 3] - p[..., 1]).clamp(min=0)
+    area_g = (g[..., 2] - g[..., 0]).clamp(min=0) * (g[..., 3] - g[..., 1]).clamp(min=0)
+    union = area_p + area_g - inter
+    overlap = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
+    pairs = pm[:, 1:, None] & gm[:, None, 1:]
+    score = torch.where(pairs & (overlap >= threshold), overlap, -1.0)
+    batch, predicted, gold = score.shape
+    rows = torch.arange(predicted, device=px.device)
+    cols = torch.arange(gold, device=px.device)
+    matched = torch.zeros(batch, dtype=px.dtype, device=px.device)
+    for _ in range(predicted if predicted < gold else gold):  # (this module shadows min)
+        best, index = score.flatten(1).max(dim=1)
+        hit = best >= 0
+        matched = matched + hit.to(px.dtype)
+        taken_row = (rows[None, :] == (index // gold)[:, None]) & hit[:, None]
+        taken_col = (cols[None, :] == (index % gold)[:, None]) & hit[:, None]
+        score = score.masked_fill(taken_row[:, :, None] | taken_col[:, None, :], -1.0)
+    return matched, pm[:, 0] & gm[:, 0]
+
+
 # ---- decision tables ---------------------------------------------------------------------------
 def cell_in(x: Tensor, values: tuple) -> Tensor:
     hit = torch.zeros_like(x, dtype=torch.bool)

@@ -201,6 +201,29 @@ def to_box(texts: list[str], spans: list[Span]):
     return values, valid
 
 
+_NUM = r"\s*([-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+# One box: [x1, y1, x2, y2], (x1, y1, x2, y2) or the corner pairs (x1, y1), (x2, y2), on RE2.
+_BOX = re2.compile(rf"\[{_NUM},{_NUM},{_NUM},{_NUM}\]|\({_NUM},{_NUM},{_NUM},{_NUM}\)"
+                  rf"|\({_NUM},{_NUM}\)\s*,?\s*\({_NUM},{_NUM}\)")
+
+
+def to_boxes(texts: list[str], spans: list[Span]) -> list[list | None]:
+    """Every box written in each span, in order ([] where the text holds none; None where there
+    is no text). A box with its corners out of order is kept: it overlaps nothing."""
+    out: list[list | None] = []
+    for text, span in zip(texts, spans):
+        if span is None:
+            out.append(None)
+            continue
+        boxes = []
+        for match in _BOX.finditer(text, span[0], span[1]):
+            numbers = [float(g) for g in match.groups() if g is not None]
+            if all(math.isfinite(v) for v in numbers):
+                boxes.append(numbers)
+        out.append(boxes)
+    return out
+
+
 # ---- terms, lengths, repetition, choices -------------------------------------------------------------
 @lru_cache(maxsize=256)
 def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern:

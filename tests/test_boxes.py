@@ -1,0 +1,148 @@
+"""Lists of boxes: `boxes` inputs, `as boxes` from text, box_count() and matched_boxes() for
+detection rewards, against the reference interpreter and hand-computed cases."""
+
+from __future__ import annotations
+
+import random
+import textwrap
+import time
+
+import pytest
+import torch
+
+import kdsl
+from kdsl.errors import KdslDataError, KdslError
+from kdsl.reference import Reference, greedy_matches
+from kdsl.runtime import text as tx
+
+DETECTION = textwrap.dedent("""\
+    spec detection version 1
+    input {
+      gold: boxes
+    }
+    output {
+      answer: tag "answer"
+      predicted: answer as boxes
+    }
+    let predicted_count = box_count(predicted)
+    let gold_count = box_count(gold)
+    let found = matched_boxes(predicted, gold, 0.5)
+    let false_alarms = predicted_count - found
+    let misses = gold_count - found
+    let total = predicted_count + gold_count
+    let f1 = if total == 0 then 1 else 2 * found / max(total, 1)
+    level detection {
+      rule answered: present(predicted)
+      rule detection_f1: f1
+      rule no_false_alarms: false_alarms == 0
+      rule no_misses: misses == 0
+    }
+    """)
+
+
+def test_to_boxes_reads_every_written_form():
+    text = "ships at [0, 0, 10, 10], (20,20,30,30) and (40, 40),(50, 50); not [1, 2, 3]"
+    assert tx.to_boxes([text], [(0, len(text))]) == [[[0, 0, 10, 10], [20, 20, 30, 30],
+                                                      [40, 40, 50, 50]]]
+    assert tx.to_boxes(["none"], [(0, 4)]) == [[]]
+    assert tx.to_boxes(["x"], [None]) == [None]
+
+
+def test_hand_computed_detection_scores():
+    completions = [
+        "<answer>[0,0,10,10], [20,20,30,30]</answer>",          # both found
+        "<answer>no ships</answer>",                             # nothing to find, nothing said
+        "no answer tag",                                         # no answer at all
+        "<answer>(0,0),(10,10) (50,50,60,60) [21,21,31,31]</answer>",  # 2 of 3 found, 1 false alarm
+        "<answer>[0,0,10,10][0,0,10,10]</answer>",               # one box twice: one match only
+        "<answer>[0,0,10,10]</answer>",                          # IoU 0.25 with the gold box
+    ]
+    gold = [[[0, 0, 10, 10], [20, 20, 30, 30]], [], [[1, 1, 2, 2]],
+            [[0, 0, 10, 10], [20, 20, 30, 30], [100, 100, 110, 110]], [[0, 0, 10, 10]],
+            [[0, 0, 5, 20]]]
+    scores = kdsl.loads(DETECTION).score(completions, gold=gold)
+    found = scores.values["found"].tolist()
+    assert scores.valid["found"].tolist() == [True, True, False, True, True, True]
+    assert [found[i] for i in (0, 1, 3, 4, 5)] == [2, 0, 2, 1, 0]
+    assert [scores.values["false_alarms"][i].item() for i in (0, 3, 4, 5)] == [0, 1, 1, 1]
+    assert [scores.values["misses"][i].item() for i in (0, 3, 4, 5)] == [0, 1, 0, 1]
+    assert scores.rules["detection_f1"].tolist() == pytest.approx([1, 1, 0, 2 * 2 / 6, 2 / 3, 0])
+    assert scores.rules["answered"].tolist() == [1, 1, 0, 1, 1, 1]
+
+
+def _random_box(rng: random.Random) -> list[float]:
+    x, y = rng.randint(0, 40), rng.randint(0, 40)
+    return [x, y, x + rng.randint(0, 20), y + rng.randint(0, 20)]
+
+
+def test_matched_boxes_agrees_with_the_reference_on_random_scenes():
+    rng = random.Random(7)
+    completions, gold = [], []
+    for _ in range(300):
+        truth = [_random_box(rng) for _ in range(rng.randint(0, 5))]
+        guesses = [[v + rng.randint(-4, 4) for v in box] for box in truth if rng.random() < 0.7]
+        guesses += [_random_box(rng) for _ in range(rng.randint(0, 3))]
+        rng.shuffle(guesses)
+        completions.append("<answer>" + ", ".join(str(b) for b in guesses) + "</answer>")
+        gold.append(truth)
+    scores = kdsl.loads(DETECTION).score(completions, gold=gold, dtype=torch.float64)
+    expected = Reference(DETECTION).score_batch(completions, [{"gold": g} for g in gold])
+    for i, ref in enumerate(expected):
+        for name in ("found", "false_alarms", "misses", "f1"):
+            assert scores.values[name][i].item() == pytest.approx(ref["values"][name]), (name, i)
+    assert sum(scores.values["found"].tolist()) > 150  # the scenes really have matches (174)
+
+
+def test_greedy_matching_takes_the_best_pair_first():
+    # The prediction overlaps both gold boxes; the better pair wins and the other gold box is missed.
+    assert greedy_matches([[0, 0, 10, 10]], [[0, 0, 10, 9], [0, 0, 10, 10]], 0.5) == 1
+    # Two predictions on one gold box: one match, one false alarm.
+    assert greedy_matches([[0, 0, 10, 10], [1, 1, 10, 10]], [[0, 0, 10, 10]], 0.5) == 1
+    # The threshold is inclusive.
+    assert greedy_matches([[0, 0, 10, 10]], [[0, 0, 10, 5]], 0.5) == 1
+
+
+def test_boxes_columns_are_checked_with_row_and_column():
+    program = kdsl.loads(DETECTION)
+    with pytest.raises(KdslDataError, match=r"row 1.*`gold`"):
+        program.score(["<answer></answer>"] * 2, gold=[[[0, 0, 1, 1]], [[0, 0, 1]]])
+    problems: list = []
+    from kdsl.runtime import execute
+
+    execute.run(program.module, ["", ""], {"gold": [[[0, 0, 1, 1]], "ships"]}, problems=problems)
+    assert problems and problems[0][:2] == (1, "gold")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("matched_boxes(gold, gold, 2) > 0", "matched_boxes() takes the IoU threshold as a number in (0, 1]"),
+    ("box_count(x) > 0", "box_count() takes lists of boxes"),
+    ("gold + 1 > 0", "`+` needs a number, not boxes"),
+])
+def test_checker_messages(body, message):
+    spec = f"spec bad version 1\ninput {{\n  gold: boxes\n  x: float\n}}\nlevel l {{\n  rule r: {body}\n}}\n"
+    with pytest.raises(KdslError) as err:
+        kdsl.loads(spec, "bad.kd")
+    assert message in str(err.value)
+
+
+def test_matching_compiles_with_fullgraph():
+    from kdsl.runtime import execute
+
+    program = kdsl.loads(DETECTION)
+    module = program.module
+    completions = ["<answer>[0,0,10,10]</answer>", "<answer>[5,5,9,9] [0,0,2,2]</answer>"]
+    ref = torch.zeros(2)
+    interner = execute.col.Interner(module.STRINGS)
+    env = execute.prepare_columns(module, {"gold": [[[0, 0, 10, 10]], []]}, 2, ref, interner)
+    module.extract(completions, env, execute.Extraction(completions, ref, interner))
+    eager = module.evaluate(env)
+    compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")(env)
+    assert torch.equal(compiled["reward"], eager["reward"])
+
+
+def test_box_parsing_is_linear_on_hostile_text():
+    program = kdsl.loads(DETECTION)
+    for hostile in ("(" + "1" * 1_000_000, "[1, " * 250_000, "(1,1)" * 200_000):
+        start = time.perf_counter()
+        program.score([f"<answer>{hostile}</answer>"], gold=[[]])
+        assert time.perf_counter() - start < 10
