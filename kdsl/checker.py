@@ -907,6 +907,8 @@ class Checker:
                 return self.node("text_present", (self._as_text(x),), T.BOOL, span)
             if x.type.kind == "boxes":
                 return self.node("boxes_present", (x,), T.BOOL, span)
+            if x.type.kind == "box":
+                return self.node("box_present", (x,), T.BOOL, span)
             return self.node("present", (x,), T.BOOL if not x.type.extra_dims else x.type, span)
         if name == "count":
             arity(1)

@@ -20,6 +20,7 @@ BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
 _BINARY = {"add", "sub", "mul", "div", "mod", "pow", "min", "max", "iou", "default"}
 _UNARY = {"neg", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin", "batch_min",
           "batch_max", "batch_mean", "truth", "area", "box_count", "boxes_present",
+          "box_present",
           "reduce_mean", "reduce_sum", "reduce_min", "reduce_max", "reduce_std", "reduce_frac"}
 _COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
 

@@ -434,6 +434,8 @@ class Reference:
                 return 0.0 if self.spans(x) is None else 1.0
             if isinstance(x, Field):
                 return Field([0.0 if v is None else 1.0 for v in x.values])
+            if isinstance(x, list) and len(x) == 4 and not isinstance(x[0], list):  # a box
+                return 0.0 if None in x else 1.0
             return 0.0 if x is None else 1.0
         if name == "count":
             tag = args[0]

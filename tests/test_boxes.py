@@ -146,3 +146,13 @@ def test_box_parsing_is_linear_on_hostile_text():
         start = time.perf_counter()
         program.score([f"<answer>{hostile}</answer>"], gold=[[]])
         assert time.perf_counter() - start < 10
+
+
+def test_present_of_a_box_needs_all_four_coordinates():
+    spec = ("spec p version 1\ninput {\n  gold: box\n}\nlevel l {\n"
+            "  rule has_box: present(gold)\n}\n")
+    scores = kdsl.loads(spec).score(["", "", ""], gold=[[0, 0, 1, 1], None, [0, 0, float("nan"), 1]])
+    assert scores.rules["has_box"].tolist() == [1.0, 0.0, 0.0]
+    expected = Reference(spec).score_batch(["", "", ""], [{"gold": [0, 0, 1, 1]}, {},
+                                                          {"gold": [0, 0, float("nan"), 1]}])
+    assert [e["rules"]["has_box"] for e in expected] == [1.0, 0.0, 0.0]

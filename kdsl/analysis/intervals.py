@@ -104,7 +104,7 @@ class Ranges:
         if op in ("batch_min", "batch_max", "batch_mean"):
             return args[0] if args and args[0] is not None else EVERYTHING
         if op in ("mentions", "text_present", "matches", "present", "repetition", "truth", "frac",
-                  "math_verify", "boxes_present",
+                  "math_verify", "boxes_present", "box_present",
                   "reduce_frac", "iou", "and", "or", "not", "in_set", "in_str") or op in _COMPARISONS:
             return Interval(0.0, 1.0, op not in ("repetition", "truth", "reduce_frac", "iou"))
         if op == "to_enum":

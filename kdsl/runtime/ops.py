@@ -371,6 +371,12 @@ def iou(a, ma, b, mb):
     return div(inter, va & vb, union, va & vb)
 
 
+def box_present(x, m):
+    """A box is there when all four coordinates are."""
+    valid = m.all(dim=1)
+    return valid.to(x.dtype), torch.ones_like(valid)
+
+
 # ---- lists of boxes: values (B, K, 4), mask (B, 1 + K) (column 0: the row has a list) --------
 def boxes_present(x, m):
     return m[:, 0].to(x.dtype), torch.ones_like(m[:, 0])
