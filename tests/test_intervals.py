@@ -118,3 +118,19 @@ def test_zero_denominators_are_found_with_an_example():
                     "  rule r: q > 0 and safe > 0\n}\n"
     messages = [d.message for d in check_source(text, "t.kd").warnings if "never used" not in d.message]
     assert messages == ["denominator `y - 1` can be zero, e.g. when y = 1"]
+
+
+@pytest.mark.parametrize(("body", "warned"), [
+    ("if y == 1 then 0 else x / (y - 1) > 0", False),
+    ("if y - 1 == 0 then 0 else x / (y - 1) > 0", False),
+    ("if y != 1 then x / (y - 1) > 0 else false", False),
+    ("if x > 0 and n > 1 then y / x > 0 else false", False),
+    ("if not (x == 0) then y / x > 0 else false", False),
+    ("when x > 0: y / x > 0", False),
+    ("if y == 1 then x / (y - 1) > 0 else false", True),   # the guard points the wrong way
+    ("if x >= 0 then y / x > 0 else false", True),          # x can still be 0
+    ("if y == 2 then 0 else x / (y - 1) > 0", True),
+])
+def test_divisions_guarded_by_an_if_or_when_are_not_reported(body, warned):
+    messages = _messages(f"  rule r: {body}")
+    assert any("can be zero" in m for m in messages) == warned, messages

@@ -544,8 +544,9 @@ def analyze(program: ProgramIR, sink: DiagnosticSink) -> None:
     for rule in program.rules:
         _check_rule(rule, ranges, show, sink)
     seen: set[int] = set()
+    exposed = _unguarded_divisions(program)
     for node in program.live_nodes():
-        if node.op in ("div", "mod") and node.id not in seen:
+        if node.op in ("div", "mod") and node.id not in seen and node.id in exposed:
             seen.add(node.id)
             den = node.args[1]
             r = ranges.of(den)
@@ -558,6 +559,70 @@ def analyze(program: ProgramIR, sink: DiagnosticSink) -> None:
             sink.warning(f"denominator `{show(den)}` can be zero{where}", node.span,
                          "there the value is invalid (a masked safe division), so rules using it "
                          "fail unless they say `invalid pass` or `invalid skip`")
+
+
+def _nonzero_when(cond: Node, holds: bool) -> set[int]:
+    """Nodes that cannot be zero where ``cond`` holds (``holds``) or fails (not ``holds``):
+    ``x != 0``, ``x > 0``, ``x < 0`` guard ``x`` where they hold; ``x == 0`` and ``a == b``
+    guard ``x`` and ``a - b`` where they fail; ``and`` guards with both sides where it holds."""
+    def zero(node: Node) -> bool:
+        return node.op == "const" and node.attr("value") == 0
+    out: set[int] = set()
+    if cond.op == "and" and holds:
+        return _nonzero_when(cond.args[0], True) | _nonzero_when(cond.args[1], True)
+    if cond.op == "or" and not holds:
+        return _nonzero_when(cond.args[0], False) | _nonzero_when(cond.args[1], False)
+    if cond.op == "not":
+        return _nonzero_when(cond.args[0], not holds)
+    if cond.op not in _COMPARISONS or len(cond.args) != 2 or cond.attr("soft"):
+        return out
+    a, b = cond.args
+    differs = (cond.op == "ne" and holds) or (cond.op == "eq" and not holds)
+    if differs:
+        out |= {a.id} if zero(b) else set()
+        out |= {b.id} if zero(a) else set()
+        out |= {("sub", a.id, b.id), ("sub", b.id, a.id)}  # a - b and b - a
+    if holds and cond.op in ("gt", "lt"):  # x > 0, 0 < x, x < 0, 0 > x
+        out |= {a.id} if zero(b) else set()
+        out |= {b.id} if zero(a) else set()
+    return out
+
+
+def _unguarded_divisions(program: ProgramIR) -> set[int]:
+    """Divisions reachable from a rule, `when`, let or output without an enclosing `if` (or the
+    rule's `when`) that rules out a zero denominator: `if total == 0 then 1 else x / total`."""
+    found: set[int] = set()
+    visited: set[tuple] = set()
+
+    def guarded(den: Node, safe: frozenset) -> bool:
+        if den.id in safe:
+            return True
+        return den.op == "sub" and ("sub", den.args[0].id, den.args[1].id) in safe
+
+    def visit(node: Node, safe: frozenset) -> None:
+        key = (node.id, safe)
+        if key in visited:
+            return
+        visited.add(key)
+        if node.op in ("div", "mod") and not guarded(node.args[1], safe):
+            found.add(node.id)
+        if node.op == "if":
+            cond, then, otherwise = node.args
+            visit(cond, safe)
+            visit(then, safe | _nonzero_when(cond, True))
+            visit(otherwise, safe | _nonzero_when(cond, False))
+            return
+        for arg in node.args:
+            visit(arg, safe)
+
+    for rule in program.rules:
+        guard = frozenset(_nonzero_when(rule.when, True)) if rule.when is not None else frozenset()
+        visit(rule.body, guard)
+        if rule.when is not None:
+            visit(rule.when, frozenset())
+    for node in [*program.lets.values(), *program.outputs.values()]:
+        visit(node, frozenset())
+    return found
 
 
 def _check_rule(rule: RuleIR, ranges: Ranges, show: Printer, sink: DiagnosticSink) -> None:
