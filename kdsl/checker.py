@@ -29,7 +29,8 @@ UNARY_MATH = ("abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin
 BATCH_REDUCTIONS = ("batch_min", "batch_max", "batch_mean")
 BUILTINS = (
     "present", "valid", "count", "length", "mentions", "mention_count", "repetition", "choice",
-    "number", "matches", "match_count", "occurrences", "math_verify", "similarity", "min", "max",
+    "number", "matches", "match_count", "occurrences", "math_verify", "similarity", "normalize",
+    "min", "max",
     "clamp", "iou", "area", "box_count", "matched_boxes", "default", *REDUCTIONS, *UNARY_MATH,
     *BATCH_REDUCTIONS,
 )
@@ -133,8 +134,10 @@ class Checker:
         for i, member in enumerate(decl.members):
             if member.name in names[:i]:
                 self.sink.error(f"enum `{decl.name}` lists `{member.name}` twice", member.span)
+        # An imported spec's enum is named with its alias (`fleischner.FollowUp`): that is how
+        # messages show it, and it keeps it apart from an enum of the same name here.
         self.scope.enums[decl.name] = EnumType(
-            decl.name, tuple(dict.fromkeys(names)),
+            self.scope.prefix + decl.name, tuple(dict.fromkeys(names)),
             tuple(m.synonyms for m in decl.members if m.name in names))
 
     def resolve_type(self, t: ast.TypeExpr) -> Type | None:
@@ -161,7 +164,7 @@ class Checker:
         if t.kind in ("text",):
             self.sink.error("an input cannot be text: inputs are dataset columns; use `str`", t.span)
             return None
-        enum = self.scope.enums.get(t.kind)
+        enum = enum_named(t.kind, self.scope)
         if enum is not None:
             return T.enum_type(enum)
         candidates = (*SCALAR_TYPE_NAMES, "vector", "raster", *self.scope.enums)
@@ -223,8 +226,9 @@ class Checker:
     def _type_by_name(self, name: str, scope: Scope, span: Span, allow: tuple[str, ...]) -> Type | None:
         if name in allow:
             return Type(name)
-        if name in scope.enums:
-            return T.enum_type(scope.enums[name])
+        enum = enum_named(name, scope)
+        if enum is not None:
+            return T.enum_type(enum)
         self.sink.error(f"unknown type `{name}`{did_you_mean(name, (*allow, *scope.enums))}", span)
         return None
 
@@ -573,7 +577,7 @@ class Checker:
             return self.node("to_boxes", (text,), T.BOXES, span)
         if target == "bool":
             return self.node("to_enum", (text,), T.BOOL, span, enum="bool")
-        enum = scope.enums.get(target)
+        enum = enum_named(target, scope)
         if enum is None:
             raise self.error(f"unknown type `{target}`"
                              f"{did_you_mean(target, (*SCALAR_TYPE_NAMES, *scope.enums))}", span)
@@ -992,6 +996,15 @@ class Checker:
                 raise self.error("occurrences() takes the text to count as a non-empty string, "
                                  "e.g. occurrences(completion, \"<think>\\n\")", literal.span)
             return self.node("occurrences", (text,), T.INT, span, literal=literal.value)
+        if name == "normalize":
+            arity(1)
+            x = self.lower(args[0], ctx)
+            if x.type.is_text:
+                return self.node("normalize", (self._as_text(x),), T.STR, span, column=None)
+            if x.op == "input" and x.type.kind == "str":
+                return self.node("normalize", (), T.STR, span, column=x.attr("name"))
+            raise self.error(f"normalize() takes text from the completion or a `str` input column, "
+                             f"not {x.type}", args[0].span)
         if name in ("math_verify", "similarity"):
             arity(2, 3) if name == "math_verify" else arity(2)
             text = self._text_arg(args[0], ctx)
@@ -1119,6 +1132,15 @@ class Checker:
                 x, y, _ = self.broadcast(x, y, span)
             return self.node("default", (x, y), x.type if x.type.kind != "int" else y.type, span)
         raise self.error(f"unknown function `{name}`", span)  # pragma: no cover
+
+
+def enum_named(name: str, scope: Scope) -> EnumType | None:
+    """An enum of this spec by name, or of an imported one as `alias.Enum`."""
+    if "." in name:
+        alias, _, inner = name.partition(".")
+        imported = scope.imports.get(alias)
+        return None if imported is None else enum_named(inner, imported)
+    return scope.enums.get(name)
 
 
 def check(spec: ast.Spec, scope: Scope, sink: DiagnosticSink) -> ProgramIR:

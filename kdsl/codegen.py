@@ -120,12 +120,13 @@ class Generator:
         w.line(f"VERSION = {p.version}")
         w.line(f"LOGIC = {_lit(p.logic)}")
         w.line(f"STRINGS = {_lit(tuple(self.strings))}")
+        enums = self._enums()
         w.line("ENUMS = {")
-        for enum in p.enums.values():
+        for enum in enums:
             w.line(f"{_lit(enum.name)}: {_lit(enum.members)},", indent=1)
         w.line("}")
         w.line("ENUM_LOOKUP = {")
-        for enum in p.enums.values():
+        for enum in enums:
             lookup: dict[str, int] = {}
             for index, member in enumerate(enum.members):
                 lookup.setdefault(normalize_term(member), index)
@@ -169,6 +170,17 @@ class Generator:
         w.line(f"RULE_SPANS = {_lit(spans)}")
         needs = any(n.op == "length" and n.attr("unit") == "tokens" for n in self.nodes)
         w.line(f"NEEDS_TOKENIZER = {needs}")
+
+    def _enums(self) -> list:
+        """The spec's enums and every imported one that a value of the program has."""
+        found = {enum.name: enum for enum in self.program.enums.values()}
+        for node in self.nodes:
+            if node.type.enum is not None:
+                found.setdefault(node.type.enum.name, node.type.enum)
+        for spec in self.program.inputs.values():
+            if spec.type.enum is not None:
+                found.setdefault(spec.type.enum.name, spec.type.enum)
+        return list(found.values())
 
     def _scalar_lets(self) -> list[str]:
         return [name for name, node in self.program.lets.items()
@@ -237,6 +249,10 @@ class Generator:
             return target + f"ex.match_count(s{a}, {_lit(n.attr('pattern'))})"
         if n.op == "occurrences":
             return target + f"ex.occurrences(s{a}, {_lit(n.attr('literal'))})"
+        if n.op == "normalize":
+            column = n.attr("column")
+            texts = f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{a})"
+            return target + f"ex.normalized({texts})"
         if n.op in ("math_verify", "similarity"):
             column = n.attr("column")
             other = f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{n.args[1].id})"

@@ -17,7 +17,7 @@ TEXT_OPS = frozenset({
     "completion", "tag", "regex_group", "regex", "tag_count", "mentions", "mention_count",
     "length", "repetition", "choice", "to_number", "to_enum", "to_str", "to_box", "matches",
     "text_present", "tokens", "match_count", "occurrences", "math_verify", "similarity",
-    "to_boxes",
+    "to_boxes", "normalize",
 })
 # Text-phase operations whose result is a tensor value (the boundary to the tensor phase).
 EXTRACTOR_OPS = TEXT_OPS - {"completion", "tag", "regex_group", "regex"}

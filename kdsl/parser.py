@@ -254,9 +254,12 @@ class _Builder(Transformer):
 
     def table_decl(self, meta, name, *rest):
         params = tuple(r for r in rest if isinstance(r, ast.TableParam))
-        result_type = next(r for r in rest if isinstance(r, Token))
+        result_type = next(r for r in rest if isinstance(r, str))
         rows = tuple(r for r in rest if isinstance(r, ast.TableRow))
         return ast.Table(str(name), params, str(result_type), rows, span=self.s(meta))
+
+    def type_name(self, meta, *names):
+        return ".".join(str(n) for n in names)
 
     def table_param(self, meta, name, type_name):
         return ast.TableParam(str(name), str(type_name), span=self.s(meta))

@@ -450,6 +450,9 @@ class Reference:
                 return None
             return {"batch_min": min, "batch_max": max,
                     "batch_mean": lambda vs: sum(vs) / len(vs)}[name](valid)
+        if name == "normalize":
+            text = self.reference_text(args[0], local, soft)
+            return None if text is None else tx.normalize_answer(text)
         if name in ("math_verify", "similarity"):
             span = self.spans(self.eval(args[0], local, soft))
             other = self.reference_text(args[1], local, soft)

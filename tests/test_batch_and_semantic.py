@@ -261,3 +261,32 @@ def test_similarity_model_from_the_command_line(tmp_path, capsys, monkeypatch):
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["rules"]["close"] == pytest.approx(1.0)
     assert not math.isnan(row["reward"])
+
+
+NORMALIZED = textwrap.dedent("""\
+    spec normalized version 1
+    input {
+      gold_answer: str
+    }
+    output {
+      reply: tag "answer"
+    }
+    level match {
+      rule exact: normalize(reply) == normalize(gold_answer)
+    }
+    """)
+
+
+def test_normalize_matches_short_answers_like_squad_exact_match():
+    completions = ["<answer>The Left Lung.</answer>", "<answer>left-lung</answer>",
+                   "<answer>  an  effusion </answer>", "<answer>right lung</answer>", "none"]
+    gold = ["left lung", "left lung", "Effusion", "left lung", "left lung"]
+    program = kdsl.loads(NORMALIZED)
+    scores = program.score(completions, gold_answer=gold)
+    # Punctuation inside a word becomes a space: "left-lung" reads "left lung".
+    assert scores.rules["exact"].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    expected = Reference(NORMALIZED).score_batch(completions, [{"gold_answer": g} for g in gold])
+    assert [e["rules"]["exact"] for e in expected] == scores.rules["exact"].tolist()
+    from kdsl.runtime.text import normalize_answer
+
+    assert normalize_answer("  The  Answer: A cat!  ") == "answer cat"

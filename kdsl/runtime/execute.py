@@ -258,6 +258,12 @@ class Extraction:
                 out.append(str(value))
         return out
 
+    def normalized(self, texts):
+        """Each text normalised for exact match (``tx.normalize_answer``), as string ids."""
+        strings = [None if t is None else tx.normalize_answer(t) for t in texts]
+        ids = [-1 if t is None else self.interner.id(t) for t in strings]
+        return self.tensors(ids, [t is not None for t in strings], long=True)
+
     def math_verify(self, spans, golds, mode):
         from kdsl.runtime import semantic
 

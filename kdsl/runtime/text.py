@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from functools import lru_cache
 
 import re2
@@ -95,19 +96,25 @@ def regex_groups(texts: list[str], within: list[Span], pattern: str,
     for text, span in zip(texts, within):
         match = None
         if span is not None:
-            match = compiled.search(text, span[0], span[1])
+            match = compiled.search(_within(text, span))
         for g, number in zip(groups, numbers):
             if match is None:
                 out[g].append(None)
                 continue
             start, end = match.span(number)
-            out[g].append(None if start < 0 else (start, end))
+            out[g].append(None if start < 0 else (span[0] + start, span[0] + end))
     return out
+
+
+def _within(text: str, span: tuple[int, int]) -> str:
+    """The text a pattern searches: the span alone, so `^`, `$`, `\\A` and word boundaries
+    see the span's own edges (the content of a tag starts at its `^`). Slicing is linear."""
+    return text if span == (0, len(text)) else text[span[0]:span[1]]
 
 
 def regex_matches(texts: list[str], within: list[Span], pattern: str) -> tuple[list[float], list[bool]]:
     compiled = compile_regex(pattern)
-    values = [0.0 if s is None or compiled.search(t, s[0], s[1]) is None else 1.0
+    values = [0.0 if s is None or compiled.search(_within(t, s)) is None else 1.0
               for t, s in zip(texts, within)]
     return values, [s is not None for s in within]
 
@@ -115,7 +122,7 @@ def regex_matches(texts: list[str], within: list[Span], pattern: str) -> tuple[l
 def regex_count(texts: list[str], within: list[Span], pattern: str) -> tuple[list[float], list[bool]]:
     """How many non-overlapping matches each span holds (Python's ``len(re.findall(...))``)."""
     compiled = compile_regex(pattern)
-    values = [0.0 if s is None else float(sum(1 for _ in compiled.finditer(t, s[0], s[1])))
+    values = [0.0 if s is None else float(sum(1 for _ in compiled.finditer(_within(t, s))))
               for t, s in zip(texts, within)]
     return values, [s is not None for s in within]
 
@@ -129,6 +136,16 @@ def occurrences(texts: list[str], within: list[Span], literal: str) -> tuple[lis
 def span_texts(texts: list[str], spans: list[Span]) -> list[str | None]:
     """The text of each span, unstripped (``None`` where nothing was found)."""
     return [None if s is None else t[s[0]:s[1]] for t, s in zip(texts, spans)]
+
+
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """The usual normalisation of short answers for exact match (as in SQuAD's evaluation):
+    case-folded, punctuation removed, the articles a/an/the dropped, spaces collapsed."""
+    text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text.casefold())
+    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 # ---- conversions --------------------------------------------------------------------------------
@@ -216,7 +233,7 @@ def to_boxes(texts: list[str], spans: list[Span]) -> list[list | None]:
             out.append(None)
             continue
         boxes = []
-        for match in _BOX.finditer(text, span[0], span[1]):
+        for match in _BOX.finditer(_within(text, span)):
             numbers = [float(g) for g in match.groups() if g is not None]
             if all(math.isfinite(v) for v in numbers):
                 boxes.append(numbers)
@@ -341,7 +358,7 @@ def choice(texts: list[str], spans: list[Span], letters: str):
             valid.append(True)
             exact.append(True)
             continue
-        match = pattern.search(text, span[0], span[1])
+        match = pattern.search(_within(text, span))
         if match is None:
             values.append(0)
             valid.append(False)

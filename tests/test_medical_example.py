@@ -1,0 +1,80 @@
+"""The end-to-end CURB-65 example of examples/medical/: its data is what the build script writes,
+the dataset fits the spec as `kdsl train` checks it, and `kdsl score` gives the rewards the
+README states."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+import kdsl
+from kdsl.cli import Console, main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "medical"
+SPEC = EXAMPLE / "curb65_grading.kd"
+PATIENTS = EXAMPLE / "curb65_patients.jsonl"
+COMPLETIONS = EXAMPLE / "curb65_completions.jsonl"
+
+
+def build_script():
+    spec = importlib.util.spec_from_file_location("build_medical_example",
+                                                  ROOT / "scripts" / "build_medical_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_script_writes_the_committed_data(tmp_path):
+    assert build_script().main(["--out-dir", str(tmp_path)]) == 0
+    for name in (PATIENTS.name, COMPLETIONS.name):
+        assert (tmp_path / name).read_text() == (EXAMPLE / name).read_text(), name
+
+
+def test_the_dataset_fits_the_spec():
+    pytest.importorskip("datasets")
+    from kdsl.train import check_dataset, load_rows
+
+    program = kdsl.load(SPEC)
+    dataset = load_rows(str(PATIENTS))
+    assert check_dataset(program, dataset) == []
+    assert len(dataset) == 96 and "prompt" in dataset.column_names
+
+
+def test_every_row_has_one_laboratory_value_and_a_note_that_states_it():
+    for row in read_jsonl(PATIENTS):
+        urea, bun = row["urea_mmol_per_l"], row["bun_mg_per_dl"]
+        assert (urea is None) != (bun is None)
+        assert (f"urea {urea:.1f} mmol/L" if urea is not None else f"nitrogen {bun:.0f} mg/dL") in row["prompt"]
+        assert f"{row['age_years']}-year-old" in row["prompt"]
+        assert f"{row['systolic_bp']:.0f}/{row['diastolic_bp']:.0f} mmHg" in row["prompt"]
+
+
+def test_the_spec_agrees_with_medcalc_bench_except_on_urea_of_6_5_to_7():
+    rows = read_jsonl(PATIENTS)
+    columns = {name: [row[name] for row in rows] for name in kdsl.load(SPEC).input_names}
+    scores = kdsl.load(SPEC).score([""] * len(rows), **columns)
+    ours = [int(v) for v in scores.values["curb65_score"].tolist()]
+    departures = [(row, a) for row, a in zip(rows, ours) if a != row["medcalc_bench_score"]]
+    assert all(row["urea_mmol_per_l"] is not None and 6.5 <= row["urea_mmol_per_l"] <= 7.0
+               and row["medcalc_bench_score"] == a + 1 for row, a in departures)
+    assert 0 < len(departures) < len(rows) / 4
+    assert set(ours) == set(range(6))  # every score from 0 to 5 occurs
+
+
+def test_kdsl_score_gives_the_rewards_of_the_readme(tmp_path):
+    out_file = tmp_path / "scored.jsonl"
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["score", str(SPEC), "--data", str(COMPLETIONS), "--out", str(out_file)],
+                Console(out, err))
+    assert code == 0, err.getvalue()
+    rewards = [round(row["reward"], 3) for row in read_jsonl(out_file)]
+    assert rewards == [3.5, 1.5, 0.667] * 3
