@@ -892,6 +892,18 @@ class Checker:
         self.program.tables[table.name] = table
         return self.node("table", tuple(args), table.result, e.span, table=table.name)
 
+    @staticmethod
+    def _literal(expr: ast.Expr, ctx: _Ctx) -> float | None:
+        """A number written in the spec: a literal, or a def parameter bound to one (so a def can
+        pass its n-gram size or threshold on to a builtin)."""
+        if isinstance(expr, ast.Number):
+            return float(expr.value)
+        if isinstance(expr, ast.Unary) and expr.op == "-" and isinstance(expr.operand, ast.Number):
+            return -float(expr.operand.value)
+        if isinstance(expr, ast.Name) and expr.id in ctx.locals and ctx.locals[expr.id].op == "const":
+            return float(ctx.locals[expr.id].attr("value"))
+        return None
+
     def call_builtin(self, name: str, e: ast.Call, ctx: _Ctx) -> Node:
         if e.kwargs:
             raise self.error(f"{name}() takes no keyword arguments", e.kwargs[0].span)
@@ -952,10 +964,11 @@ class Checker:
             text = self._text_arg(args[0], ctx)
             n = 3
             if len(args) == 2:
-                if not (isinstance(args[1], ast.Number) and args[1].is_int and args[1].value >= 1):
+                value = self._literal(args[1], ctx)
+                if value is None or not float(value).is_integer() or value < 1:
                     raise self.error("repetition() takes the n-gram size as a whole number >= 1",
                                      args[1].span)
-                n = int(args[1].value)
+                n = int(value)
             return self.node("repetition", (text,), T.FLOAT, span, n=n)
         if name == "choice":
             arity(2)
@@ -1074,11 +1087,11 @@ class Checker:
                                  "holds, e.g. frac(ndvi > 0.3)", args[0].span)
             attrs = {}
             if name == "quantile":
-                q = args[1]
-                if not isinstance(q, ast.Number) or not 0 <= q.value <= 1:
+                q = self._literal(args[1], ctx)
+                if q is None or not 0 <= q <= 1:
                     raise self.error("quantile() takes q as a number in 0..1 written in the spec",
-                                     q.span)
-                attrs["q"] = float(q.value)
+                                     args[1].span)
+                attrs["q"] = float(q)
             return self.node(f"reduce_{name}", (x,), T.FLOAT, span, **attrs)
         if name == "clamp":
             arity(3)
@@ -1113,12 +1126,11 @@ class Checker:
                 lists.append(node)
             if name == "box_count":
                 return self.node("box_count", tuple(lists), T.INT, span)
-            threshold = args[2]
-            if not isinstance(threshold, ast.Number) or not 0 < threshold.value <= 1:
+            threshold = self._literal(args[2], ctx)
+            if threshold is None or not 0 < threshold <= 1:
                 raise self.error("matched_boxes() takes the IoU threshold as a number in (0, 1] "
-                                 "written in the spec, e.g. 0.5", threshold.span)
-            return self.node("matched_boxes", tuple(lists), T.INT, span,
-                             threshold=float(threshold.value))
+                                 "written in the spec, e.g. 0.5", args[2].span)
+            return self.node("matched_boxes", tuple(lists), T.INT, span, threshold=float(threshold))
         if name == "default":
             arity(2)
             x = self.lower(args[0], ctx)

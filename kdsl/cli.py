@@ -148,6 +148,9 @@ output name whose format is unknown).""")
     for command in (score, train, test, explain):
         command.add_argument("--similarity-model", metavar="PATH", help="sentence-transformers model "
                              "(local path or hub id) for specs that use similarity()")
+    for command in (score, test, explain):
+        command.add_argument("--tokenizer", metavar="PATH", help="transformers tokenizer (local "
+                             "path or hub id) for specs that count tokens")
 
     report = sub.add_parser("report", help="plot level rewards and rule satisfaction of a run")
     report.add_argument("run_dir", metavar="RUN_DIR")
@@ -178,6 +181,8 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     if getattr(args, "similarity_model", None):
         # Read where similarity() is computed, in this process and in scoring workers alike.
         os.environ["KDSL_SIMILARITY_MODEL"] = args.similarity_model
+    if getattr(args, "tokenizer", None):
+        os.environ["KDSL_TOKENIZER"] = args.tokenizer
     try:
         return _COMMANDS[args.command](args, console)
     except _UsageError as err:

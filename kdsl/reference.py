@@ -251,6 +251,10 @@ class Reference:
         raise NotImplementedError(type(e).__name__)
 
     # ---- helpers ------------------------------------------------------------------------------------
+    def literal(self, expr: ast.Expr, local: dict) -> float:
+        """A number written in the spec, or a def parameter bound to one."""
+        return float(self.eval(expr, local, None))
+
     def reference_text(self, expr: ast.Expr, local: dict, soft) -> str | None:
         """The text a completion is compared with: a `str` column's raw value, or a span."""
         if isinstance(expr, ast.Name) and expr.id in self.inputs:
@@ -481,7 +485,7 @@ class Reference:
                 terms = args[1].values if isinstance(args[1], ast.Strings) else (args[1].value,)
                 return tx.mentions(*batch, list(terms), name == "mention_count")[0][0]
             if name == "repetition":
-                return tx.repetition(*batch, int(args[1].value) if len(args) > 1 else 3)[0][0]
+                return tx.repetition(*batch, int(self.literal(args[1], local)) if len(args) > 1 else 3)[0][0]
             if name == "choice":
                 (index,), (ok,), _ = tx.choice(*batch, args[1].value)
                 return args[1].value[index] if ok else None
@@ -529,7 +533,7 @@ class Reference:
                 return None
             if name == "box_count":
                 return float(len(lists[0]))
-            return float(greedy_matches(lists[0], lists[1], float(args[2].value)))
+            return float(greedy_matches(lists[0], lists[1], self.literal(args[2], local)))
         if name in ("iou", "area"):
             boxes = [self.convert(v, "box") if isinstance(v, Text) else v for v in values]
             if any(b is None or None in b for b in boxes):
@@ -563,7 +567,7 @@ class Reference:
             return math.sqrt(sum((v - mean) ** 2 for v in valid) / len(valid))
         if name == "quantile":
             ordered = sorted(valid)
-            position = float(args[1].value) * (len(ordered) - 1)
+            position = self.literal(args[1], local) * (len(ordered) - 1)
             low = math.floor(position)
             high = min(low + 1, len(ordered) - 1)
             return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

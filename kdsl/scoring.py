@@ -709,9 +709,9 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     out_format = output_format(out) if out is not None else (output or "jsonl")
     job = Job(spec=str(spec or program.ir.file), source=str(data), input_format=input_format,
               output_format=out_format)
-    if program.module.NEEDS_TOKENIZER:
+    if program.module.NEEDS_TOKENIZER and not os.environ.get("KDSL_TOKENIZER"):
         raise KdslError(f"{program.name} counts tokens (`length(..., tokens)`), which needs a "
-                        "tokenizer; score it from Python with program.score(..., tokenizer=...)")
+                        "tokenizer: give --tokenizer PATH (or set KDSL_TOKENIZER)")
     scorer = ChunkScorer(program, job)
     report = report or (lambda message: print(message, file=sys.stderr))
     started = time.perf_counter()

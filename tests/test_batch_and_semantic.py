@@ -241,7 +241,7 @@ def test_similarity_equals_sentence_transformers_cosine():
 
 
 def test_similarity_without_a_model_says_how_to_give_one(monkeypatch):
-    monkeypatch.delenv("KDSL_SIMILARITY_MODEL", raising=False)
+    monkeypatch.setenv("KDSL_SIMILARITY_MODEL", "")  # restored after the test
     with pytest.raises(KdslDataError, match="give a sentence-transformers model"):
         kdsl.loads(SIMILAR).score(["<answer>x</answer>"], reference_answer=["y"])
 
@@ -249,7 +249,7 @@ def test_similarity_without_a_model_says_how_to_give_one(monkeypatch):
 def test_similarity_model_from_the_command_line(tmp_path, capsys, monkeypatch):
     import json
 
-    monkeypatch.delenv("KDSL_SIMILARITY_MODEL", raising=False)
+    monkeypatch.setenv("KDSL_SIMILARITY_MODEL", "")  # restored after the test
     spec = tmp_path / "similar.kd"
     spec.write_text(SIMILAR, encoding="utf-8")
     data = tmp_path / "rows.jsonl"
@@ -290,3 +290,56 @@ def test_normalize_matches_short_answers_like_squad_exact_match():
     from kdsl.runtime.text import normalize_answer
 
     assert normalize_answer("  The  Answer: A cat!  ") == "answer cat"
+
+
+def test_token_counting_specs_take_a_tokenizer_path_on_the_command_line(tmp_path, capsys, monkeypatch):
+    import json
+
+    from tiny import byte_level_tokenizer
+
+    monkeypatch.setenv("KDSL_TOKENIZER", "")  # restored after the test; main() sets it
+    tokenizer = byte_level_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "tok")
+    tokens = len(tokenizer("abc abc", add_special_tokens=False)["input_ids"])
+    spec = tmp_path / "short.kd"
+    spec.write_text(textwrap.dedent(f"""\
+        spec short version 1
+        let n = length(completion, tokens)
+        level size {{
+          rule short: n <= {tokens}
+        }}
+        example "as many tokens as allowed" {{
+          completion: "abc abc"
+          expect short, let.n == {tokens}
+        }}
+        """), encoding="utf-8")
+    assert main(["test", str(spec)]) == 1  # no tokenizer: the case errors, saying how to give one
+    assert "--tokenizer PATH" in capsys.readouterr().out
+    assert main(["test", str(spec), "--tokenizer", str(tmp_path / "tok")]) == 0
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"completion": "abc abc"}) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["score", str(spec), "--data", str(data), "--tokenizer", str(tmp_path / "tok"),
+                 "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["rules"]["short"] == 1.0
+
+
+def test_a_def_passes_its_parameters_on_to_builtins_that_need_numbers():
+    spec = textwrap.dedent("""\
+        spec defs version 1
+        input {
+          v: vector[4]
+        }
+        def repeated(t, n = 2) = repetition(t, n)
+        def upper(x, q) = quantile(x, q)
+        level l {
+          rule varied: repeated(completion) < 0.5
+          rule q: upper(v, 0.75) > 2
+        }
+        """)
+    scores = kdsl.loads(spec).score(["a b a b a b", "a b c d"], v=[[1, 2, 3, 4], [0, 0, 0, 0]])
+    assert scores.rules["varied"].tolist() == [0.0, 1.0]
+    assert scores.rules["q"].tolist() == [1.0, 0.0]
+    expected = Reference(spec).score_batch(["a b a b a b", "a b c d"],
+                                           [{"v": [1, 2, 3, 4]}, {"v": [0, 0, 0, 0]}])
+    assert [e["rules"]["varied"] for e in expected] == [0.0, 1.0]

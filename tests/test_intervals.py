@@ -130,6 +130,8 @@ def test_zero_denominators_are_found_with_an_example():
     ("if y == 1 then x / (y - 1) > 0 else false", True),   # the guard points the wrong way
     ("if x >= 0 then y / x > 0 else false", True),          # x can still be 0
     ("if y == 2 then 0 else x / (y - 1) > 0", True),
+    ("if x > y then n / (x - y) > 0 else false", False),
+    ("if x >= y then n / (x - y) > 0 else false", True),
 ])
 def test_divisions_guarded_by_an_if_or_when_are_not_reported(body, warned):
     messages = _messages(f"  rule r: {body}")

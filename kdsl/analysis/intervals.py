@@ -582,9 +582,10 @@ def _nonzero_when(cond: Node, holds: bool) -> set[int]:
         out |= {a.id} if zero(b) else set()
         out |= {b.id} if zero(a) else set()
         out |= {("sub", a.id, b.id), ("sub", b.id, a.id)}  # a - b and b - a
-    if holds and cond.op in ("gt", "lt"):  # x > 0, 0 < x, x < 0, 0 > x
+    if holds and cond.op in ("gt", "lt"):  # x > 0, 0 < x, x < 0, 0 > x, a > b (a - b is not 0)
         out |= {a.id} if zero(b) else set()
         out |= {b.id} if zero(a) else set()
+        out |= {("sub", a.id, b.id), ("sub", b.id, a.id)}
     return out
 
 

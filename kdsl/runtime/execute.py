@@ -128,10 +128,15 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     interner = col.Interner(module.STRINGS)
     env = prepare_columns(module, columns, n, ref, interner, problems)
     if module.NEEDS_TOKENIZER and tokenizer is None:
-        raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
-                            "tokenizer) when scoring")
+        if not os.environ.get("KDSL_TOKENIZER"):
+            raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
+                                "tokenizer) when scoring, --tokenizer PATH on the command line, "
+                                "or set KDSL_TOKENIZER")
+        from kdsl.runtime.semantic import tokenizer_from
+
+        tokenizer = tokenizer_from(os.environ["KDSL_TOKENIZER"])
     extraction = Extraction(texts, ref, interner, tokenizer, columns,
-                            similarity_model or os.environ.get("KDSL_SIMILARITY_MODEL"))
+                            similarity_model or os.environ.get("KDSL_SIMILARITY_MODEL") or None)
     if trace is not None:
         env["_trace"] = trace
     module.extract(texts, env, extraction)

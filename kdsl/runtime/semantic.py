@@ -53,8 +53,9 @@ def math_verify(answers: Sequence[str | None], golds: Sequence[str | None],
     expressions), the answer as LaTeX with every ``\\boxed{}`` considered, and the comparison is
     ``verify(gold, answer)``, as open-r1's ``accuracy_reward`` does. ``open-r1-length``: the check
     inside open-r1's ``len_reward`` and ``cosine_scaled_reward``: the gold read as LaTeX only, the
-    answer's first ``\\boxed{}``, and ``verify(answer, gold)`` (math-verify's comparison is not
-    symmetric, so this order can differ). Invalid where the gold cannot be parsed, where either
+    boxed answer left unnormalised (``boxed=True``: a box with units is not read), and
+    ``verify(answer, gold)`` (math-verify's comparison is not symmetric, so this order can differ).
+    With several boxes, math-verify reads the last one in both modes. Invalid where the gold cannot be parsed, where either
     text is missing, or where the comparison fails or times out."""
     if mode not in MATH_VERIFY_MODES:
         raise ValueError(f"unknown math_verify mode {mode!r}")
@@ -139,3 +140,22 @@ def similarity(texts: Sequence[str | None], others: Sequence[str | None], model,
         values[i] = value
         valid[i] = True
     return values, valid
+
+
+# ---- tokenizers ---------------------------------------------------------------------------------
+_TOKENIZERS: dict[str, object] = {}
+
+
+def tokenizer_from(path: str):
+    """A transformers tokenizer from a local path or hub id, loaded once (for specs that count
+    `tokens` when no tokenizer object is passed: ``--tokenizer`` or ``KDSL_TOKENIZER``)."""
+    if path not in _TOKENIZERS:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise KdslDataError("counting tokens needs transformers: pip install transformers") from None
+        try:
+            _TOKENIZERS[path] = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise KdslDataError(f"cannot load the tokenizer {path!r}: {err}") from None
+    return _TOKENIZERS[path]
