@@ -497,6 +497,19 @@ class Checker:
         return self.node("const", (), T.enum_type(enum), span, value=float(enum.members.index(name)))
 
     def lower_attr(self, e: ast.Attr, ctx: _Ctx, hint) -> Node:
+        inner = e.obj
+        if isinstance(inner, ast.Attr) and isinstance(inner.obj, ast.Name) and \
+                inner.obj.id in ctx.scope.imports and inner.obj.id not in ctx.locals:
+            # alias.Enum.Member: a member of an imported enum, written in full
+            enum = ctx.scope.imports[inner.obj.id].enums.get(inner.name)
+            if enum is None:
+                raise self.error(f"`{inner.obj.id}` has no enum `{inner.name}`"
+                                 f"{did_you_mean(inner.name, ctx.scope.imports[inner.obj.id].enums)}",
+                                 inner.span)
+            if e.name not in enum.members:
+                raise self.error(f"`{e.name}` is not a member of {enum.name}"
+                                 f"{did_you_mean(e.name, enum.members)}", e.span)
+            return self._member_node(enum, e.name, e.span)
         if isinstance(e.obj, ast.Name) and e.obj.id not in ctx.locals and not (
                 ctx.scope is self.scope and e.obj.id in self._variables):
             enum = ctx.scope.enums.get(e.obj.id)

@@ -65,3 +65,29 @@ def test_import_cycle_is_reported(tmp_path):
     (tmp_path / "b.kd").write_text('spec b version 1\nimport "a.kd" as a\n')
     result = check_source((tmp_path / "a.kd").read_text(), str(tmp_path / "a.kd"))
     assert any("import cycle: a.kd -> b.kd -> a.kd" in d.message for d in result.errors)
+
+
+def test_imported_enums_are_types_and_their_members_can_be_named(tmp_path):
+    (tmp_path / "key.kd").write_text(
+        'spec key version 1\nenum Cover { Water ("lake"), Forest }\n'
+        "table cover(ndwi: float) -> Cover {\n  > 0 -> Water\n  <= 0 -> Forest\n}\n")
+    main = tmp_path / "main.kd"
+    main.write_text(
+        'spec main version 1\nimport "key.kd" as key\n'
+        "input {\n  label: key.Cover\n  ndwi: float\n}\n"
+        'output {\n  answer: tag "answer" as key.Cover\n}\n'
+        "let fallback = if ndwi > 0.5 then key.Cover.Water else key.Cover.Forest\n"
+        "level l {\n  rule right: answer == label\n  rule as_the_key_says: answer == key.cover(ndwi)\n"
+        "  rule lake_is_water: label == Water or fallback == Forest\n}\n")
+    program = kdsl.load(main)
+    scores = program.score(["<answer>lake</answer>", "<answer>forest</answer>"],
+                           label=["Water", "water"], ndwi=[0.7, 0.2])
+    assert scores.rules["right"].tolist() == [1.0, 0.0]
+    assert scores.rules["as_the_key_says"].tolist() == [1.0, 0.0]
+    assert scores.rules["lake_is_water"].tolist() == [1.0, 1.0]
+    # A local enum of the same name is another type: comparing the two is an error.
+    main.write_text('spec main version 1\nimport "key.kd" as key\nenum Cover { Water, Forest }\n'
+                    'output {\n  answer: tag "answer" as Cover\n}\ninput {\n  ndwi: float\n}\n'
+                    "level l {\n  rule r: answer == key.cover(ndwi)\n}\n")
+    result = check_source(main.read_text(), str(main))
+    assert [d.message for d in result.errors] == ["cannot compare enum Cover with enum key.Cover"]

@@ -499,6 +499,21 @@ def _zero_example(den: Node, ranges: Ranges, show: Printer) -> str | None:
     return _sympy_zero(den, show)
 
 
+class _NoExample(Exception):
+    """A denominator too hard to solve quickly."""
+
+
+def _size(node: Node, limit: int = 1000) -> int:
+    seen: set[int] = set()
+    stack = [node]
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if n.id not in seen:
+            seen.add(n.id)
+            stack.extend(n.args)
+    return len(seen)
+
+
 def _sympy_zero(den: Node, show: Printer) -> str | None:
     import sympy  # only for non-linear denominators, which are rare: keeps `kdsl check` fast
 
@@ -510,6 +525,13 @@ def _sympy_zero(den: Node, show: Printer) -> str | None:
             return sympy.nsimplify(n.attr("value"))
         binary = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b,
                   "mul": lambda a, b: a * b, "div": lambda a, b: a / b, "pow": lambda a, b: a ** b}
+        if n.op == "pow":
+            # Only small whole powers: a fractional exponent turns into a rational power of high
+            # order, which sympy can take minutes to solve. No example is better than a hang.
+            exponent = n.args[1]
+            if exponent.op != "const" or not float(exponent.attr("value")).is_integer() or \
+                    abs(exponent.attr("value")) > 4:
+                raise _NoExample
         if n.op in binary:
             return binary[n.op](build(n.args[0]), build(n.args[1]))
         if n.op == "neg":
@@ -521,6 +543,8 @@ def _sympy_zero(den: Node, show: Printer) -> str | None:
             names[n.id] = show(n)
         return symbols[n.id]
 
+    if _size(den) > 40:  # a long formula: solving it could take long; give no example
+        return None
     try:
         expr = build(den)
         if not symbols:
