@@ -374,3 +374,26 @@ def test_table_rows_are_covered_in_a_spec_that_imports_another(tmp_path):
     # Only the spec's own table is listed; rows 1 and 3 were reached once each, row 2 never.
     assert cov.table_rows == {"size": [1, 0, 1]}
     assert cov.table_lines == {"size": [10, 11, 12]}
+
+
+def test_a_folder_run_leaves_out_library_specs_without_cases(tmp_path, capsys):
+    (tmp_path / "lib.kd").write_text("spec lib version 1\ndef half(x) = x / 2\n", encoding="utf-8")
+    (tmp_path / "main.kd").write_text(textwrap.dedent("""\
+        spec main version 1
+        import "lib.kd" as lib
+        input {
+          x: float
+        }
+        level l {
+          rule small: lib.half(x) < 1
+        }
+        example "one" {
+          completion: ""
+          x: 1
+          expect small
+        }
+        """), encoding="utf-8")
+    assert main(["test", str(tmp_path)]) == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+    # Named explicitly, a spec without levels is still reported.
+    assert main(["test", str(tmp_path / "lib.kd")]) == 1
