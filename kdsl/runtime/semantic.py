@@ -110,10 +110,17 @@ def sentence_model(model, device):
         except ImportError:
             raise KdslDataError("this spec compares meaning with similarity(); install "
                                 "sentence-transformers: pip install sentence-transformers") from None
+        from transformers.utils import logging as transformers_logging
+
+        bars = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # no weight-loading bar in kdsl's output
         try:
             _MODELS[key] = SentenceTransformer(str(model), device=str(device))
         except (OSError, ValueError) as err:
             raise KdslDataError(f"cannot load the similarity model {model!r}: {err}") from None
+        finally:
+            if bars:
+                transformers_logging.enable_progress_bar()
     return _MODELS[key]
 
 
