@@ -483,7 +483,7 @@ class Checker:
                          e.span)
 
     def _enum_member(self, name: str, scope: Scope, hint: Type | None, span: Span) -> Node | None:
-        if hint is not None and hint.kind == "enum" and name in hint.enum.members:
+        if hint is not None and hint.enum is not None and name in hint.enum.members:
             return self._member_node(hint.enum, name, span)
         owners = [enum for enum in scope.enums.values() if name in enum.members]
         if len(owners) == 1:
@@ -725,6 +725,17 @@ class Checker:
         left, right = self._unify_text(left, right, ctx, span)
         kinds = {left.type.kind, right.type.kind}
         name = _CMP_OPS[op]
+        if left.type.element == "enum" and left.type.kind == "field" or (
+                right.type.element == "enum" and right.type.kind == "field"):
+            # per-pixel classes (a table applied to per-pixel values) against a class
+            enums = {t.enum for t in (left.type, right.type)}
+            if len(enums) != 1 or not {left.type.kind, right.type.kind} <= {"field", "enum"}:
+                raise self.error(f"cannot compare {left.type} with {right.type}", span)
+            if op not in ("==", "!="):
+                raise self.error(f"{left.type} values can only be compared with == or !=", span)
+            left, right = (self.node("lift", (n,), n.type, n.span, dims=2)
+                           if n.type.kind == "enum" else n for n in (left, right))
+            return self.node(name, (left, right), T.BOOL_FIELD, span, soft=0.0)
         if "enum" in kinds or "str" in kinds or kinds == {"bool"}:
             if left.type != right.type and not (kinds <= {"bool"}):
                 raise self.error(f"cannot compare {left.type} with {right.type}", span)
@@ -896,14 +907,25 @@ class Checker:
             node = self.lower(arg, ctx, ptype)
             if node.type.is_text:
                 node = self._parse_as(node, ptype, ctx, arg.span)
-            ok = node.type == ptype or (ptype.kind in ("float", "int") and node.type.kind in (
-                "float", "int", "bool")) or (ptype.kind == "bool" and node.type.kind == "bool")
+            t = node.type
+            ok = t == ptype or (ptype.kind in ("float", "int") and t.kind in (
+                "float", "int", "bool")) or (ptype.kind == "bool" and t.kind == "bool")
+            if t.kind == "field":  # per-pixel values: the table is applied pixel by pixel
+                ok = (ptype.kind in ("float", "int") and t.element in ("float", "bool")) or (
+                    ptype.kind == "bool" and t.element == "bool") or (
+                    ptype.kind == "enum" and t.element == "enum" and t.enum == ptype.enum)
             if not ok:
                 raise self.error(f"column `{pname}` of table `{table.name}` is {ptype}, "
                                  f"not {node.type}", arg.span)
             args.append(node)
         self.program.tables[table.name] = table
-        return self.node("table", tuple(args), table.result, e.span, table=table.name)
+        result = table.result
+        if any(a.type.kind == "field" for a in args):
+            args = [a if a.type.kind == "field" else self.node("lift", (a,), a.type, a.span, dims=2)
+                    for a in args]
+            result = T.FIELD if result.kind != "enum" else Type("field", enum=result.enum,
+                                                                 element="enum")
+        return self.node("table", tuple(args), result, e.span, table=table.name)
 
     @staticmethod
     def _literal(expr: ast.Expr, ctx: _Ctx) -> float | None:
@@ -1072,9 +1094,9 @@ class Checker:
         if name in ("min", "max"):
             if len(args) == 1:
                 x = self.lower(args[0], ctx)
-                if x.type.kind not in ("vector", "field"):
-                    raise self.error(f"{name}() of one argument reduces a vector or per-pixel values; "
-                                     f"this is {x.type}", args[0].span)
+                if x.type.kind not in ("vector", "field") or x.type.element == "enum":
+                    raise self.error(f"{name}() of one argument reduces a vector or per-pixel "
+                                     f"numbers; this is {x.type}", args[0].span)
                 return self.node(f"reduce_{name}", (x,), T.FLOAT, span)
             if not args:
                 arity(1, 2)
@@ -1095,6 +1117,9 @@ class Checker:
             if x.type.kind not in ("vector", "field"):
                 raise self.error(f"{name}() reduces a vector or per-pixel values, not {x.type}",
                                  args[0].span)
+            if x.type.element == "enum":
+                raise self.error(f"{name}() needs a number, not {x.type}; count classes with "
+                                 "frac(... == Member)", args[0].span)
             if name == "frac" and not (x.type.element == "bool"):
                 raise self.error("frac() gives the fraction of valid pixels where a condition "
                                  "holds, e.g. frac(ndvi > 0.3)", args[0].span)

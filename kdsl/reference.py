@@ -423,14 +423,22 @@ class Reference:
         if name in self.tables:
             table = self.tables[name]
             args = [self.eval(a, local, soft) for a in e.args]
-            if any(a is None for a in args):
-                return None
-            values = [(a >= 0.5) if p.type_name == "bool" else a for p, a in zip(table.params, args)]
-            index = self.table_row(table, values)
-            if index is None:
-                return None
-            result = table.rows[index].result
-            return result if isinstance(result, str) else float(result)
+
+            def lookup(*column_values):
+                if any(a is None for a in column_values):
+                    return None
+                values = [(a >= 0.5) if p.type_name == "bool" else a
+                          for p, a in zip(table.params, column_values)]
+                index = self.table_row(table, values)
+                if index is None:
+                    return None
+                result = table.rows[index].result
+                return result if isinstance(result, str) else float(result)
+
+            if any(isinstance(a, Field) for a in args):  # per-pixel values: pixel by pixel
+                n = self.size(*args)
+                return Field([lookup(*pixel) for pixel in zip(*(self.pixels(a, n) for a in args))])
+            return lookup(*args)
         args = e.args
         if name in ("present", "valid"):
             x = self.eval(args[0], local, soft)

@@ -521,7 +521,7 @@ def _table_rows(suite: Suite) -> tuple[dict, dict, str]:
                 similarity_model=program.similarity_model)
     for name, decided_by in trace.get("table_rows", []):
         if name in rows:  # a call of this spec's own table, once per call site
-            for index in decided_by.tolist():
+            for index in decided_by.reshape(-1).tolist():  # per sample, or per pixel
                 if index >= 0:
                     rows[name][index] += 1
     return rows, lines, ""

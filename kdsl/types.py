@@ -27,7 +27,7 @@ class Type:
     size: int | None = None  # vector length or raster band count
     bands: tuple[str, ...] = ()
     nodata: float | None = None
-    element: str = "float"  # field: "float" or "bool"
+    element: str = "float"  # field: "float", "bool" or "enum" (then `enum` says which)
     groups: tuple[str, ...] = ()  # record: a regex's named groups
 
     def __str__(self) -> str:
@@ -38,6 +38,8 @@ class Type:
         if self.kind == "raster":
             return f"raster[{self.size}]"
         if self.kind == "field":
+            if self.element == "enum":
+                return f"per-pixel enum {self.enum}"
             return "per-pixel bool" if self.element == "bool" else "per-pixel float"
         if self.kind == "terms":
             return "term set"
@@ -53,7 +55,8 @@ class Type:
     @property
     def is_numeric(self) -> bool:
         """Usable in arithmetic: numbers, and truth values read as 0..1."""
-        return self.kind in ("float", "int", "bool") or (self.kind == "field") or self.kind == "vector"
+        return self.kind in ("float", "int", "bool") or (
+            self.kind == "field" and self.element != "enum") or self.kind == "vector"
 
     @property
     def is_scalar(self) -> bool:

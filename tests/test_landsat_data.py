@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("spyndex")
-
-from kdsl import landsat  # noqa: E402
+from kdsl import landsat
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "kdsl" / "models" / "tiny_landcover"
@@ -32,7 +30,6 @@ def program():
 
 @pytest.fixture(scope="module")
 def tiny(monkeypatch_module):
-    pytest.importorskip("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL, local_files_only=True)
@@ -93,7 +90,8 @@ def test_the_split_is_stratified_disjoint_and_deterministic(rows):
 
 
 def test_default_training_settings_are_grpo_config_fields():
-    trl = pytest.importorskip("trl")
+    import trl
+
     assert set(landsat.DEFAULT_TRAINING) <= set(trl.GRPOConfig.__dataclass_fields__)
     settings = landsat.DEFAULT_TRAINING
     assert settings["per_device_train_batch_size"] % settings["num_generations"] == 0

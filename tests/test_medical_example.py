@@ -9,8 +9,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
-
 import kdsl
 from kdsl.cli import Console, main
 
@@ -40,7 +38,6 @@ def test_the_script_writes_the_committed_data(tmp_path):
 
 
 def test_the_dataset_fits_the_spec():
-    pytest.importorskip("datasets")
     from kdsl.train import check_dataset, load_rows
 
     program = kdsl.load(SPEC)

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from latex2sympy2_extended import NormalizationConfig
+from math_verify import LatexExtractionConfig, parse, verify
 
 import kdsl
-
-math_verify = pytest.importorskip("math_verify")
-from latex2sympy2_extended import NormalizationConfig  # noqa: E402
-from math_verify import LatexExtractionConfig, parse, verify  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "domain_specs" / "common" / "r1.kd"
 TOLERANCE = 1e-6

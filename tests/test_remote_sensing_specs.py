@@ -25,6 +25,7 @@ import io
 import itertools
 import json
 import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -32,9 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-spyndex = pytest.importorskip("spyndex")
-
-import kdsl  # noqa: E402
+import kdsl
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -301,7 +300,6 @@ def test_example_spec_checks_and_its_dataset_fits():
     train, heldout = read_jsonl(EXAMPLE / "landcover_train.jsonl"), read_jsonl(EXAMPLE / "landcover_heldout.jsonl")
     assert (len(train), len(heldout)) == (90, 30)
     assert sorted(r["sample"] for r in train + heldout) == list(range(120))
-    pytest.importorskip("datasets")
     from kdsl.train import check_dataset, load_rows
 
     prog = program("examples/remote_sensing/pixel_landcover.kd")
@@ -320,3 +318,27 @@ def test_kdsl_score_gives_the_rewards_of_the_readme(tmp_path):
     assert code == 0, err.getvalue()
     rewards = [round(row["reward"], 3) for row in read_jsonl(out_file)]
     assert rewards == [3.5, 1.25, 0.667] * 3
+
+
+def test_the_key_table_applied_pixel_by_pixel_equals_its_conditions_on_the_sentinel_image():
+    image = rs().sentinel_image()
+    program = kdsl.loads(textwrap.dedent("""\
+        spec key_per_pixel version 1
+        import "remote_sensing/landcover_key" as key
+        input {
+          scene: raster[4] bands(B02, B03, B04, B08) nodata 0
+        }
+        let ndwi = (scene.B03 - scene.B08) / (scene.B03 + scene.B08)
+        let ndvi = (scene.B08 - scene.B04) / (scene.B08 + scene.B04)
+        let water_by_table = frac(key.landcover_vnir(ndwi, ndvi) == Water)
+        let water_by_condition = frac(key.is_water(ndwi))
+        let vegetation_by_table = frac(key.landcover_vnir(ndwi, ndvi) == key.LandCover.Vegetation)
+        level l {
+          rule same: water_by_table == water_by_condition
+        }
+        """), "key_per_pixel.kd")
+    scores = program.score([""], scene=[image], dtype=torch.float64)
+    shares = rs().vnir_shares(image)
+    assert scores.rules["same"].item() == 1.0
+    assert scores.values["water_by_table"].item() == pytest.approx(shares["water"], rel=1e-12)
+    assert scores.values["vegetation_by_table"].item() == pytest.approx(shares["vegetation"], rel=1e-12)

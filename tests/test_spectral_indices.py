@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import spyndex
 import torch
 
-spyndex = pytest.importorskip("spyndex")
-
-import kdsl  # noqa: E402
+import kdsl
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "build_spectral_indices.py"

@@ -9,11 +9,7 @@ from functools import cache
 
 import pytest
 import torch
-
-pytest.importorskip("tokenizers")
-pytest.importorskip("transformers")
-
-from tokenizers import (  # noqa: E402
+from tokenizers import (
     AddedToken,
     Tokenizer,
     decoders,
@@ -22,9 +18,9 @@ from tokenizers import (  # noqa: E402
     pre_tokenizers,
     trainers,
 )
-from transformers import PreTrainedTokenizerFast  # noqa: E402
+from transformers import PreTrainedTokenizerFast
 
-from kdsl.tokens import (  # noqa: E402
+from kdsl.tokens import (
     TokenAligner,
     bytes_to_unicode,
     char_to_byte_offsets,
