@@ -789,7 +789,9 @@ class Checker:
                 node = self.lower(item, ctx, element.type)
                 if node.op not in ("const", "str_const"):
                     raise self.error("a set lists values written in the spec", item.span)
-                if node.type != element.type and not (
+                per_pixel_member = element.type.element == "enum" and node.type.kind == "enum" and (
+                    node.type.enum == element.type.enum)
+                if node.type != element.type and not per_pixel_member and not (
                         node.type.kind in ("int", "float") and element.type.kind in ("int", "float")):
                     raise self.error(f"{node.type} in a set of {element.type} values", item.span)
                 values.append(node.attr("value"))

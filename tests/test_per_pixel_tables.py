@@ -36,6 +36,7 @@ SPEC = textwrap.dedent("""\
     let green_share = frac(Cover.Green == cover(ndwi, shallow_counts))
     let not_water_share = frac(cover(ndwi, shallow_counts) != Water)
     let mean_weight = mean(weight(ndwi))
+    let wet_or_green = frac(cover(ndwi, shallow_counts) in {Water, Green})
     level l {
       rule mostly_water: water_share > 0.5
       rule some_green: green_share > 0.1
@@ -69,7 +70,9 @@ def test_per_pixel_tables_match_numpy_and_the_reference():
             np.where(ndwi > 0, 1.0, 0.5)[valid].mean())
     expected = Reference(SPEC).score_batch(
         [""] * 4, [{"scene": s, "shallow_counts": b} for s, b in zip(scenes, shallow)])
-    for name in ("water_share", "green_share", "not_water_share", "mean_weight"):
+    assert scores.values["wet_or_green"].tolist() == pytest.approx(
+        (scores.values["water_share"] + scores.values["green_share"]).tolist())
+    for name in ("water_share", "green_share", "not_water_share", "mean_weight", "wet_or_green"):
         assert scores.values[name].tolist() == pytest.approx([e["values"][name] for e in expected])
 
 
