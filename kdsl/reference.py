@@ -78,7 +78,7 @@ class Reference:
         values = []
         for completion, columns in getattr(self, "batch", None) or [(self.completion, self.columns)]:
             self.completion, self.columns, self.cache = completion, columns, {}
-            values.append(self.eval(expr, {}, None))
+            values.append(self.evaluate(expr, {}, None))
         self.completion, self.columns, self.cache = here
         return values
 
@@ -113,9 +113,9 @@ class Reference:
     def rule(self, rule: ast.Rule) -> tuple[float, bool]:
         applied = True
         if rule.when is not None:
-            when = self.eval(rule.when, {}, None)
+            when = self.evaluate(rule.when, {}, None)
             applied = when is not None and when >= 0.5
-        value = self.eval(rule.body, {}, rule.soft)
+        value = self.evaluate(rule.body, {}, rule.soft)
         if isinstance(value, (int, float)) and value is not None:
             value = min(max(float(value), 0.0), 1.0)
         if value is None:
@@ -130,7 +130,7 @@ class Reference:
             if name in self.inputs:
                 self.cache[name] = self.column(name, self.inputs[name])
             else:
-                self.cache[name] = self.eval(self.definitions[name], {}, None)
+                self.cache[name] = self.evaluate(self.definitions[name], {}, None)
         return self.cache[name]
 
     def column(self, name: str, t: ast.TypeExpr):
@@ -162,7 +162,7 @@ class Reference:
         return name if len(owners) == 1 else None
 
     # ---- expressions ------------------------------------------------------------------------------
-    def eval(self, e: ast.Expr, local: dict, soft: float | None):  # noqa: C901 - one case per node
+    def evaluate(self, e: ast.Expr, local: dict, soft: float | None):  # noqa: C901 - one case per node
         if isinstance(e, ast.Number):
             return float(e.value)
         if isinstance(e, ast.Bool):
@@ -180,7 +180,7 @@ class Reference:
         if isinstance(e, ast.Attr):
             if isinstance(e.obj, ast.Name) and e.obj.id in self.enums:
                 return e.name
-            obj = self.eval(e.obj, local, soft)
+            obj = self.evaluate(e.obj, local, soft)
             if isinstance(e.obj, ast.Name) and isinstance(obj, Match):
                 return Text(obj.groups.get(e.name))
             t = self.inputs.get(e.obj.id) if isinstance(e.obj, ast.Name) else None
@@ -190,7 +190,7 @@ class Reference:
                 return None if obj is None else obj[("x1", "y1", "x2", "y2").index(e.name)]
             return None if obj is None else obj[t.bands.index(e.name)]
         if isinstance(e, ast.Index):
-            obj = self.eval(e.obj, local, soft)
+            obj = self.evaluate(e.obj, local, soft)
             t = self.inputs.get(e.obj.id) if isinstance(e.obj, ast.Name) else None
             if obj is None:
                 return None
@@ -206,38 +206,38 @@ class Reference:
             found = tx.regex_groups([self.completion], [within], e.pattern, groups + [0])
             return Match({g: found[g][0] for g in groups + [0]})
         if isinstance(e, ast.Convert):
-            return self.convert(self.eval(e.obj, local, soft), e.type_name)
+            return self.convert(self.evaluate(e.obj, local, soft), e.type_name)
         if isinstance(e, ast.Unary):
-            x = self.eval(e.operand, local, soft)
+            x = self.evaluate(e.operand, local, soft)
             if e.op == "not":
                 return self.lift1(x, lambda v: 1.0 - v)
             return self.lift1(x, lambda v: -v)
         if isinstance(e, ast.Binary):
             if e.op in ("and", "or"):
-                return self.logic(e.op, self.eval(e.left, local, soft), self.eval(e.right, local, soft))
-            return self.arith(e.op, self.eval(e.left, local, soft), self.eval(e.right, local, soft))
+                return self.logic(e.op, self.evaluate(e.left, local, soft), self.evaluate(e.right, local, soft))
+            return self.arith(e.op, self.evaluate(e.left, local, soft), self.evaluate(e.right, local, soft))
         if isinstance(e, ast.Compare):
-            values = [self.eval(x, local, soft) for x in e.operands]
+            values = [self.evaluate(x, local, soft) for x in e.operands]
             result = None
             for op, a, b in zip(e.ops, values, values[1:]):
                 truth = self.compare(op, a, b, soft)
                 result = truth if result is None else self.logic("and", result, truth)
             return result
         if isinstance(e, ast.In):
-            x = self.eval(e.element, local, soft)
+            x = self.evaluate(e.element, local, soft)
             if isinstance(e.collection, ast.RangeLiteral):
-                lo = self.eval(e.collection.low, local, soft)
-                hi = self.eval(e.collection.high, local, soft)
+                lo = self.evaluate(e.collection.low, local, soft)
+                hi = self.evaluate(e.collection.high, local, soft)
                 result = self.logic("and", self.compare(">=", x, lo, soft), self.compare("<=", x, hi, soft))
             else:
-                items = [self.eval(i, local, soft) for i in e.collection.items]
+                items = [self.evaluate(i, local, soft) for i in e.collection.items]
                 if isinstance(x, Text):
                     x = self.text_as(x, items[0])
                 result = self.lift1(x, lambda v: 1.0 if v in items else 0.0)
             return self.lift1(result, lambda v: 1.0 - v) if e.negated else result
         if isinstance(e, ast.If):
-            c = self.eval(e.condition, local, soft)
-            a, b = self.eval(e.then, local, soft), self.eval(e.otherwise, local, soft)
+            c = self.evaluate(e.condition, local, soft)
+            a, b = self.evaluate(e.then, local, soft), self.evaluate(e.otherwise, local, soft)
             if isinstance(c, Field) or isinstance(a, Field) or isinstance(b, Field):
                 n = self.size(c, a, b)
                 cs, as_, bs = self.pixels(c, n), self.pixels(a, n), self.pixels(b, n)
@@ -253,14 +253,14 @@ class Reference:
     # ---- helpers ------------------------------------------------------------------------------------
     def literal(self, expr: ast.Expr, local: dict) -> float:
         """A number written in the spec, or a def parameter bound to one."""
-        return float(self.eval(expr, local, None))
+        return float(self.evaluate(expr, local, None))
 
     def reference_text(self, expr: ast.Expr, local: dict, soft) -> str | None:
         """The text a completion is compared with: a `str` column's raw value, or a span."""
         if isinstance(expr, ast.Name) and expr.id in self.inputs:
             value = self.columns.get(expr.id)
             return None if value is None or value != value else str(value)
-        span = self.spans(self.eval(expr, local, soft))
+        span = self.spans(self.evaluate(expr, local, soft))
         return None if span is None else self.completion[span[0]:span[1]]
 
     def table_row(self, table: ast.Table, values: list) -> int | None:
@@ -271,7 +271,7 @@ class Reference:
         return None
 
     def text(self, e: ast.Expr, local: dict):
-        value = self.eval(e, local, None)
+        value = self.evaluate(e, local, None)
         if isinstance(value, Match):
             return value.groups[0]
         return value.span
@@ -415,14 +415,14 @@ class Reference:
         name = e.func.id if isinstance(e.func, ast.Name) else None
         if name in self.defs:
             d = self.defs[name]
-            bound = {p.name: self.eval(a, local, soft) for p, a in zip(d.params, e.args)}
-            bound.update({k.name: self.eval(k.value, local, soft) for k in e.kwargs})
+            bound = {p.name: self.evaluate(a, local, soft) for p, a in zip(d.params, e.args)}
+            bound.update({k.name: self.evaluate(k.value, local, soft) for k in e.kwargs})
             for p in d.params:
                 bound.setdefault(p.name, p.default)
-            return self.eval(d.body, bound, soft)
+            return self.evaluate(d.body, bound, soft)
         if name in self.tables:
             table = self.tables[name]
-            args = [self.eval(a, local, soft) for a in e.args]
+            args = [self.evaluate(a, local, soft) for a in e.args]
 
             def lookup(*column_values):
                 if any(a is None for a in column_values):
@@ -441,7 +441,7 @@ class Reference:
             return lookup(*args)
         args = e.args
         if name in ("present", "valid"):
-            x = self.eval(args[0], local, soft)
+            x = self.evaluate(args[0], local, soft)
             if isinstance(x, (Text, Match)):
                 return 0.0 if self.spans(x) is None else 1.0
             if isinstance(x, Field):
@@ -466,7 +466,7 @@ class Reference:
             text = self.reference_text(args[0], local, soft)
             return None if text is None else tx.normalize_answer(text)
         if name in ("math_verify", "similarity"):
-            span = self.spans(self.eval(args[0], local, soft))
+            span = self.spans(self.evaluate(args[0], local, soft))
             other = self.reference_text(args[1], local, soft)
             text = None if span is None else self.completion[span[0]:span[1]]
             if name == "math_verify":
@@ -482,7 +482,7 @@ class Reference:
             return value if ok else None
         if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches",
                     "match_count", "occurrences"):
-            span = self.spans(self.eval(args[0], local, soft))
+            span = self.spans(self.evaluate(args[0], local, soft))
             batch = ([self.completion], [span])
             if span is None:
                 return None
@@ -504,7 +504,7 @@ class Reference:
             if name == "occurrences":
                 return tx.occurrences(*batch, args[1].value)[0][0]
             return tx.regex_matches(*batch, args[1].value)[0][0]
-        values = [self.eval(a, local, soft) for a in args]
+        values = [self.evaluate(a, local, soft) for a in args]
         if name in ("abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin"):
             def unary(v):
                 if name == "sqrt":
