@@ -353,17 +353,18 @@ def reduce_quantile(x, m, q: float):
 
 
 # ---- boxes (B, 4): x1, y1, x2, y2 ----------------------------------------------------------------
+# Boxes are the last dimension (x1, y1, x2, y2), so these also take broadcast lists of boxes.
 def area(b, mb):
-    w = (b[:, 2] - b[:, 0]).clamp(min=0)
-    h = (b[:, 3] - b[:, 1]).clamp(min=0)
-    return w * h, mb.all(dim=1)
+    w = (b[..., 2] - b[..., 0]).clamp(min=0)
+    h = (b[..., 3] - b[..., 1]).clamp(min=0)
+    return w * h, mb.all(dim=-1)
 
 
 def iou(a, ma, b, mb):
-    x1 = torch.maximum(a[:, 0], b[:, 0])
-    y1 = torch.maximum(a[:, 1], b[:, 1])
-    x2 = torch.minimum(a[:, 2], b[:, 2])
-    y2 = torch.minimum(a[:, 3], b[:, 3])
+    x1 = torch.maximum(a[..., 0], b[..., 0])
+    y1 = torch.maximum(a[..., 1], b[..., 1])
+    x2 = torch.minimum(a[..., 2], b[..., 2])
+    y2 = torch.minimum(a[..., 3], b[..., 3])
     inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
     area_a, va = area(a, ma)
     area_b, vb = area(b, mb)
@@ -372,8 +373,8 @@ def iou(a, ma, b, mb):
 
 
 def box_present(x, m):
-    """A box is there when all four coordinates are."""
-    valid = m.all(dim=1)
+    """A box is there when all four coordinates are (the validity of its area)."""
+    valid = area(x, m)[1]
     return valid.to(x.dtype), torch.ones_like(valid)
 
 
@@ -390,13 +391,10 @@ def matched_boxes(px, pm, gx, gm, threshold: float):
     """How many predicted boxes match a gold box one to one with IoU >= threshold: greedily, the
     pair with the highest IoU first (ties: the earlier prediction, then the earlier gold box).
     The loop runs min(P, G) times, a bound from the shapes, not from the data."""
-    p, g = px[:, :, None, :], gx[:, None, :, :]
-    inter = ((torch.minimum(p[..., 2], g[..., 2]) - torch.maximum(p[..., 0], g[..., 0])).clamp(min=0)
-             * (torch.minimum(p[..., 3], g[..., 3]) - torch.maximum(p[..., 1], g[..., 1])).clamp(min=0))
-    area_p = (p[..., 2] - p[..., 0]).clamp(min=0) * (p[..., 3] - p[..., 1]).clamp(min=0)
-    area_g = (g[..., 2] - g[..., 0]).clamp(min=0) * (g[..., 3] - g[..., 1]).clamp(min=0)
-    union = area_p + area_g - inter
-    overlap = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
+    p, g = px[:, :, None, :], gx[:, None, :, :]  # every predicted box against every gold box
+    overlap, defined = iou(p, torch.ones_like(p, dtype=torch.bool), g,
+                           torch.ones_like(g, dtype=torch.bool))
+    overlap = torch.where(defined, overlap, 0.0)  # two empty boxes overlap nothing
     pairs = pm[:, 1:, None] & gm[:, None, 1:]
     score = torch.where(pairs & (overlap >= threshold), overlap, -1.0)
     batch, predicted, gold = score.shape

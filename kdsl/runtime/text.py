@@ -218,7 +218,7 @@ def to_box(texts: list[str], spans: list[Span]):
     return values, valid
 
 
-_NUM = r"\s*([-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+_NUM = rf"\s*({_PLAIN_NUMBER.pattern})\s*"  # a plain number as a group, spaces around
 # One box: [x1, y1, x2, y2], (x1, y1, x2, y2) or the corner pairs (x1, y1), (x2, y2), on RE2.
 _BOX = re2.compile(rf"\[{_NUM},{_NUM},{_NUM},{_NUM}\]|\({_NUM},{_NUM},{_NUM},{_NUM}\)"
                   rf"|\({_NUM},{_NUM}\)\s*,?\s*\({_NUM},{_NUM}\)")
