@@ -161,6 +161,7 @@ class Extraction:
         self.columns = columns or {}
         self.similarity_model = similarity_model
         self.kept_spans: dict[str, list] = {}
+        self._column_texts: dict[str, list] = {}
 
     def keep_spans(self, spans: dict[str, list]) -> None:
         self.kept_spans.update(spans)
@@ -254,14 +255,13 @@ class Extraction:
         return tx.span_texts(self.texts, spans)
 
     def column_texts(self, name):
-        """A `str` column's raw values (missing values and NaN are ``None``)."""
-        out: list[str | None] = []
-        for value in list(self.columns[name]):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                out.append(None)
-            else:
-                out.append(str(value))
-        return out
+        """A `str` column's raw values (missing values and NaN are ``None``), read once a batch
+        however many checks compare with it."""
+        if name not in self._column_texts:
+            self._column_texts[name] = [
+                None if value is None or (isinstance(value, float) and math.isnan(value))
+                else str(value) for value in list(self.columns[name])]
+        return self._column_texts[name]
 
     def normalized(self, texts):
         """Each text normalised for exact match (``tx.normalize_answer``), as string ids."""

@@ -55,8 +55,10 @@ def math_verify(answers: Sequence[str | None], golds: Sequence[str | None],
     inside open-r1's ``len_reward`` and ``cosine_scaled_reward``: the gold read as LaTeX only, the
     boxed answer left unnormalised (``boxed=True``: a box with units is not read), and
     ``verify(answer, gold)`` (math-verify's comparison is not symmetric, so this order can differ).
-    With several boxes, math-verify reads the last one in both modes. Invalid where the gold cannot be parsed, where either
-    text is missing, or where the comparison fails or times out."""
+    With several boxes, math-verify reads the last one in both modes. Invalid where the gold
+    cannot be parsed, where either text is missing, or where the comparison fails or times out.
+
+    A group's completions share their gold answer: each distinct gold is parsed once."""
     if mode not in MATH_VERIFY_MODES:
         raise ValueError(f"unknown math_verify mode {mode!r}")
     mv, normalization = _math_verify()
@@ -69,13 +71,16 @@ def math_verify(answers: Sequence[str | None], golds: Sequence[str | None],
         answer_config = _answer_config(mv, normalization, True)
     values: list[float] = []
     valid: list[bool] = []
+    parsed_golds: dict[str, list] = {}
     for answer, gold in zip(answers, golds):
         if answer is None or gold is None:
             values.append(0.0)
             valid.append(False)
             continue
-        gold_parsed = mv.parse(gold[-MATH_VERIFY_MAX_CHARS:], extraction_config=gold_config,
-                               extraction_mode="first_match", parsing_timeout=timeout)
+        if gold not in parsed_golds:
+            parsed_golds[gold] = mv.parse(gold[-MATH_VERIFY_MAX_CHARS:], extraction_config=gold_config,
+                                          extraction_mode="first_match", parsing_timeout=timeout)
+        gold_parsed = parsed_golds[gold]
         if not gold_parsed:
             values.append(0.0)
             valid.append(False)
@@ -127,7 +132,8 @@ def sentence_model(model, device):
 def similarity(texts: Sequence[str | None], others: Sequence[str | None], model,
                device) -> tuple[list[float], list[bool]]:
     """Cosine similarity of the sentence embeddings of each pair, in -1..1; invalid where either
-    text is missing. Both sides of the batch are embedded in one call each."""
+    text is missing. Each distinct text of the batch is embedded once, in one call (a group's
+    completions share their reference)."""
     import torch
 
     if model is None:
@@ -140,9 +146,12 @@ def similarity(texts: Sequence[str | None], others: Sequence[str | None], model,
     if not pairs:
         return values, valid
     encoder = sentence_model(model, device)
-    left = encoder.encode([texts[i] for i in pairs], convert_to_tensor=True)
-    right = encoder.encode([others[i] for i in pairs], convert_to_tensor=True)
-    cosine = torch.nn.functional.cosine_similarity(left.float(), right.float(), dim=-1)
+    distinct = list(dict.fromkeys([texts[i] for i in pairs] + [others[i] for i in pairs]))
+    row = {text: k for k, text in enumerate(distinct)}
+    embedded = encoder.encode(distinct, convert_to_tensor=True).float()
+    left = embedded[[row[texts[i]] for i in pairs]]
+    right = embedded[[row[others[i]] for i in pairs]]
+    cosine = torch.nn.functional.cosine_similarity(left, right, dim=-1)
     for i, value in zip(pairs, cosine.tolist()):
         values[i] = value
         valid[i] = True
