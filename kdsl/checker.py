@@ -725,8 +725,7 @@ class Checker:
         left, right = self._unify_text(left, right, ctx, span)
         kinds = {left.type.kind, right.type.kind}
         name = _CMP_OPS[op]
-        if left.type.element == "enum" and left.type.kind == "field" or (
-                right.type.element == "enum" and right.type.kind == "field"):
+        if "enum" in (left.type.element, right.type.element):  # only fields have enum elements
             # per-pixel classes (a table applied to per-pixel values) against a class
             enums = {t.enum for t in (left.type, right.type)}
             if len(enums) != 1 or not {left.type.kind, right.type.kind} <= {"field", "enum"}:
@@ -929,6 +928,17 @@ class Checker:
                                                                  element="enum")
         return self.node("table", tuple(args), result, e.span, table=table.name)
 
+    def _text_or_column(self, expr: ast.Expr, ctx: _Ctx,
+                        wanted: str) -> tuple[tuple[Node, ...], str | None]:
+        """A text operand of the text phase: text from the completion (a node, no column), or a
+        `str` input column, read there by name (no node). ``wanted`` starts the error message."""
+        node = self.lower(expr, ctx)
+        if node.type.is_text:
+            return (self._as_text(node),), None
+        if node.op == "input" and node.type.kind == "str":
+            return (), node.attr("name")
+        raise self.error(f"{wanted}, not {node.type}", expr.span)
+
     @staticmethod
     def _literal(expr: ast.Expr, ctx: _Ctx) -> float | None:
         """A number written in the spec: a literal, or a def parameter bound to one (so a def can
@@ -1048,26 +1058,17 @@ class Checker:
             return self.node("occurrences", (text,), T.INT, span, literal=literal.value)
         if name == "normalize":
             arity(1)
-            x = self.lower(args[0], ctx)
-            if x.type.is_text:
-                return self.node("normalize", (self._as_text(x),), T.STR, span, column=None)
-            if x.op == "input" and x.type.kind == "str":
-                return self.node("normalize", (), T.STR, span, column=x.attr("name"))
-            raise self.error(f"normalize() takes text from the completion or a `str` input column, "
-                             f"not {x.type}", args[0].span)
+            operands, column = self._text_or_column(
+                args[0], ctx, "normalize() takes text from the completion or a `str` input column")
+            return self.node("normalize", operands, T.STR, span, column=column)
         if name in ("math_verify", "similarity"):
             arity(2, 3) if name == "math_verify" else arity(2)
             text = self._text_arg(args[0], ctx)
-            attrs: dict = {"column": None}
-            other = self.lower(args[1], ctx)
-            if other.type.is_text:
-                operands: tuple[Node, ...] = (text, self._as_text(other))
-            elif other.op == "input" and other.type.kind == "str":
-                operands = (text,)
-                attrs["column"] = other.attr("name")
-            else:
-                raise self.error(f"{name}() compares the text with a reference text: a `str` input "
-                                 f"column or text from the completion, not {other.type}", args[1].span)
+            other, column = self._text_or_column(
+                args[1], ctx, f"{name}() compares the text with a reference text: a `str` input "
+                "column or text from the completion")
+            operands = (text, *other)
+            attrs: dict = {"column": column}
             if name == "math_verify":
                 attrs["mode"] = "default"
                 if len(args) == 3:

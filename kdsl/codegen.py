@@ -250,15 +250,18 @@ class Generator:
         if n.op == "occurrences":
             return target + f"ex.occurrences(s{a}, {_lit(n.attr('literal'))})"
         if n.op == "normalize":
-            column = n.attr("column")
-            texts = f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{a})"
-            return target + f"ex.normalized({texts})"
+            return target + f"ex.normalized({self._texts(n, 0)})"
         if n.op in ("math_verify", "similarity"):
-            column = n.attr("column")
-            other = f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{n.args[1].id})"
             mode = f", {_lit(n.attr('mode'))}" if n.op == "math_verify" else ""
-            return target + f"ex.{n.op}(s{a}, {other}{mode})"
+            return target + f"ex.{n.op}(s{a}, {self._texts(n, 1)}{mode})"
         raise AssertionError(f"no text code for {n.op}")
+
+    @staticmethod
+    def _texts(n: Node, position: int) -> str:
+        """The texts of a text operand: a `str` column's values, or the spans of argument
+        ``position`` (see ``Checker._text_or_column``)."""
+        column = n.attr("column")
+        return f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{n.args[position].id})"
 
     @staticmethod
     def _span_ref(node: Node) -> str:

@@ -45,6 +45,8 @@ class Enum:
 
 class Reference:
     def __init__(self, spec_text: str):
+        self.batch: list | None = None  # while score_batch runs: every (completion, columns)
+        self.similarity_model = None
         self.spec = parse(spec_text)
         if self.spec.imports:
             raise NotImplementedError("the reference interpreter does not follow imports")
@@ -76,7 +78,7 @@ class Reference:
             raise NotImplementedError("batch reductions of def parameters")
         here = (self.completion, self.columns, self.cache)
         values = []
-        for completion, columns in getattr(self, "batch", None) or [(self.completion, self.columns)]:
+        for completion, columns in self.batch or [(self.completion, self.columns)]:
             self.completion, self.columns, self.cache = completion, columns, {}
             values.append(self.evaluate(expr, {}, None))
         self.completion, self.columns, self.cache = here
@@ -477,8 +479,7 @@ class Reference:
             else:
                 from kdsl.runtime.semantic import similarity
 
-                (value,), (ok,) = similarity([text], [other], getattr(self, "similarity_model", None),
-                                              "cpu")
+                (value,), (ok,) = similarity([text], [other], self.similarity_model, "cpu")
             return value if ok else None
         if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches",
                     "match_count", "occurrences"):
@@ -546,14 +547,7 @@ class Reference:
             boxes = [self.convert(v, "box") if isinstance(v, Text) else v for v in values]
             if any(b is None or None in b for b in boxes):
                 return None
-            def area(b):
-                return max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
-            if name == "area":
-                return area(boxes[0])
-            a, b = boxes
-            inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-            union = area(a) + area(b) - inter
-            return None if union == 0 else inter / union
+            return box_area(boxes[0]) if name == "area" else box_iou(*boxes)
         # reductions over a vector or per-pixel values
         x = values[0]
         items = x.values if isinstance(x, Field) else x
@@ -582,18 +576,21 @@ class Reference:
         raise NotImplementedError(name)
 
 
-def box_iou(a: list, b: list) -> float:
-    def area(box):
-        return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+def box_area(box: list) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def box_iou(a: list, b: list) -> float | None:
+    """Intersection over union; None (invalid) when both boxes are empty."""
     inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    union = area(a) + area(b) - inter
-    return inter / union if union > 0 else 0.0
+    union = box_area(a) + box_area(b) - inter
+    return None if union == 0 else inter / union
 
 
 def greedy_matches(predicted: list, gold: list, threshold: float) -> int:
     """One-to-one matches at IoU >= threshold, the highest IoU first (ties: earlier prediction,
     then earlier gold box)."""
-    pairs = sorted(((box_iou(p, g), -i, -j) for i, p in enumerate(predicted)
+    pairs = sorted(((box_iou(p, g) or 0.0, -i, -j) for i, p in enumerate(predicted)
                     for j, g in enumerate(gold)), reverse=True)
     used_p, used_g, count = set(), set(), 0
     for overlap, i, j in pairs:
