@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_time
 
 import kdsl
 from kdsl.runtime import execute
@@ -60,16 +60,6 @@ def numpy_loop(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         means[i] = nd.mean() if nd.size else np.nan
         fractions[i] = (nd > 0.3).mean() if nd.size else np.nan
     return means, fractions
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -23,14 +23,13 @@ import io
 import json
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from timing import median_time
 
 from kdsl import cli
 
@@ -187,15 +186,6 @@ def rewards(path: Path) -> list[float]:
         return [json.loads(line)["reward"] for line in f]
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def kdsl_in_process(spec: Path, data: Path, out: Path, workers: int) -> None:
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["score", str(spec), "--data", str(data), "--out", str(out), "--workers", str(workers)],
@@ -238,10 +228,13 @@ def main() -> None:
         for i, (x, y) in enumerate(zip(a, b)):
             assert abs(x - y) < 1e-5, f"row {i}: kdsl {x}, hand-written {y}"
 
-        t_hand = timed(lambda: hand_written(data, theirs, rules), args.repeats)
-        t_kdsl = timed(lambda: kdsl_in_process(spec, data, ours, args.workers), args.repeats)
-        t_one = timed(lambda: kdsl_in_process(spec, data, ours, 1), args.repeats)
-        t_process = timed(lambda: kdsl_subprocess(spec, data, ours, args.workers), args.repeats)
+        def timed(fn):  # every run reads and writes whole files: no warm-up run
+            return median_time(fn, args.repeats, warm_up=False)
+
+        t_hand = timed(lambda: hand_written(data, theirs, rules))
+        t_kdsl = timed(lambda: kdsl_in_process(spec, data, ours, args.workers))
+        t_one = timed(lambda: kdsl_in_process(spec, data, ours, 1))
+        t_process = timed(lambda: kdsl_subprocess(spec, data, ours, args.workers))
         size = data.stat().st_size
 
     from kdsl.scoring import available_cores

@@ -15,11 +15,10 @@ import argparse
 import json
 import random
 import re
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from timing import median_time
 
 import kdsl
 from kdsl.runtime import execute
@@ -213,16 +212,6 @@ def one_pass(completions, labels, golds, rules) -> list[float]:
                 gate_open = 1.0 if score >= 1 - 1e-6 else 0.0
         rewards.append(reward)
     return rewards
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
