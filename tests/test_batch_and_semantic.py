@@ -86,16 +86,9 @@ def test_a_batch_with_no_valid_value_makes_batch_reductions_invalid():
 
 
 def test_batch_reductions_compile_with_fullgraph():
-    from kdsl.runtime import execute
+    from compiled import eager_and_fullgraph
 
-    program = kdsl.loads(COUNTING)
-    module = program.module
-    ref = torch.zeros(len(COMPLETIONS))
-    interner = execute.col.Interner(module.STRINGS)
-    env = execute.prepare_columns(module, {}, len(COMPLETIONS), ref, interner)
-    module.extract(COMPLETIONS, env, execute.Extraction(COMPLETIONS, ref, interner))
-    eager = module.evaluate(env)
-    compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")(env)
+    eager, compiled = eager_and_fullgraph(kdsl.loads(COUNTING).module, COMPLETIONS, {})
     assert torch.equal(compiled["reward"], eager["reward"])
 
 

@@ -126,17 +126,11 @@ def test_checker_messages(body, message):
 
 
 def test_matching_compiles_with_fullgraph():
-    from kdsl.runtime import execute
+    from compiled import eager_and_fullgraph
 
-    program = kdsl.loads(DETECTION)
-    module = program.module
     completions = ["<answer>[0,0,10,10]</answer>", "<answer>[5,5,9,9] [0,0,2,2]</answer>"]
-    ref = torch.zeros(2)
-    interner = execute.col.Interner(module.STRINGS)
-    env = execute.prepare_columns(module, {"gold": [[[0, 0, 10, 10]], []]}, 2, ref, interner)
-    module.extract(completions, env, execute.Extraction(completions, ref, interner))
-    eager = module.evaluate(env)
-    compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")(env)
+    eager, compiled = eager_and_fullgraph(kdsl.loads(DETECTION).module, completions,
+                                          {"gold": [[[0, 0, 10, 10]], []]})
     assert torch.equal(compiled["reward"], eager["reward"])
 
 

@@ -77,17 +77,10 @@ def test_per_pixel_tables_match_numpy_and_the_reference():
 
 
 def test_per_pixel_tables_compile_with_fullgraph():
-    from kdsl.runtime import execute
+    from compiled import eager_and_fullgraph
 
-    module = kdsl.loads(SPEC).module
-    scenes = _scenes(1)
-    ref = torch.zeros(4)
-    interner = execute.col.Interner(module.STRINGS)
-    env = execute.prepare_columns(module, {"scene": list(scenes), "shallow_counts": [True] * 4}, 4,
-                                  ref, interner)
-    module.extract([""] * 4, env, execute.Extraction([""] * 4, ref, interner))
-    eager = module.evaluate(env)
-    compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")(env)
+    eager, compiled = eager_and_fullgraph(kdsl.loads(SPEC).module, [""] * 4,
+                                          {"scene": list(_scenes(1)), "shallow_counts": [True] * 4})
     assert torch.equal(compiled["reward"], eager["reward"])
 
 

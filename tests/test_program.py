@@ -377,17 +377,11 @@ def test_evaluate_compiles_with_fullgraph(demo):
 
 def test_raster_program_compiles_with_fullgraph():
     import numpy as np
-
-    program = kdsl.loads(RASTER)
-    from kdsl.runtime import execute
+    from compiled import eager_and_fullgraph
 
     patches = np.random.default_rng(1).uniform(0, 1, size=(3, 3, 4, 4)).astype(np.float32)
-    ref = torch.zeros(3)
-    interner = execute.col.Interner(program.module.STRINGS)
-    env = execute.prepare_columns(program.module, {"pixels": list(patches)}, 3, ref, interner)
-    program.module.extract([""] * 3, env, execute.Extraction([""] * 3, ref, interner))
-    compiled = torch.compile(program.module.evaluate, fullgraph=True, backend="eager")
-    assert torch.allclose(compiled(env)["reward"], program.module.evaluate(env)["reward"])
+    eager, compiled = eager_and_fullgraph(kdsl.loads(RASTER).module, [""] * 3, {"pixels": list(patches)})
+    assert torch.allclose(compiled["reward"], eager["reward"])
 
 
 def test_megabyte_completion_scores_in_linear_time(demo):
