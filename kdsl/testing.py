@@ -498,23 +498,23 @@ def coverage(suite: Suite) -> Coverage:
                     r.passed += 1
                 else:
                     r.failed += 1
-    rows, lines, note = _table_rows(suite)
-    return Coverage(list(rules.values()), rows, lines, note)
+    rows, lines = _table_rows(suite)
+    return Coverage(list(rules.values()), rows, lines)
 
 
-def _table_rows(suite: Suite) -> tuple[dict, dict, str]:
+def _table_rows(suite: Suite) -> tuple[dict, dict]:
     """Hits per row of the spec's own tables: the compiled program, run with a trace, records
-    which row decided each call (imported tables are covered by their own spec's cases)."""
-    from kdsl.parser import parse
+    which row decided each call (imported tables, named `alias.table`, are covered by their own
+    spec's cases)."""
     from kdsl.runtime import execute
 
-    spec = parse(Path(suite.spec).read_text(encoding="utf-8"), suite.spec)
-    rows = {t.name: [0] * len(t.rows) for t in spec.tables}
-    lines = {t.name: [r.span.line for r in t.rows] for t in spec.tables}
+    program = suite.program
+    own = [t for name, t in program.ir.tables.items() if "." not in name]
+    rows = {t.name: [0] * len(t.rows) for t in own}
+    lines = {t.name: [r.span.line for r in t.rows] for t in own}
     cases = [o.case for o in suite.outcomes if o.error is None]
     if not rows or not cases:
-        return rows, lines, ""
-    program = suite.program
+        return rows, lines
     trace: dict = {}
     columns = {name: [c.columns.get(name) for c in cases] for name in program.input_names}
     execute.run(program.module, [c.completion for c in cases], columns, trace=trace,
@@ -524,7 +524,7 @@ def _table_rows(suite: Suite) -> tuple[dict, dict, str]:
             for index in decided_by.reshape(-1).tolist():  # per sample, or per pixel
                 if index >= 0:
                     rows[name][index] += 1
-    return rows, lines, ""
+    return rows, lines
 
 
 # ---- JUnit XML --------------------------------------------------------------------------------------
