@@ -1,4 +1,5 @@
-"""Text checks that need a library: math answers (``math_verify``) and meaning (``similarity``).
+"""Text checks that need a library: math answers (``math_verify``) and meaning (``similarity``),
+and the models they and token counts load by path (sentence-transformers models, tokenizers).
 
 Both run in the text phase, once per batch, and take each completion's text with a reference
 text (from a dataset column or from the completion). The libraries are optional: kdsl imports
