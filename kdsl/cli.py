@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -334,12 +333,9 @@ def _print_scores(console: Console, program, completions, scores, as_json: bool 
             console.print(line)
 
 
-_EXAMPLE_BLOCK = re.compile(r"^\s*example\s+\"", re.MULTILINE)
-
-
 def _test_targets(paths: Sequence[str]) -> dict[str, list[Path]]:
     """Spec -> extra .kdtest.jsonl files named on the command line (companions are found anyway)."""
-    from kdsl.testing import JSONL_SUFFIX, companion_files, spec_for_jsonl
+    from kdsl.testing import JSONL_SUFFIX, companion_files, has_example_blocks, spec_for_jsonl
 
     targets: dict[str, list[Path]] = {}
     for name in paths:
@@ -348,7 +344,7 @@ def _test_targets(paths: Sequence[str]) -> dict[str, list[Path]]:
             # As the pytest plugin does: a spec found in a folder is tested when it has cases (a
             # library spec of defs and tables, such as spectral/indices, has none).
             for spec in sorted(path.rglob("*.kd")):
-                if companion_files(spec) or _EXAMPLE_BLOCK.search(spec.read_text(encoding="utf-8")):
+                if companion_files(spec) or has_example_blocks(spec.read_text(encoding="utf-8")):
                     targets.setdefault(str(spec), [])
         elif path.is_file() and path.name.endswith(JSONL_SUFFIX):
             spec = spec_for_jsonl(path)

@@ -12,12 +12,10 @@ Nothing heavy is imported until a spec is actually collected.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-_EXAMPLE = re.compile(r"^\s*example\s+\"", re.MULTILINE)
 _SUITES = pytest.StashKey[dict]()
 
 
@@ -34,7 +32,9 @@ def pytest_collect_file(file_path: Path, parent):
             text = file_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
-        if _EXAMPLE.search(text):
+        from kdsl.testing import has_example_blocks  # light: no torch, no lark
+
+        if has_example_blocks(text):
             return KdslCasesFile.from_parent(parent, path=file_path)
     return None
 

@@ -184,6 +184,14 @@ def jsonl_cases(path: str | Path, spec_path: str) -> list[Case]:
     return cases
 
 
+EXAMPLE_BLOCK = re.compile(r"^\s*example\s+\"", re.MULTILINE)
+
+
+def has_example_blocks(spec_text: str) -> bool:
+    """Whether a spec's text holds `example` blocks (found without parsing it)."""
+    return EXAMPLE_BLOCK.search(spec_text) is not None
+
+
 def companion_files(spec_path: str | Path) -> list[Path]:
     """``NAME.kdtest.jsonl`` and ``NAME.*.kdtest.jsonl`` beside ``NAME.kd``."""
     spec_path = Path(spec_path)
