@@ -16,6 +16,7 @@ from kdsl import ast
 from kdsl import types as T
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
 from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, TableIR
+from kdsl.limits import MAX_NESTING
 from kdsl.types import EnumType, Type
 
 SCALAR_TYPE_NAMES = ("float", "int", "bool", "str", "box", "boxes")
@@ -35,6 +36,7 @@ BUILTINS = (
     *BATCH_REDUCTIONS,
 )
 MATH_VERIFY_MODES = ("default", "open-r1-length")
+MAX_CALL_NOTES = 8  # "in `f`, called at ..." notes on one error, innermost first
 _CMP_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
 
 
@@ -75,6 +77,10 @@ class Checker:
         self._lowering: list[str] = []
         self._used: set[str] = set()
         self._completion: Node | None = None
+        self._depth = 0  # how deep `lower` is nested now
+        # Each def call with the same argument nodes lowers to the same node (the graph merges
+        # them anyway); remembering it keeps defs that call defs twice from taking exponential time.
+        self._expanded: dict[tuple, Node] = {}
 
     # ---- entry ----------------------------------------------------------------------------------
     def run(self) -> ProgramIR:
@@ -235,6 +241,8 @@ class Checker:
     # ---- pass: lower_definitions ----------------------------------------------------------------
     def lower_definitions(self) -> None:
         for decl in (*self.spec.outputs, *self.spec.lets):
+            if self._variables.get(decl.name) is not decl:
+                continue  # a duplicate, or a clash with an import: already reported
             node = self.variable(decl.name, decl.span, count_use=False)
             if node is None:
                 continue
@@ -261,10 +269,6 @@ class Checker:
                     "input", (), spec.type, {"name": name}, decl.span)
             else:
                 node = self.lower(decl.value, _Ctx(self.scope))
-                if isinstance(decl, ast.OutputDecl) and not node.is_text_phase and node.op not in (
-                        "to_enum", "to_number", "to_str", "to_box") and node.type.kind not in (
-                        "int", "float", "bool"):
-                    pass
         except _Failed:
             node = None
         finally:
@@ -434,7 +438,12 @@ class Checker:
 
     # ---- expressions -------------------------------------------------------------------------------
     def node(self, op: str, args: tuple[Node, ...], type_: Type, span: Span, **attrs) -> Node:
-        return self.graph.node(op, args, type_, attrs, span)
+        node = self.graph.node(op, args, type_, attrs, span)
+        if node.depth > MAX_NESTING:
+            raise self.error(f"this value is computed through more than {MAX_NESTING} nested "
+                             "operations (counting the lets and defs it uses); compute less of it "
+                             "in one chain", span)
+        return node
 
     def completion(self) -> Node:
         if self._completion is None:
@@ -446,7 +455,16 @@ class Checker:
 
     def lower(self, expr: ast.Expr, ctx: _Ctx, hint: Type | None = None) -> Node:
         method: Callable = getattr(self, f"lower_{type(expr).__name__.lower()}")
-        return method(expr, ctx, hint)
+        # Lowering recurses through expressions and into the defs they call; bounding it keeps a
+        # deep chain of defs a located error instead of a RecursionError.
+        if self._depth >= MAX_NESTING:
+            raise self.error(f"this expression nests more than {MAX_NESTING} levels deep, counting "
+                             "the defs it calls; split it into lets", expr.span)
+        self._depth += 1
+        try:
+            return method(expr, ctx, hint)
+        finally:
+            self._depth -= 1
 
     def lower_number(self, e: ast.Number, ctx: _Ctx, hint) -> Node:
         return self.node("const", (), T.INT if e.is_int else T.FLOAT, e.span, value=float(e.value))
@@ -887,14 +905,23 @@ class Checker:
                 if p.default is None:
                     raise self.error(f"`{qualified}` needs a value for `{p.name}`", e.span)
                 bound[p.name] = self.node("const", (), T.FLOAT, p.span, value=float(p.default))
+        key = (id(d), tuple((name, node.id) for name, node in sorted(bound.items())), ctx.soft)
+        if key in self._expanded:
+            return self._expanded[key]
         inner = _Ctx(scope, bound, ctx.soft, (*ctx.calls, qualified))
         try:
-            return self.lower(d.body, inner)
+            node = self._expanded[key] = self.lower(d.body, inner)
+            return node
         except _Failed:
-            self.sink.diagnostics[-1] = self.sink.diagnostics[-1].__class__(
-                **{**self.sink.diagnostics[-1].__dict__,
-                   "notes": (*self.sink.diagnostics[-1].notes,
-                             f"in `{qualified}`, called at {e.span}")})
+            last = self.sink.diagnostics[-1]
+            if len(last.notes) < MAX_CALL_NOTES:
+                note = f"in `{qualified}`, called at {e.span}"
+            elif len(last.notes) == MAX_CALL_NOTES:
+                note = "... (more def calls)"
+            else:
+                raise
+            self.sink.diagnostics[-1] = last.__class__(**{**last.__dict__,
+                                                          "notes": (*last.notes, note)})
             raise
 
     def call_table(self, table: TableIR, e: ast.Call, ctx: _Ctx) -> Node:

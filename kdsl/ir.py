@@ -31,6 +31,7 @@ class Node:
     attrs: tuple = ()
     span: Span = NO_SPAN
     id: int = 0
+    depth: int = 1  # the longest chain of operations below and including this one
 
     @property
     def is_text_phase(self) -> bool:
@@ -60,7 +61,8 @@ class GraphBuilder:
         found = self._nodes.get(key)
         if found is not None:
             return found
-        created = Node(op, args, type_, frozen_attrs, span, id=len(self.order) + 1)
+        created = Node(op, args, type_, frozen_attrs, span, id=len(self.order) + 1,
+                       depth=1 + max((a.depth for a in args), default=0))
         self._nodes[key] = created
         self.order.append(created)
         return created

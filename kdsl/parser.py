@@ -7,7 +7,7 @@ was expected in words a spec author knows.
 
 from __future__ import annotations
 
-import ast as _pyast
+import re
 from functools import lru_cache
 
 import lark
@@ -23,7 +23,14 @@ from lark.exceptions import (
 
 from kdsl import ast
 from kdsl.errors import Diagnostic, KdslError, KdslSyntaxError, Span, source_line
+from kdsl.limits import MAX_BANDS, MAX_NESTING, MAX_NUMBER, MAX_VERSION
 from kdsl.resources import grammar_path
+
+
+class _SpecError(Exception):
+    def __init__(self, message: str, span: Span):
+        super().__init__(message)
+        self.span = span
 
 
 class _DropBracketedNewlines:
@@ -108,19 +115,100 @@ def _span(meta_or_token, file: str) -> Span:
                 getattr(meta_or_token, "end_line", 0) or 0, getattr(meta_or_token, "end_column", 0) or 0)
 
 
-def _unquote(token: Token | str) -> str:
-    # literal_eval on a string token is safe: the grammar admits only a double-quoted literal.
-    return _pyast.literal_eval(str(token))
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+# Characters a spec may not hold anywhere (outside a string they are meaningless, inside one they
+# are invisible): C0 and C1 controls other than tab, newline, carriage return and form feed; the
+# bidirectional embedding, override and isolate controls, which make text read differently from
+# what it does ("Trojan source"); and lone surrogates, which are not characters at all.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+                        "\ud800-\udfff]")
 
 
-def _number(token: Token) -> float:
-    return float(str(token))
+def _char_name(char: str) -> str:
+    import unicodedata
+
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
 
 
-class _SpecError(Exception):
-    def __init__(self, message: str, span: Span):
-        super().__init__(message)
-        self.span = span
+def _forbidden_character(text: str, file: str) -> KdslSyntaxError | None:
+    """A located error for the first character that no spec may hold, or ``None``."""
+    found = _FORBIDDEN.search(text)
+    if found is None:
+        return None
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    char = found.group()
+    hint = f"; inside a string, write it as the escape \\u{ord(char):04x}"
+    if "\ud800" <= char <= "\udfff":
+        what, hint = f"a lone surrogate (U+{ord(char):04X}), which is not a character", ""
+    elif "\u202a" <= char <= "\u2069":
+        what = (f"the invisible bidirectional control {_char_name(char)}, which can make a spec "
+                "read differently from what it does")
+    else:
+        what = f"the control character {_char_name(char)}"
+    span = Span(file, line, column, line, column + 1)
+    return KdslSyntaxError(Diagnostic("error", f"the spec holds {what}{hint}", span,
+                                      source_line(text, line)))
+
+
+def _unquote(token: Token, file: str) -> str:
+    """The value of a string token. Escapes: ``\\\\ \\" \\n \\t \\r \\xNN \\uNNNN \\UNNNNNNNN``;
+    anything else after a backslash is an error (``"\\d"`` in a regex means ``"\\\\d"``), as is a
+    raw control character or an escape that names no character."""
+    body = str(token)[1:-1]
+    if "\\" not in body and "\r" not in body and "\x0c" not in body:
+        return body
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char in "\r\x0c":
+            name, escape = ("carriage return", "\\r") if char == "\r" else ("form feed", "\\x0c")
+            raise _string_error(token, i, 1, f"a string cannot hold a raw {name}; write {escape}",
+                                file)
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        code = body[i + 1:i + 2]
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+            i += 2
+            continue
+        if code in _HEX_ESCAPES:
+            digits = body[i + 2:i + 2 + _HEX_ESCAPES[code]]
+            if len(digits) != _HEX_ESCAPES[code] or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise _string_error(token, i, 2 + len(digits), f"`\\{code}` takes exactly "
+                                    f"{_HEX_ESCAPES[code]} hexadecimal digits", file)
+            value = int(digits, 16)
+            if value > 0x10FFFF or 0xD800 <= value <= 0xDFFF:
+                raise _string_error(token, i, 2 + len(digits), f"`\\{code}{digits}` is not a "
+                                    "Unicode character", file)
+            out.append(chr(value))
+            i += 2 + len(digits)
+            continue
+        shown = code if code.isprintable() else f"U+{ord(code):04X}" if code else ""
+        raise _string_error(token, i, 2, f"unknown escape `\\{shown}` in a string; the escapes "
+                            "are \\\\ \\\" \\n \\t \\r \\xNN \\uNNNN \\UNNNNNNNN (a regex writes "
+                            f"`\\\\{shown}` for `\\{shown}`)", file)
+    return "".join(out)
+
+
+def _string_error(token: Token, offset: int, width: int, message: str, file: str) -> _SpecError:
+    column = token.column + 1 + offset  # the opening quote is column `token.column`
+    return _SpecError(message, Span(file, token.line, column, token.line, column + width))
+
+
+def _number_value(token: Token, file: str) -> float:
+    value = float(str(token))
+    if value > MAX_NUMBER:
+        text = str(token) if len(str(token)) <= 24 else str(token)[:20] + "..."
+        raise _SpecError(f"the number {text} is too large: numbers in a spec are at most "
+                         f"{MAX_NUMBER:.4g} (the float32 range reward programs compute in)",
+                         Span(file, token.line, token.column, token.end_line, token.end_column))
+    return value
 
 
 @v_args(meta=True, inline=True)
@@ -175,6 +263,8 @@ class _Builder(Transformer):
     def header(self, meta, name, version, logic):
         if "." in str(version) or "e" in str(version).lower():
             raise _SpecError("a spec version is a whole number, such as `version 1`", self._tok(version))
+        if len(str(version).lstrip("0")) > 10 or int(str(version)) > MAX_VERSION:
+            raise _SpecError(f"a spec version is at most {MAX_VERSION}", self._tok(version))
         # The header's span stands for the whole spec in messages: the file's start may be a
         # comment, which would put a caret at the end of an unrelated line.
         return str(name), int(str(version)), logic or "product", self.s(meta)
@@ -183,7 +273,7 @@ class _Builder(Transformer):
         return str(name)
 
     def import_stmt(self, meta, path, alias):
-        return ast.Import(_unquote(path), str(alias), span=self.s(meta))
+        return ast.Import(_unquote(path, self.file), str(alias), span=self.s(meta))
 
     # ---- types --------------------------------------------------------------------------------
     def enum_decl(self, meta, name, members):
@@ -196,7 +286,7 @@ class _Builder(Transformer):
         return ast.EnumMember(str(name), synonyms or (), span=self.s(meta))
 
     def synonyms(self, meta, *strings):
-        return tuple(_unquote(s) for s in strings)
+        return tuple(_unquote(s, self.file) for s in strings)
 
     def input_block(self, meta, *decls):
         return tuple(d for d in decls if d is not None)
@@ -213,9 +303,12 @@ class _Builder(Transformer):
         return ast.TypeExpr(str(name), enum=decl, span=self.s(meta))
 
     def _size(self, token: Token) -> int:
-        value = float(str(token))
+        value = _number_value(token, self.file)
         if not value.is_integer() or value < 1:
             raise _SpecError(f"a size must be a positive whole number, not `{token}`", self._tok(token))
+        if value > MAX_BANDS:
+            raise _SpecError(f"a vector or raster has at most {MAX_BANDS} bands, not {value:.0f}",
+                             self._tok(token))
         return int(value)
 
     def vector_type(self, meta, size, bands):
@@ -341,14 +434,14 @@ class _Builder(Transformer):
     def mask_stmt(self, meta, mode, marker):
         if str(mode) not in ("after", "before"):
             raise _SpecError(f"`mask` takes `after` or `before`, not `{mode}`", self._tok(mode))
-        return ast.Mask(str(mode), _unquote(marker), span=self.s(meta))
+        return ast.Mask(str(mode), _unquote(marker, self.file), span=self.s(meta))
 
     # ---- examples -----------------------------------------------------------------------------
     def example_block(self, meta, title, *items):
         items = [i for i in items if i is not None]
         fields_ = tuple(i for i in items if isinstance(i, ast.ExampleField))
         expectations = tuple(e for i in items if isinstance(i, tuple) for e in i)
-        return ast.Example(_unquote(title), fields_, expectations, span=self.s(meta))
+        return ast.Example(_unquote(title, self.file), fields_, expectations, span=self.s(meta))
 
     def example_field(self, meta, name, value):
         return ast.ExampleField(str(name), value, span=self.s(meta))
@@ -357,7 +450,7 @@ class _Builder(Transformer):
         return tuple(expectations)
 
     def ex_string(self, meta, s):
-        return ast.ExampleValue("string", _unquote(s), span=self.s(meta))
+        return ast.ExampleValue("string", _unquote(s, self.file), span=self.s(meta))
 
     def ex_number(self, meta, n):
         return ast.ExampleValue("number", n.value, span=self.s(meta))
@@ -378,7 +471,7 @@ class _Builder(Transformer):
         return ast.ExampleValue("list", tuple(v for v in values if v is not None), span=self.s(meta))
 
     def ex_fixture(self, meta, path):
-        return ast.ExampleValue("fixture", _unquote(path), span=self.s(meta))
+        return ast.ExampleValue("fixture", _unquote(path, self.file), span=self.s(meta))
 
     def dotted(self, meta, *names):
         return tuple(str(n) for n in names)
@@ -397,7 +490,7 @@ class _Builder(Transformer):
                                tolerance=tolerance, span=self.s(meta))
 
     def expect_relative(self, meta, target, op, other):
-        return ast.Expectation("relative", target, op=str(op), other=_unquote(other), span=self.s(meta))
+        return ast.Expectation("relative", target, op=str(op), other=_unquote(other, self.file), span=self.s(meta))
 
     def tolerance(self, meta, value):
         return abs(value.value)
@@ -472,14 +565,14 @@ class _Builder(Transformer):
 
     def number(self, meta, token):
         text = str(token)
-        return ast.Number(float(text), is_int=text.isdigit(), span=self._tok(token))
+        return ast.Number(_number_value(token, self.file), is_int=text.isdigit(), span=self._tok(token))
 
     def negative_number(self, meta, token):
         text = str(token)
-        return ast.Number(-float(text), is_int=text.isdigit(), span=self.s(meta))
+        return ast.Number(-_number_value(token, self.file), is_int=text.isdigit(), span=self.s(meta))
 
     def strings(self, meta, *tokens):
-        values = tuple(_unquote(t) for t in tokens)
+        values = tuple(_unquote(t, self.file) for t in tokens)
         if len(values) == 1:
             return ast.String(values[0], span=self.s(meta))
         return ast.Strings(values, span=self.s(meta))
@@ -497,13 +590,13 @@ class _Builder(Transformer):
         return str(token)
 
     def tag_extractor(self, meta, position, tag, within):
-        name = _unquote(tag)
+        name = _unquote(tag, self.file)
         if not name or any(c in name for c in "<>/ \t\n"):
             raise _SpecError(f"a tag name is a bare word such as \"answer\", not {tag}", self._tok(tag))
         return ast.TagExtractor(position or "first", name, within, span=self.s(meta))
 
     def regex_extractor(self, meta, pattern, within):
-        return ast.RegexExtractor(_unquote(pattern), within, span=self.s(meta))
+        return ast.RegexExtractor(_unquote(pattern, self.file), within, span=self.s(meta))
 
 
 # Rule name -> the builder's plain method. Transformer would wrap each method in a new v_args
@@ -541,10 +634,19 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
     """
     if not text.endswith("\n"):
         text += "\n"
+    forbidden = _forbidden_character(text, file)
+    if forbidden is not None:
+        raise forbidden
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
+    too_deep = _first_too_deep(tree)
+    if too_deep is not None:
+        span = _span(too_deep.meta, file)
+        raise KdslSyntaxError(Diagnostic(
+            "error", f"this expression nests more than {MAX_NESTING} levels deep; split it into "
+            "lets", span, source_line(text, span.line)))
     try:
         return _Builder(file).transform(tree)
     except VisitError as err:
@@ -553,6 +655,19 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
             raise KdslSyntaxError(Diagnostic("error", str(inner), inner.span,
                                              source_line(text, inner.span.line))) from None
         raise
+
+
+def _first_too_deep(tree: lark.Tree) -> lark.Tree | None:
+    """The first node nested deeper than ``MAX_NESTING`` (searched without recursion, since the
+    point is to refuse trees that recursive stages could not handle)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return node
+        stack.extend((child, depth + 1) for child in reversed(node.children)
+                     if isinstance(child, lark.Tree))
+    return None
 
 
 def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
