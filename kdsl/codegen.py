@@ -8,6 +8,8 @@ came from. Spec strings appear only as ``repr`` literals. The same IR gives byte
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import PurePath
 
 from kdsl import __version__
@@ -34,20 +36,70 @@ class _Writer:
     def line(self, text: str = "", span: Span | None = None, indent: int = 0) -> None:
         code = "    " * indent + text
         if span is not None and span.line:
-            code = f"{code:<88}  # {PurePath(span.file).name}:{span.line}"
+            code = f"{code:<88}  # {quote(PurePath(span.file).name)}:{span.line}"
         self.lines.append(code.rstrip())
 
     def blank(self) -> None:
         self.lines.append("")
 
 
+# ---- the one way outside text enters generated source ------------------------------------------
+_KEEP = frozenset("\\'\"")  # characters quote() always escapes, printable or not
+_SHORT_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def quote(text: str) -> str:
+    """Text from a spec or the file system, escaped so it can stand anywhere in generated source:
+    between quotes of either kind (``'...'``, ``\"\"\"...\"\"\"``) or in a ``#`` comment.
+
+    Every text that reaches a generated module goes through here: spec strings and names, enum
+    labels, file names and paths in docstrings and ``# file:line`` comments. Backslashes, both
+    quote characters and every character that is not printable (line breaks of any kind, controls,
+    bidirectional marks, lone surrogates) become escapes, so the result holds no line break and
+    no quote that could end a string; read back as a string literal it is ``text`` again.
+
+    >>> print(quote('say "hi"\\nnow'))
+    say \\"hi\\"\\nnow
+    """
+    if text.isprintable() and not (_KEEP & set(text)):
+        return text
+    out = []
+    for char in text:
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+def generated_name(prefix: str, name: str) -> str:
+    """The Python identifier of a spec name in generated code: ``prefix`` + ``_`` + the name, where
+    ``_`` is written ``__`` and the ``.`` of an imported name ``_0``, so distinct names never meet
+    (a local table ``a_b`` is ``table_a__b``, an imported ``a.b`` is ``table_a_0b``). A name that is
+    not a (dotted) identifier is refused: only the grammar's names can get here."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a spec name: {name!r}")
+    return f"{prefix}_" + name.replace("_", "__").replace(".", "_0")
+
+
 def _lit(value) -> str:
     """A Python literal for a value from the spec (never spec text spliced into code)."""
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"no literal for the non-finite number {value}")
         if value.is_integer() and abs(value) < 1e15:
             return f"{value:.1f}"
         return repr(value)
-    if isinstance(value, (str, int, bool)) or value is None:
+    if isinstance(value, str):
+        return f"'{quote(value)}'"
+    if isinstance(value, (int, bool)) or value is None:
         return repr(value)
     if isinstance(value, tuple):
         inner = ", ".join(_lit(v) for v in value)
@@ -83,9 +135,9 @@ class Generator:
     def module(self) -> str:
         p = self.program
         w = _Writer()
-        source = PurePath(p.file).name
-        w.line(f'"""Reward program `{p.name}` version {p.version}, compiled by kdsl {__version__} '
-               f'from {source}.')
+        source = quote(PurePath(p.file).name)
+        w.line(f'"""Reward program `{quote(p.name)}` version {p.version}, compiled by kdsl '
+               f'{__version__} from {source}.')
         w.blank()
         w.line(f"Generated code: edit the spec and run `kdsl compile {source}` instead of editing this file.")
         w.line('"""')
@@ -276,10 +328,10 @@ class Generator:
 
     # ---- tables -------------------------------------------------------------------------------------
     def table(self, w: _Writer, table: TableIR) -> None:
-        fname = "table_" + table.name.replace(".", "_")
+        fname = generated_name("table", table.name)
         params = ", ".join(f"a{i}, v{i}" for i in range(len(table.params)))
         w.line(f"def {fname}({params}, dt, trace=None):", table.span)
-        w.line(f'"""Decision table `{table.name}`: the first matching row gives the result. With a '
+        w.line(f'"""Decision table `{quote(table.name)}`: the first matching row gives the result. With a '
                'trace, records which row decided each sample (-1: none), for row coverage."""',
                indent=1)
         numeric = table.result.kind != "enum"
@@ -337,40 +389,43 @@ class Generator:
                 continue
             code = self.tensor_line(node)
             if node.id in names:
-                code = f"{code}  # let {names[node.id]}"
+                code = f"{code}  # let {quote(names[node.id])}"
             w.line(code, node.span, indent=1)
         gates = []
         reward_terms = []
         for level in p.levels:
-            w.line(f"# level {level.name}{' (gate)' if level.gate else ''}", level.span, indent=1)
+            w.line(f"# level {quote(level.name)}{' (gate)' if level.gate else ''}", level.span,
+                   indent=1)
             parts = []
             for rule in level.rules:
                 when = f"x{rule.when.id}, m{rule.when.id}" if rule.when is not None else "None, None"
-                w.line(f"t_{rule.name}, a_{rule.name} = ops.rule(x{rule.body.id}, m{rule.body.id}, "
+                truth, applies = generated_name("t", rule.name), generated_name("a", rule.name)
+                w.line(f"{truth}, {applies} = ops.rule(x{rule.body.id}, m{rule.body.id}, "
                        f"{when}, {_lit(rule.invalid)})", rule.span, indent=1)
-                parts.append(f"(t_{rule.name}, a_{rule.name}, {_lit(float(rule.weight))})")
+                parts.append(f"({truth}, {applies}, {_lit(float(rule.weight))})")
             score = f"ops.level([{', '.join(parts)}], ref)"
             if gates:
                 score = f"{score} * {' * '.join(gates)}"
-            w.line(f"level_{level.name} = {score}", indent=1)
+            level_name = generated_name("level", level.name)
+            w.line(f"{level_name} = {score}", indent=1)
             if level.gate:
-                w.line(f"open_{level.name} = ops.gate(level_{level.name})", indent=1)
-                gates.append(f"open_{level.name}")
-            reward_terms.append(f"{_lit(float(level.weight))} * level_{level.name}")
+                w.line(f"{generated_name('open', level.name)} = ops.gate({level_name})", indent=1)
+                gates.append(generated_name("open", level.name))
+            reward_terms.append(f"{_lit(float(level.weight))} * {level_name}")
         w.line(f"reward = {' + '.join(reward_terms) if reward_terms else 'torch.zeros_like(ref)'}",
                indent=1)
         w.line("out = {", indent=1)
         w.line("'reward': reward,", indent=2)
         for rule in p.rules:
-            w.line(f"'rule.{rule.name}': t_{rule.name},", indent=2)
-            w.line(f"'applies.{rule.name}': a_{rule.name},", indent=2)
+            w.line(f"{_lit('rule.' + rule.name)}: {generated_name('t', rule.name)},", indent=2)
+            w.line(f"{_lit('applies.' + rule.name)}: {generated_name('a', rule.name)},", indent=2)
         for level in p.levels:
-            w.line(f"'level.{level.name}': level_{level.name},", indent=2)
+            w.line(f"{_lit('level.' + level.name)}: {generated_name('level', level.name)},", indent=2)
         w.line("}", indent=1)
         for name in self._scalar_lets():
             node = p.lets[name]
-            w.line(f"out['let.{name}'], out['valid.{name}'] = ops.observe(x{node.id}, m{node.id})",
-                   indent=1)
+            w.line(f"out[{_lit('let.' + name)}], out[{_lit('valid.' + name)}] = "
+                   f"ops.observe(x{node.id}, m{node.id})", indent=1)
         self.trace(w)
         w.line("return out", indent=1)
 
@@ -395,15 +450,15 @@ class Generator:
             return out + f"ops.const(ref, {_lit(float(value))})"
         if op == "str_const":
             return out + f"ops.const(ref, {self._string(n.attr('value'))}, torch.long)  # " + \
-                _lit(n.attr("value"))[:40]
+                quote(n.attr("value")[:40])
         if op == "lift":
             return out + f"ops.lift({args}, {n.attr('dims')})"
         if op == "band":
             nodata = n.args[0].type.nodata
             nodata = None if nodata is None else float(nodata)
-            return out + f"ops.band({args}, {n.attr('index')}, {_lit(nodata)})  # {n.attr('band')}"
+            return out + f"ops.band({args}, {n.attr('index')}, {_lit(nodata)})  # {quote(n.attr('band'))}"
         if op == "element":
-            return out + f"ops.select({args}, {n.attr('index')})  # {n.attr('band')}"
+            return out + f"ops.select({args}, {n.attr('index')})  # {quote(n.attr('band'))}"
         if op in _BINARY or op in _UNARY:
             return out + f"ops.{op}({args})"
         if op in _COMPARE:
@@ -424,7 +479,7 @@ class Generator:
         if op == "reduce_quantile":
             return out + f"ops.reduce_quantile({args}, {_lit(float(n.attr('q')))})"
         if op == "table":
-            return out + f"table_{n.attr('table').replace('.', '_')}({args}, dt, env.get('_trace'))"
+            return out + f"{generated_name('table', n.attr('table'))}({args}, dt, env.get('_trace'))"
         raise AssertionError(f"no tensor code for {op}")
 
 
