@@ -13,19 +13,20 @@ __version__ = "0.1.0"
 __all__ = ["KdslError", "Program", "Scores", "__version__", "load", "loads"]
 
 
-def load(path, *, similarity_model=None):
+def load(path, *, similarity_model=None, spec_path=()):
     """Parse, check and compile a ``.kd`` file into a ``Program``. ``similarity_model`` (a
-    sentence-transformers path or hub id, or a loaded model) backs ``similarity()``."""
+    sentence-transformers path or hub id, or a loaded model) backs ``similarity()``;
+    ``spec_path`` adds folders that imports may come from (see docs/security.md)."""
     from kdsl.program import load as _load
 
-    return _load(path, similarity_model=similarity_model)
+    return _load(path, similarity_model=similarity_model, spec_path=spec_path)
 
 
-def loads(text: str, name: str = "<string>", *, similarity_model=None):
+def loads(text: str, name: str = "<string>", *, similarity_model=None, spec_path=()):
     """Parse, check and compile spec text into a ``Program``."""
     from kdsl.program import loads as _loads
 
-    return _loads(text, name, similarity_model=similarity_model)
+    return _loads(text, name, similarity_model=similarity_model, spec_path=spec_path)
 
 
 def __getattr__(name: str):

@@ -145,6 +145,10 @@ output name whose format is unknown).""")
     explain.add_argument("--format", choices=("text", "json"), default="text",
                          help="json: one JSON object, for tools")
 
+    for command in (check, comp, score, train, test, explain):
+        command.add_argument("--spec-path", action="append", default=[], metavar="DIR",
+                             help="a folder that imports may also come from (repeatable; added "
+                                  "before the folders of KDSL_PATH)")
     for command in (score, train, test, explain):
         command.add_argument("--similarity-model", metavar="PATH", help="sentence-transformers model "
                              "(local path or hub id) for specs that use similarity()")
@@ -183,6 +187,17 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         os.environ["KDSL_SIMILARITY_MODEL"] = args.similarity_model
     if getattr(args, "tokenizer", None):
         os.environ["KDSL_TOKENIZER"] = args.tokenizer
+    if getattr(args, "spec_path", None):
+        # Through the environment, so scoring workers and the pytest plugin see the same folders.
+        from kdsl.compiler import SPEC_PATH_VARIABLE
+
+        for folder in args.spec_path:
+            if not Path(folder).is_dir():
+                console.error(f"kdsl {args.command}: error: --spec-path {folder} is not a folder")
+                return 2
+        given = [str(Path(f).resolve()) for f in args.spec_path]
+        os.environ[SPEC_PATH_VARIABLE] = os.pathsep.join(
+            [*given, *filter(None, os.environ.get(SPEC_PATH_VARIABLE, "").split(os.pathsep))])
     try:
         return _COMMANDS[args.command](args, console)
     except _UsageError as err:
@@ -218,11 +233,11 @@ def cmd_check(args, console: Console) -> int:
 
 def cmd_compile(args, console: Console) -> int:
     from kdsl.codegen import generate
-    from kdsl.compiler import compile_ir
+    from kdsl.compiler import compile_ir, read_spec_file
     from kdsl.ir import dump
 
     path = _existing(args.file)
-    ir, warnings = compile_ir(path.read_text(encoding="utf-8"), str(path))
+    ir, warnings = compile_ir(read_spec_file(path), str(path))
     console.diagnostics(warnings)
     text = dump(ir) if args.emit == "ir" else generate(ir)
     if args.output:

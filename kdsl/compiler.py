@@ -6,13 +6,16 @@ warnings) without importing torch, so ``kdsl check`` stays fast.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from kdsl import ast
 from kdsl.checker import Checker, Scope, check
 from kdsl.errors import Diagnostic, DiagnosticSink, KdslCheckError, KdslError, Span
 from kdsl.ir import ProgramIR
+from kdsl.limits import MAX_IMPORT_PATH, MAX_SPEC_BYTES
 from kdsl.parser import parse
 from kdsl.resources import library_dir
 
@@ -32,56 +35,161 @@ class CheckResult:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
 
-def resolve_import(path: str, importer: str) -> Path | None:
-    """A relative path from the importing file first, then the bundled ``domain_specs`` library."""
-    names = [path] if path.endswith(".kd") else [path + ".kd", path]
-    bases = []
-    importer_path = Path(importer)
-    if importer_path.is_file():
-        bases.append(importer_path.parent)
-    bases.append(library_dir())
-    for base in bases:
+SPEC_PATH_VARIABLE = "KDSL_PATH"
+
+
+def search_folders(spec_path: Sequence[str | Path] = ()) -> list[Path]:
+    """Folders an import may also come from: those given (``--spec-path``), then those in the
+    ``KDSL_PATH`` environment variable (separated like ``PATH``)."""
+    from_env = os.environ.get(SPEC_PATH_VARIABLE, "")
+    folders = [*spec_path, *(p for p in from_env.split(os.pathsep) if p)]
+    return [Path(f).expanduser().resolve() for f in folders]
+
+
+@dataclass(frozen=True)
+class ImportedFile:
+    """Where an import was found: the file, and the folder tree it may import from in turn."""
+
+    path: Path
+    root: Path
+
+
+class ImportRefused(Exception):
+    """An import that kdsl will not follow (outside the allowed folders, not a `.kd` file...)."""
+
+
+def resolve_import(path: str, importer_root: Path | None, importer_dir: Path | None,
+                   spec_path: Sequence[Path] = ()) -> ImportedFile | None:
+    """The spec an ``import "path"`` names, or ``None`` when there is none; ``ImportRefused``
+    when the path is not one kdsl follows.
+
+    The rule (docs/security.md): ``path`` is relative, written with ``/``; it is looked up beside
+    the importing spec, and must stay inside the importing spec's folder tree (the folder of the
+    spec being checked, or the search folder or library the importer came from); then in each
+    folder of ``spec_path`` (``--spec-path``, ``KDSL_PATH``) and in kdsl's bundled library, and
+    must stay inside that folder. ``.kd`` may be left out. The target is a ``.kd`` file; nothing
+    else is ever opened, so no file outside these folders can be read or quoted.
+    """
+    if not path or len(path) > MAX_IMPORT_PATH:
+        raise ImportRefused(f"an import path has 1 to {MAX_IMPORT_PATH} characters")
+    if "\0" in path or "\\" in path or any(not c.isprintable() for c in path):
+        raise ImportRefused("an import path is written with `/` and printable characters only")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or path.startswith("~") or (len(path) > 1 and path[1] == ":"):
+        raise ImportRefused("an import path is relative (to the importing spec, a --spec-path "
+                            "folder or kdsl's library), never absolute")
+    if any(len(part) > 255 for part in pure.parts):
+        raise ImportRefused("a part of an import path has at most 255 characters")
+    names = [path] if path.endswith(".kd") else [path + ".kd"]
+    places: list[Path] = []
+    if importer_dir is not None and importer_root is not None:
+        places.append(importer_root)
+    places.extend(spec_path)
+    places.append(library_dir().resolve())
+    escaped = False
+    for index, root in enumerate(places):
+        base = importer_dir if index == 0 and importer_dir is not None and importer_root is not None \
+            else root
         for name in names:
-            candidate = (base / name).resolve()
-            if candidate.is_file():
-                return candidate
+            try:
+                candidate = (base / name).resolve()
+            except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder
+                continue
+            if not candidate.is_relative_to(root):
+                escaped = True
+                continue
+            try:
+                if candidate.is_file():
+                    return ImportedFile(candidate, root)
+            except OSError:
+                continue
+    if escaped:
+        raise ImportRefused("the import path leaves the folders imports may come from (the "
+                            "importing spec's folder tree, --spec-path or KDSL_PATH folders and "
+                            "kdsl's library)")
     return None
 
 
-class _Importer:
-    def __init__(self, sink: DiagnosticSink):
-        self.sink = sink
-        self.loaded: dict[Path, Scope] = {}
+def read_spec_file(path: Path) -> str:
+    """The text of a spec file, or ``KdslError`` (never a traceback) when it is not one: not a
+    regular file, too large, unreadable, or not UTF-8 text."""
+    shown = _display_name(path)
+    try:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise KdslError(f"{shown} is {what}, not a spec file", Span(shown))
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise KdslError(f"{shown} has {size:,} bytes; a spec file has at most "
+                            f"{MAX_SPEC_BYTES:,}", Span(shown))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as err:
+        raise KdslError(f"cannot read {shown}: {err.strerror or err}", Span(shown)) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise KdslError(f"{shown} has more than {MAX_SPEC_BYTES:,} bytes; a spec file has at most "
+                        f"{MAX_SPEC_BYTES:,}", Span(shown))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise KdslError(f"{shown} is not UTF-8 text (byte {err.start} is not), so it is not a "
+                        "spec file", Span(shown)) from None
 
-    def resolve(self, spec: ast.Spec, scope: Scope, stack: tuple[Path, ...]) -> None:
+
+class _Importer:
+    def __init__(self, sink: DiagnosticSink, spec_path: Sequence[Path] = ()):
+        self.sink = sink
+        self.spec_path = tuple(spec_path)
+        self.loaded: dict[Path, Scope] = {}
+        self.roots: dict[str, Path] = {}  # a loaded spec's file name -> its folder tree
+
+    def resolve(self, spec: ast.Spec, scope: Scope, stack: tuple[Path, ...],
+                root: Path | None) -> None:
+        importer_dir = stack[-1].parent if stack else None
         for imp in spec.imports:
             if imp.alias in scope.imports:
                 self.sink.error(f"the import name `{imp.alias}` is used twice", imp.span)
                 continue
-            target = resolve_import(imp.path, spec.file)
-            if target is None:
-                self.sink.error(f"cannot find the spec \"{imp.path}\" (looked beside "
-                                f"{Path(spec.file).name} and in kdsl's domain_specs library)", imp.span)
+            try:
+                found = resolve_import(imp.path, root, importer_dir, self.spec_path)
+            except ImportRefused as refused:
+                self.sink.error(f"cannot import \"{_shown(imp.path)}\": {refused}", imp.span)
                 continue
+            if found is None:
+                self.sink.error(f"cannot find the spec \"{_shown(imp.path)}\" (looked beside "
+                                f"{Path(spec.file).name}, in --spec-path and KDSL_PATH folders "
+                                "and in kdsl's domain_specs library)", imp.span)
+                continue
+            target = found.path
             if target in stack:
                 chain = " -> ".join(p.name for p in (*stack[stack.index(target):], target))
                 self.sink.error(f"import cycle: {chain}", imp.span)
                 continue
             if target not in self.loaded:
-                text = target.read_text(encoding="utf-8")
                 file = _display_name(target)
+                try:
+                    text = read_spec_file(target)
+                except KdslError as err:
+                    self.sink.error(f"cannot import \"{_shown(imp.path)}\": {err.message}", imp.span)
+                    continue
                 self.sink.sources[file] = text
                 try:
                     imported = parse(text, file)
                 except KdslError as err:
                     self.sink.diagnostics.extend(err.diagnostics)
-                    self.sink.error(f"the imported spec \"{imp.path}\" has errors", imp.span)
+                    self.sink.error(f"the imported spec \"{_shown(imp.path)}\" has errors", imp.span)
                     continue
                 child = Scope(file, prefix=f"{imp.alias}.")
-                self.resolve(imported, child, (*stack, target))
+                self.resolve(imported, child, (*stack, target), found.root)
                 Checker(imported, child, self.sink).declare_names()
                 self.loaded[target] = child
             scope.imports[imp.alias] = self.loaded[target]
+
+
+def _shown(path: str) -> str:
+    """An import path as a message shows it: escaped, and shortened when it is very long."""
+    shown = path if len(path) <= 120 else path[:100] + "..." + path[-10:]
+    return shown.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
 
 def _display_name(path: Path) -> str:
@@ -92,16 +200,19 @@ def _display_name(path: Path) -> str:
         return str(path)
 
 
-def check_source(text: str, file: str = "<string>") -> CheckResult:
-    """Parse and check spec text (with its imports); collect every diagnostic."""
+def check_source(text: str, file: str = "<string>",
+                 spec_path: Sequence[str | Path] = ()) -> CheckResult:
+    """Parse and check spec text (with its imports); collect every diagnostic. ``spec_path``
+    adds folders that imports may come from (see ``resolve_import``)."""
     sink = DiagnosticSink(sources={file: text})
     try:
         spec = parse(text, file)
     except KdslError as err:
         return CheckResult(None, err.diagnostics, sink.sources)
     scope = Scope(file)
-    start = Path(file).resolve() if Path(file).is_file() else None
-    _Importer(sink).resolve(spec, scope, (start,) if start else ())
+    start = _existing_file(file)
+    importer = _Importer(sink, search_folders(spec_path))
+    importer.resolve(spec, scope, (start,) if start else (), start.parent if start else None)
     program = check(spec, scope, sink)
     program.examples = list(spec.examples)
     if not sink.has_errors:
@@ -112,20 +223,23 @@ def check_source(text: str, file: str = "<string>") -> CheckResult:
     return CheckResult(program, sink.sorted(), sink.sources)
 
 
-def check_file(path: str | Path) -> CheckResult:
-    path = Path(path)
+def _existing_file(file: str) -> Path | None:
+    """The resolved path of a spec given by file name, when it names a file on disk."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise KdslError(f"cannot read {path}: {err.strerror or err}", Span(str(path))) from None
-    except UnicodeDecodeError:
-        raise KdslError(f"{path} is not UTF-8 text", Span(str(path))) from None
-    return check_source(text, str(path))
+        path = Path(file)
+        return path.resolve() if path.is_file() else None
+    except (OSError, ValueError):  # a name with a NUL byte, or too long for the file system
+        return None
 
 
-def compile_ir(text: str, file: str = "<string>") -> tuple[ProgramIR, list[Diagnostic]]:
+def check_file(path: str | Path, spec_path: Sequence[str | Path] = ()) -> CheckResult:
+    return check_source(read_spec_file(Path(path)), str(path), spec_path)
+
+
+def compile_ir(text: str, file: str = "<string>",
+               spec_path: Sequence[str | Path] = ()) -> tuple[ProgramIR, list[Diagnostic]]:
     """The checked IR of a spec, or ``KdslCheckError`` with every error found."""
-    result = check_source(text, file)
+    result = check_source(text, file, spec_path)
     if result.errors:
         raise KdslCheckError(result.errors)
     assert result.program is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from kdsl.codegen import generate
-from kdsl.compiler import compile_ir
+from kdsl.compiler import compile_ir, read_spec_file
 from kdsl.errors import Diagnostic, KdslError, Span
 from kdsl.ir import ProgramIR, dump
 
@@ -196,11 +196,13 @@ class Program:
                 f"{len(self.ir.rules)} rules>")
 
 
-def loads(text: str, name: str = "<string>", *, similarity_model=None) -> Program:
+def loads(text: str, name: str = "<string>", *, similarity_model=None,
+          spec_path: Sequence[str | Path] = ()) -> Program:
     """Parse, check and compile spec text. Errors raise ``KdslError`` with every problem found.
     ``similarity_model`` backs ``similarity()`` (a sentence-transformers path or hub id, or a
-    loaded model); it can also be set later as ``program.similarity_model``."""
-    ir, warnings = compile_ir(text, name)
+    loaded model); it can also be set later as ``program.similarity_model``. ``spec_path`` adds
+    folders that imports may come from (as ``--spec-path`` and ``KDSL_PATH`` do)."""
+    ir, warnings = compile_ir(text, name, spec_path)
     if not ir.levels:
         raise KdslError(f"{ir.name} has no levels, so there is nothing to score; add a `level` "
                         "with rules", Span(name, 1, 1))
@@ -209,11 +211,10 @@ def loads(text: str, name: str = "<string>", *, similarity_model=None) -> Progra
     return program
 
 
-def load(path: str | Path, *, similarity_model=None) -> Program:
-    """Parse, check and compile a ``.kd`` file (imports resolve beside it, then in the library)."""
+def load(path: str | Path, *, similarity_model=None,
+         spec_path: Sequence[str | Path] = ()) -> Program:
+    """Parse, check and compile a ``.kd`` file (imports resolve beside it, in ``spec_path`` and
+    ``KDSL_PATH`` folders, then in the library)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise KdslError(f"cannot read {path}: {err.strerror or err}", Span(str(path))) from None
-    return loads(text, str(path), similarity_model=similarity_model)
+    return loads(read_spec_file(path), str(path), similarity_model=similarity_model,
+                 spec_path=spec_path)
