@@ -19,7 +19,9 @@ from kdsl.runtime import text as tx
 
 
 def completion_texts(completions: Sequence) -> list[str]:
-    """Plain strings, or TRL's conversational form (a list of messages: the last one's content)."""
+    """Plain strings, or TRL's conversational form (a list of messages: the last one's content).
+    Lone surrogates become U+FFFD (``text.clean_text``), so every string a tokenizer or a dataset
+    can hold scores."""
     if isinstance(completions, str):
         raise KdslDataError("completions must be a list of strings, not one string")
     texts = []
@@ -27,11 +29,11 @@ def completion_texts(completions: Sequence) -> list[str]:
         if completion is None:
             texts.append("")
         elif isinstance(completion, str):
-            texts.append(completion)
+            texts.append(tx.clean_text(completion))
         elif isinstance(completion, (list, tuple)):
-            texts.append(_message_text(completion, row))
+            texts.append(tx.clean_text(_message_text(completion, row)))
         elif isinstance(completion, Mapping) and "content" in completion:
-            texts.append(_content(completion["content"], row))
+            texts.append(tx.clean_text(_content(completion["content"], row)))
         else:
             raise KdslDataError(f"completion {row}: expected a string or a list of chat messages, "
                                 f"got {type(completion).__name__}")
@@ -62,10 +64,12 @@ def _content(content, row: int) -> str:
 
 
 def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interner: col.Interner,
-                    problems: list | None = None) -> dict:
+                    problems: list | None = None,
+                    invalid: col.InvalidValues | None = None) -> dict:
     """Each input column as (value, mask) tensors in a new env. A wrong value raises
     ``KdslDataError``, unless ``problems`` is a list: then it receives ``(row, column, message)``
-    and the value is made invalid (see :mod:`kdsl.runtime.columns`)."""
+    and the value is made invalid. ``invalid`` counts the missing and non-finite values (see
+    :mod:`kdsl.runtime.columns`)."""
     env: dict[str, torch.Tensor] = {"_ref": ref}
     device, dtype = ref.device, ref.dtype
     for name, kind, node, options in module.INPUTS:
@@ -75,23 +79,23 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
                                 f"{module.SPEC}); columns given: {known}")
         column = columns[name]
         if kind in ("float", "int"):
-            x, m = col.numbers(column, name, n, device, dtype, problems)
+            x, m = col.numbers(column, name, n, device, dtype, problems, invalid)
         elif kind == "bool":
-            x, m = col.bools(column, name, n, device, dtype, problems)
+            x, m = col.bools(column, name, n, device, dtype, problems, invalid)
         elif kind == "enum":
             x, m = col.enums(column, name, n, device, module.ENUM_LOOKUP[options["enum"]],
-                             module.ENUMS[options["enum"]], problems)
+                             module.ENUMS[options["enum"]], problems, invalid)
         elif kind == "str":
-            x, m = col.strings(column, name, n, device, interner, problems)
+            x, m = col.strings(column, name, n, device, interner, problems, invalid)
         elif kind == "vector":
-            x, m = col.vectors(column, name, n, options["size"], device, dtype, problems)
+            x, m = col.vectors(column, name, n, options["size"], device, dtype, problems, invalid)
         elif kind == "box":
-            x, m = col.boxes(column, name, n, device, dtype, problems)
+            x, m = col.boxes(column, name, n, device, dtype, problems, invalid)
         elif kind == "boxes":
-            x, m = col.box_lists(column, name, n, device, dtype, problems)
+            x, m = col.box_lists(column, name, n, device, dtype, problems, invalid)
         elif kind == "raster":
             x, m = col.rasters(column, name, n, options["size"], options.get("nodata"), device, dtype,
-                               problems)
+                               problems, invalid)
         else:  # pragma: no cover - the checker admits no other input kinds
             raise KdslDataError(f"input `{name}` has an unknown kind {kind}")
         env[f"x{node}"], env[f"m{node}"] = x, m
@@ -101,7 +105,7 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
         tokenizer=None, evaluate=None, spans: dict | None = None,
         trace: dict | None = None, problems: list | None = None,
-        similarity_model=None) -> dict[str, torch.Tensor]:
+        similarity_model=None, invalid: col.InvalidValues | None = None) -> dict[str, torch.Tensor]:
     """Score one batch with a compiled program module (or its globals); returns the dict of
     ``module.evaluate`` (or of ``evaluate``, a compiled version of it). If ``spans`` is a dict, it
     receives the character spans of the outputs that rules act ``on``: name -> per completion
@@ -115,6 +119,7 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
 
     If ``problems`` is a list, a wrong column value does not raise: it is appended as ``(row,
     column, message)`` and scored as an invalid value (for scorers that report bad rows and go on).
+    If ``invalid`` is a ``columns.InvalidValues``, it counts the missing and non-finite values.
 
     ``similarity_model`` (a path, hub id, or an object with ``encode``) backs ``similarity()``;
     without it the ``KDSL_SIMILARITY_MODEL`` environment variable is used."""
@@ -126,7 +131,7 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         device = next((c.device for c in columns.values() if isinstance(c, torch.Tensor)), "cpu")
     ref = torch.zeros(n, dtype=dtype, device=device)
     interner = col.Interner(module.STRINGS)
-    env = prepare_columns(module, columns, n, ref, interner, problems)
+    env = prepare_columns(module, columns, n, ref, interner, problems, invalid)
     if module.NEEDS_TOKENIZER and tokenizer is None:
         if not os.environ.get("KDSL_TOKENIZER"):
             raise KdslDataError(f"{module.SPEC} counts tokens: pass tokenizer= (a transformers "
@@ -260,7 +265,7 @@ class Extraction:
         if name not in self._column_texts:
             self._column_texts[name] = [
                 None if value is None or (isinstance(value, float) and math.isnan(value))
-                else str(value) for value in list(self.columns[name])]
+                else tx.clean_text(str(value)) for value in list(self.columns[name])]
         return self._column_texts[name]
 
     def normalized(self, texts):

@@ -78,20 +78,24 @@ def math_verify(answers: Sequence[str | None], golds: Sequence[str | None],
             values.append(0.0)
             valid.append(False)
             continue
-        if gold not in parsed_golds:
-            parsed_golds[gold] = mv.parse(gold[-MATH_VERIFY_MAX_CHARS:], extraction_config=gold_config,
-                                          extraction_mode="first_match", parsing_timeout=timeout)
-        gold_parsed = parsed_golds[gold]
-        if not gold_parsed:
-            values.append(0.0)
-            valid.append(False)
-            continue
-        answer_parsed = mv.parse(answer[-MATH_VERIFY_MAX_CHARS:], extraction_config=answer_config,
-                                 extraction_mode="first_match", parsing_timeout=timeout)
-        first, second = (gold_parsed, answer_parsed) if mode == "default" else (answer_parsed, gold_parsed)
+        # Any failure of math-verify on one row (hostile text can reach corners of its parser)
+        # makes that row's value unknown; it never stops the batch.
         try:
+            if gold not in parsed_golds:
+                parsed_golds[gold] = mv.parse(gold[-MATH_VERIFY_MAX_CHARS:],
+                                              extraction_config=gold_config,
+                                              extraction_mode="first_match", parsing_timeout=timeout)
+            gold_parsed = parsed_golds[gold]
+            if not gold_parsed:
+                values.append(0.0)
+                valid.append(False)
+                continue
+            answer_parsed = mv.parse(answer[-MATH_VERIFY_MAX_CHARS:], extraction_config=answer_config,
+                                     extraction_mode="first_match", parsing_timeout=timeout)
+            first, second = (gold_parsed, answer_parsed) if mode == "default" else (
+                answer_parsed, gold_parsed)
             equal = mv.verify(first, second, timeout_seconds=timeout)
-        except Exception:  # noqa: BLE001 - any failure of the comparison makes the value unknown
+        except Exception:  # noqa: BLE001 - see above
             values.append(0.0)
             valid.append(False)
             continue

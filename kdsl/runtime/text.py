@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import re2
 
+from kdsl.limits import MAX_BOXES
+
 Span = tuple[int, int] | None
 
 # Python's `re` is used only for these fixed patterns, which cannot backtrack badly: each is a
@@ -24,6 +26,24 @@ _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)
 # Coordinates are separated by commas, so a box reads plain numbers without thousands separators.
 _PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 _WORD_EDGE_PUNCT = " \t\r\n\"'`*_.,;:!?()[]{}<>"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (the replacement character).
+
+    A Python string can hold lone surrogates (``"a\\ud800b"``: a tokenizer or a JSON file can make
+    them) although they are not characters, and UTF-8 cannot encode them, so RE2 and the
+    libraries behind math_verify() and similarity() reject them. Replacing each by one character
+    keeps every character offset, so spans still point into the original text.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def normalize_term(text: str) -> str:
@@ -119,11 +139,30 @@ def regex_matches(texts: list[str], within: list[Span], pattern: str) -> tuple[l
     return values, [s is not None for s in within]
 
 
+@lru_cache(maxsize=256)
+def _compile_bytes_regex(pattern: str):
+    return re2.compile(pattern.encode("utf-8"))
+
+
 def regex_count(texts: list[str], within: list[Span], pattern: str) -> tuple[list[float], list[bool]]:
-    """How many non-overlapping matches each span holds (Python's ``len(re.findall(...))``)."""
+    """How many non-overlapping matches each span holds (Python's ``len(re.findall(...))``).
+
+    ASCII text is searched as bytes: the wrapper then skips converting every match's offsets
+    back to characters, which costs more than the matching itself when a hostile text holds
+    hundreds of thousands of matches. Other text is searched as a string, so an empty match never
+    lands inside a multi-byte character."""
     compiled = compile_regex(pattern)
-    values = [0.0 if s is None else float(sum(1 for _ in compiled.finditer(_within(t, s))))
-              for t, s in zip(texts, within)]
+    values = []
+    for text, span in zip(texts, within):
+        if span is None:
+            values.append(0.0)
+            continue
+        piece = _within(text, span)
+        if piece.isascii():
+            matches = _compile_bytes_regex(pattern).finditer(piece.encode("ascii"))
+        else:
+            matches = compiled.finditer(piece)
+        values.append(float(sum(1 for _ in matches)))
     return values, [s is not None for s in within]
 
 
@@ -226,14 +265,19 @@ _BOX = re2.compile(rf"\[{_NUM},{_NUM},{_NUM},{_NUM}\]|\({_NUM},{_NUM},{_NUM},{_N
 
 def to_boxes(texts: list[str], spans: list[Span]) -> list[list | None]:
     """Every box written in each span, in order ([] where the text holds none; None where there
-    is no text). A box with its corners out of order is kept: it overlaps nothing."""
+    is no text, or more than ``MAX_BOXES`` boxes: a batch pads every row to its longest list, so
+    one hostile completion must not size the whole batch). A box with its corners out of order
+    is kept: it overlaps nothing."""
     out: list[list | None] = []
     for text, span in zip(texts, spans):
         if span is None:
             out.append(None)
             continue
-        boxes = []
-        for match in _BOX.finditer(_within(text, span)):
+        boxes: list | None = []
+        for count, match in enumerate(_BOX.finditer(_within(text, span))):
+            if count == MAX_BOXES:  # written boxes, counted whether or not their numbers are finite
+                boxes = None
+                break
             numbers = [float(g) for g in match.groups() if g is not None]
             if all(math.isfinite(v) for v in numbers):
                 boxes.append(numbers)
