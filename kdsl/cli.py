@@ -89,6 +89,8 @@ output name whose format is unknown).""")
     score.add_argument("--max-bad-rows", type=int, default=0, metavar="N",
                        help="exit 0 as long as at most N rows are bad (default 0)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+    score.add_argument("--strict", action="store_true", help="a row with a missing or non-finite "
+                       "value (None, NaN, inf, 1e309) is a bad row, not an invalid value")
     score.add_argument("--set", action="append", default=[], metavar="COLUMN=VALUE",
                        help="a column value for every --completion")
     score.add_argument("--json", action="store_true", help="print one JSON object per completion "
@@ -113,6 +115,8 @@ output name whose format is unknown).""")
                        help="print level rewards and rule satisfaction every N steps")
     train.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation of the "
                        "embedded example")
+    train.add_argument("--strict", action="store_true", help="stop when a dataset value is missing "
+                       "or not finite, instead of training on it as invalid")
 
     test = sub.add_parser("test", help="run a spec's labelled examples (example blocks and "
                                        "NAME.kdtest.jsonl beside NAME.kd)")
@@ -126,6 +130,8 @@ output name whose format is unknown).""")
                            "reach each table row")
     test.add_argument("--fail-under", type=float, metavar="PERCENT",
                       help="exit 1 when coverage is below PERCENT (implies --coverage)")
+    test.add_argument("--strict", action="store_true",
+                      help="a case with a missing or non-finite column value is an error")
     test.add_argument("--mutate", action="store_true",
                       help="nudge thresholds, comparisons and table cells and report the "
                            "mutations no example catches")
@@ -293,7 +299,7 @@ def cmd_score(args, console: Console) -> int:
                 program, data, out=args.out, stream=console.out,
                 output="jsonl" if args.json else "text", batch_size=args.batch_size,
                 workers=args.workers, report=console.error,
-                progress=console.err if show_bar else None, spec=spec)
+                progress=console.err if show_bar else None, spec=spec, strict=args.strict)
             if args.json and not rows_on_stdout:
                 console.print(json.dumps(summary.as_dict()))
             elif args.json:  # stdout carries the rows as JSON lines only
@@ -379,7 +385,7 @@ def cmd_test(args, console: Console) -> int:
     suites, shown, problems = [], {}, []
     for spec, extra in _test_targets(args.paths).items():
         try:
-            suite = testing.run_suite(testing.load_suite(spec, extra))
+            suite = testing.run_suite(testing.load_suite(spec, extra), strict=args.strict)
         except KdslError as err:
             problems.extend(err.diagnostics)
             continue
@@ -443,7 +449,8 @@ def cmd_train(args, console: Console) -> int:
         spec=args.file, model=args.model, dataset=args.dataset, config=args.config,
         output_dir=args.output_dir, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_targets=[t for t in args.lora_targets.split(",") if t], resume=args.resume,
-        table_every=args.table_every, overrides=overrides, evaluate=not args.no_eval)
+        table_every=args.table_every, overrides=overrides, evaluate=not args.no_eval,
+        strict=args.strict)
     summary = training.train(options, argv=["kdsl", "train", *sys.argv[2:]])
     console.print(json.dumps(summary, indent=2))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from kdsl import ast
@@ -174,7 +175,7 @@ class _Importer:
                     continue
                 self.sink.sources[file] = text
                 try:
-                    imported = parse(text, file)
+                    imported = _parse_import(text, file)
                 except KdslError as err:
                     self.sink.diagnostics.extend(err.diagnostics)
                     self.sink.error(f"the imported spec \"{_shown(imp.path)}\" has errors", imp.span)
@@ -184,6 +185,14 @@ class _Importer:
                 Checker(imported, child, self.sink).declare_names()
                 self.loaded[target] = child
             scope.imports[imp.alias] = self.loaded[target]
+
+
+@lru_cache(maxsize=32)
+def _parse_import(text: str, file: str) -> ast.Spec:
+    """An imported spec's syntax tree. The tree is immutable, so specs that a process checks
+    again and again (the library's 280 spectral indices, in a test run or a fuzzer) are parsed
+    once per text."""
+    return parse(text, file)
 
 
 def _shown(path: str) -> str:

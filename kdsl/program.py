@@ -138,23 +138,25 @@ class Program:
         return self
 
     def outputs(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
-                **columns) -> dict[str, torch.Tensor]:
+                invalid=None, **columns) -> dict[str, torch.Tensor]:
         """The raw output dict of the generated module's ``evaluate``."""
         from kdsl.runtime import execute
 
         return execute.run(self.module, completions, columns, device=device, dtype=dtype,
                            tokenizer=tokenizer, evaluate=self._evaluate,
-                           similarity_model=self.similarity_model)
+                           similarity_model=self.similarity_model, invalid=invalid)
 
     def score(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
-              **columns) -> Scores:
-        """Score a batch: completions (strings or chat messages) and one column per input."""
+              invalid=None, **columns) -> Scores:
+        """Score a batch: completions (strings or chat messages) and one column per input.
+        ``invalid`` (a ``kdsl.runtime.columns.InvalidValues``) counts the missing and non-finite
+        column values, which score as invalid."""
         from kdsl.runtime import execute
 
         spans: dict[str, list] = {}
         out = execute.run(self.module, completions, columns, device=device, dtype=dtype,
                           tokenizer=tokenizer, evaluate=self._evaluate, spans=spans,
-                          similarity_model=self.similarity_model)
+                          similarity_model=self.similarity_model, invalid=invalid)
         scores = Scores.from_outputs(out)
         scores.spans = spans
         return scores

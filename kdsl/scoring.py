@@ -86,6 +86,7 @@ class Job:
     source: str  # the data file, as messages name it
     input_format: str  # jsonl | parquet
     output_format: str  # jsonl | csv | parquet | text (human-readable lines)
+    strict: bool = False  # a row with an invalid value (missing, not finite) is a bad row
 
 
 @dataclass
@@ -134,6 +135,7 @@ class ChunkResult:
     bad: int
     messages: list[list[str]]  # the problems of the first bad rows, rendered, one list a row
     totals: Totals
+    invalid: object = None  # columns.InvalidValues of the chunk, rows counted from its start
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Summary:
     levels: dict[str, float | None]
     rules: dict[str, dict]  # name -> {"level", "applied", "rate"}
     missing: dict[str, int]  # input -> good rows without a value (absent or null)
+    invalid: dict = field(default_factory=dict)  # column -> reason -> {"count", "rows"}
 
     @property
     def rows_per_second(self) -> float:
@@ -157,7 +160,8 @@ class Summary:
     def as_dict(self) -> dict:
         return {"source": self.source, "rows": self.rows, "scored": self.scored, "bad": self.bad,
                 "seconds": round(self.seconds, 3), "mean_reward": self.mean_reward,
-                "levels": self.levels, "rules": self.rules, "missing": self.missing}
+                "levels": self.levels, "rules": self.rules, "missing": self.missing,
+                "invalid": self.invalid}
 
     def render(self) -> str:
         def number(value, digits=4):
@@ -166,10 +170,14 @@ class Summary:
         lines = [f"{self.source}: {self.rows:,} rows, {self.scored:,} scored, {self.bad:,} bad "
                  f"in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)",
                  f"mean reward {number(self.mean_reward)}"]
-        missing = [f"{name} {count:,}" for name, count in self.missing.items() if count]
-        if missing:
-            lines.append("rows without a value (absent or null; scored as invalid): "
-                         + ", ".join(missing))
+        if self.invalid:
+            from kdsl.runtime.columns import InvalidValues
+
+            found = InvalidValues(
+                counts={c: {r: v["count"] for r, v in rs.items()} for c, rs in self.invalid.items()},
+                rows={c: {r: v["rows"] for r, v in rs.items()} for c, rs in self.invalid.items()})
+            lines.append("invalid values, scored as invalid (--strict makes their rows bad rows):")
+            lines += [f"  {line}" for line in found.lines()]
         width = max([len("level")] + [len(name) for name in self.levels])
         lines += ["", f"{'level':<{width}}  {'mean':>8}"]
         lines += [f"{name:<{width}}  {number(value):>8}" for name, value in self.levels.items()]
@@ -353,6 +361,7 @@ class ChunkScorer:
     def score(self, chunk: Chunk) -> ChunkResult:
         import torch
 
+        from kdsl.runtime import columns as col
         from kdsl.runtime import execute
 
         problems: dict[int, list[tuple[str | None, str]]] = {}
@@ -363,12 +372,18 @@ class ChunkScorer:
             columns, texts = self._parse_parquet(chunk, problems)
         n = len(texts)
         column_problems: list[tuple[int, str, str]] = []
+        invalid = col.InvalidValues(keep=None if self.job.strict else col.FIRST_ROWS)
         with torch.no_grad():
             out = execute.run(self.program.module, texts, columns, problems=column_problems,
                               evaluate=getattr(self.program, "_evaluate", None),
-                              similarity_model=getattr(self.program, "similarity_model", None))
+                              similarity_model=getattr(self.program, "similarity_model", None),
+                              invalid=invalid)
         for i, name, message in column_problems:
             problems.setdefault(i, []).append((name, message))
+        if self.job.strict:
+            for i, found in invalid.by_row().items():
+                for name, reason in found:
+                    problems.setdefault(i, []).append((name, f"{reason} (--strict)"))
 
         values = torch.stack([out["reward"]] + [out[f"level.{name}"] for name in self.levels]
                              + [out[f"rule.{name}"] for name in self.rules], 1).to(torch.float32).numpy()
@@ -384,7 +399,12 @@ class ChunkScorer:
                   for i in sorted(problems)}
         output = getattr(self, f"_format_{self.job.output_format}")(chunk, values, applies, bad,
                                                                     errors, texts)
-        return ChunkResult(chunk.first_row, n, chunk.size, output, len(problems), messages, totals)
+        if self.job.strict:
+            invalid.keep = col.FIRST_ROWS  # only the first rows travel back to the summary
+            invalid.rows = {c: {r: rows[:col.FIRST_ROWS] for r, rows in reasons.items()}
+                            for c, reasons in invalid.rows.items()}
+        return ChunkResult(chunk.first_row, n, chunk.size, output, len(problems), messages, totals,
+                           invalid)
 
     def _totals(self, values, applies, bad, columns) -> Totals:
         levels = len(self.levels)
@@ -696,19 +716,21 @@ class _Progress:
 def score_file(program, data: str | Path, *, out: str | Path | None = None,
                stream=None, output: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                workers: int = 0, report: Callable[[str], None] | None = None,
-               progress=None, spec: str | Path | None = None) -> Summary:
+               progress=None, spec: str | Path | None = None, strict: bool = False) -> Summary:
     """Score every row of ``data`` (jsonl or parquet) with ``program``, writing per-row results to
     ``out`` (format from its suffix) or, without ``out``, to ``stream`` as ``output`` ("jsonl" or
     "text"). Bad rows are passed to ``report`` (the first ``SHOWN_PROBLEMS``), counted and written
     with an error. ``workers``: processes to score in (0: one per core for large files, else 1).
     ``progress``: a terminal stream for a progress bar, or None. ``spec``: the spec's path, which
-    worker processes that cannot inherit ``program`` compile again."""
+    worker processes that cannot inherit ``program`` compile again. Missing and non-finite column
+    values are counted per column in the summary; ``strict`` makes each row holding one a bad
+    row."""
     global _parent_program
     data = Path(data)
     input_format = data_format(data)
     out_format = output_format(out) if out is not None else (output or "jsonl")
     job = Job(spec=str(spec or program.ir.file), source=str(data), input_format=input_format,
-              output_format=out_format)
+              output_format=out_format, strict=strict)
     if program.module.NEEDS_TOKENIZER and not os.environ.get("KDSL_TOKENIZER"):
         raise KdslError(f"{program.name} counts tokens (`length(..., tokens)`), which needs a "
                         "tokenizer: give --tokenizer PATH (or set KDSL_TOKENIZER)")
@@ -737,6 +759,9 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     sink = None
     bar = None
     totals = Totals.zero(len(scorer.levels), len(scorer.rules), len(scorer.inputs))
+    from kdsl.runtime.columns import InvalidValues
+
+    invalid = InvalidValues()
     rows = bad = shown = 0
 
     def start_bar() -> None:
@@ -751,6 +776,8 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
         rows += result.rows
         bad += result.bad
         totals.add(result.totals)
+        if result.invalid:
+            invalid.merge(result.invalid, result.first_row)
         for messages in result.messages[:SHOWN_PROBLEMS - shown]:
             for message in messages:
                 report(message)
@@ -796,11 +823,11 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     if bad > shown:
         report(f"{data}: {bad - shown:,} more bad rows not shown ({bad:,} in all); each is in the "
                "output with its `error`")
-    return _summary(scorer, str(data), rows, bad, totals, time.perf_counter() - started)
+    return _summary(scorer, str(data), rows, bad, totals, time.perf_counter() - started, invalid)
 
 
 def _summary(scorer: ChunkScorer, source: str, rows: int, bad: int, totals: Totals,
-             seconds: float) -> Summary:
+             seconds: float, invalid) -> Summary:
     def mean(total, count):
         return None if count == 0 else round(float(total) / count, 6)
 
@@ -811,7 +838,10 @@ def _summary(scorer: ChunkScorer, source: str, rows: int, bad: int, totals: Tota
         rules={name: {"level": scorer.rule_levels[name], "applied": int(totals.applied[k]),
                       "rate": mean(totals.truth[k], totals.applied[k])}
                for k, name in enumerate(scorer.rules)},
-        missing={name: int(totals.missing[k]) for k, name in enumerate(scorer.inputs)})
+        missing={name: int(totals.missing[k]) for k, name in enumerate(scorer.inputs)},
+        invalid={column: {reason: {"count": count, "rows": invalid.rows[column][reason]}
+                          for reason, count in sorted(reasons.items())}
+                 for column, reasons in sorted(invalid.counts.items())})
 
 
 def _score_in_pool(job: Job, chunks: Iterator[Chunk], workers: int,

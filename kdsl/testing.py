@@ -234,6 +234,8 @@ class Outcome:
     checks: list[Check] = field(default_factory=list)
     observed: dict = field(default_factory=dict)
     error: str | None = None
+    # columns of the case whose value was invalid (missing, not finite): `(column, reason)`
+    invalid: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -325,10 +327,10 @@ def _target_kind(target: tuple[str, ...], rules, levels, lets) -> tuple[str | No
     return None, head
 
 
-def _score(program, cases: Sequence[Case]):
+def _score(program, cases: Sequence[Case], invalid=None):
     names = program.input_names
     columns = {name: [c.columns.get(name) for c in cases] for name in names}
-    return program.score([c.completion for c in cases], **columns)
+    return program.score([c.completion for c in cases], invalid=invalid, **columns)
 
 
 def _observe(program, scores, count: int) -> list[dict]:
@@ -350,15 +352,21 @@ def _observe(program, scores, count: int) -> list[dict]:
     return out
 
 
-def run_suite(suite: Suite) -> Suite:
+def run_suite(suite: Suite, strict: bool = False) -> Suite:
     """Score every case (one batch; cases whose data cannot be used are reported one by one) and
-    check its expectations."""
+    check its expectations. A case whose columns hold a missing or non-finite value is scored
+    with that value invalid, and the outcome says so; ``strict`` makes such a case an error."""
+    from kdsl.runtime.columns import InvalidValues
+
     program, cases = suite.program, suite.cases
     observed: list[dict | None] = [None] * len(cases)
     errors: list[str | None] = [None] * len(cases)
+    found: dict[int, list[tuple[str, str]]] = {}
     if cases:
+        good = list(range(len(cases)))
+        invalid = InvalidValues(keep=None)
         try:
-            observed = _observe(program, _score(program, cases), len(cases))
+            batch = _observe(program, _score(program, cases, invalid), len(cases))
         except KdslDataError:
             good = []
             for i, case in enumerate(cases):
@@ -367,18 +375,24 @@ def run_suite(suite: Suite) -> Suite:
                     good.append(i)
                 except KdslDataError as err:
                     errors[i] = f"{case.where}: {err.message.replace('row 0, ', '')}"
-            if good:
-                batch = _observe(program, _score(program, [cases[i] for i in good]), len(good))
-                for i, obs in zip(good, batch):
-                    observed[i] = obs
+            invalid = InvalidValues(keep=None)
+            batch = _observe(program, _score(program, [cases[i] for i in good], invalid),
+                             len(good)) if good else []
+        for i, obs in zip(good, batch):
+            observed[i] = obs
+        found = {good[row]: values for row, values in invalid.by_row().items()}
     by_name = {c.name: obs for c, obs in zip(cases, observed)}
     outcomes = []
-    for case, obs, error in zip(cases, observed, errors):
+    for index, (case, obs, error) in enumerate(zip(cases, observed, errors)):
+        invalid_here = found.get(index, [])
+        if error is None and strict and invalid_here:
+            error = f"{case.where}: " + "; ".join(f"column `{column}`: {reason}"
+                                                  for column, reason in invalid_here) + " (--strict)"
         if error is not None:
-            outcomes.append(Outcome(case, error=error))
+            outcomes.append(Outcome(case, error=error, invalid=invalid_here))
             continue
         checks = [_check(e, obs, by_name) for e in case.expectations]
-        outcomes.append(Outcome(case, checks, obs))
+        outcomes.append(Outcome(case, checks, obs, invalid=invalid_here))
     suite.outcomes = outcomes
     return suite
 
@@ -590,6 +604,12 @@ def format_results(suites: Sequence[Suite], shown: dict[str, set[str]]) -> str:
         rows = [["PASS" if o.passed else ("ERROR" if o.error else "FAIL"), o.case.name,
                  str(len(o.checks)), o.case.where] for o in outcomes]
         lines += ["  " + r for r in _table(rows, ["result", "case", "checks", "where"])]
+        with_invalid = [o for o in outcomes if o.invalid and o.error is None]
+        if with_invalid:
+            lines.append("  invalid values, scored as invalid (--strict makes these cases errors):")
+            for o in with_invalid:
+                values = "; ".join(f"column `{column}`: {reason}" for column, reason in o.invalid)
+                lines.append(f"    {o.case.name} ({o.case.where}): {values}")
         for outcome in outcomes:
             if outcome.passed:
                 continue

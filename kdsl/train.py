@@ -41,6 +41,7 @@ class TrainOptions:
     table_every: int = 10
     overrides: dict = field(default_factory=dict)
     evaluate: bool = True  # held-out evaluation before and after, when the embedded data is used
+    strict: bool = False  # missing or non-finite dataset values stop the run instead of a warning
     callbacks: list = field(default_factory=list)  # more transformers TrainerCallbacks
 
 
@@ -75,9 +76,10 @@ def load_rows(source: str):
         raise KdslDataError(f"cannot load dataset {source}: {type(err).__name__}: {err}") from None
 
 
-def check_dataset(program, dataset) -> list[str]:
+def check_dataset(program, dataset, invalid=None) -> list[str]:
     """Problems that would stop training: each missing column, and for each mistyped column
-    its first bad row (numbered from 0, as in the file)."""
+    its first bad row (numbered from 0, as in the file). ``invalid`` (a
+    ``columns.InvalidValues``) counts the missing and non-finite values, which train as invalid."""
     from kdsl.runtime import columns as col
     from kdsl.runtime.execute import prepare_columns
 
@@ -101,7 +103,8 @@ def check_dataset(program, dataset) -> list[str]:
             continue
         single = SimpleNamespace(INPUTS=(entry,), ENUM_LOOKUP=module.ENUM_LOOKUP, ENUMS=module.ENUMS)
         try:
-            prepare_columns(single, {name: dataset[name]}, n, ref, col.Interner(module.STRINGS))
+            prepare_columns(single, {name: dataset[name]}, n, ref, col.Interner(module.STRINGS),
+                            invalid=invalid)
         except KdslDataError as err:
             problems.append(err.message)
     return problems
@@ -269,8 +272,26 @@ def _read_config(path: str) -> dict:
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    """The newest complete checkpoint in ``output_dir`` (see :mod:`kdsl.checkpoints`)."""
+    from kdsl.checkpoints import newest_complete
+
+    return newest_complete(Path(output_dir))[0]
+
+
+def _resume_point(output_dir: Path, console) -> Path:
+    """The checkpoint ``--resume`` continues from; newer incomplete ones are named and set aside."""
+    from kdsl.checkpoints import newest_complete, set_aside
+
+    found, skipped = newest_complete(output_dir)
+    for item in skipped:
+        moved = set_aside(item.folder)
+        console.print(f"[yellow]--resume: skipped {item.folder.name}: {item.reason}; moved it to "
+                      f"{moved.name}[/yellow]", markup=True)
+    if found is None:
+        raise KdslError(f"--resume: no checkpoint to resume from in {output_dir}"
+                        + (f" ({len(skipped)} incomplete ones set aside)" if skipped else ""))
+    console.print(f"resuming from {found}")
+    return found
 
 
 def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None) -> dict:
@@ -295,7 +316,19 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         defaults = dict(landsat.DEFAULT_TRAINING)
     else:
         dataset = load_rows(options.dataset)
-    problems = check_dataset(program, dataset)
+    from kdsl.runtime.columns import InvalidValues
+
+    invalid = InvalidValues()
+    problems = check_dataset(program, dataset, invalid)
+    if invalid:
+        lines = invalid.lines()
+        if options.strict:
+            problems += [f"{line} (--strict)" for line in lines]
+        else:
+            console.print("[yellow]invalid values in the dataset, trained on as invalid "
+                          "(--strict stops instead):[/yellow]")
+            for line in lines:
+                console.print(f"  {line}", markup=False)
     if problems:
         where = options.dataset or "embedded dataset"
         raise KdslDataError(f"the dataset does not fit spec {program.name}:\n" +
@@ -306,9 +339,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
     output_dir = Path(options.output_dir or Path("runs") / f"{program.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     resume_from = None
     if options.resume:
-        resume_from = last_checkpoint(output_dir)
-        if resume_from is None:
-            raise KdslError(f"--resume: no checkpoint-* folder in {output_dir}")
+        resume_from = _resume_point(output_dir, console)
     config = build_config(options, defaults, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     folder = write_run_folder(output_dir, program, spec_path, config, options, argv)

@@ -73,7 +73,44 @@ class KdslGRPOTrainer(GRPOTrainer):
         self._kdsl_cache.device = self.accelerator.device
         self._kdsl_aligner = None
 
-    # The one override ----------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        # Old checkpoints are rotated away only once this one is marked complete (see
+        # kdsl.checkpoints), so a kill while saving always leaves the previous one usable.
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        from kdsl.checkpoints import mark_complete
+
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = Path(self._get_output_dir(trial=trial))
+            mark_complete(run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
+                          self.state.global_step)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+    def _issue_warnings_after_load(self, load_result):
+        # A model with tied weights (lm_head sharing the embedding) saves the shared tensor once,
+        # so resuming reports `lm_head.weight` missing although loading the embedding filled it:
+        # the two are one tensor. Only keys that really stayed unloaded are worth a warning.
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        missing = set(load_result.missing_keys)
+
+        def filled_by_a_tie(key: str) -> bool:
+            target = params.get(key)
+            return target is not None and any(
+                other.data_ptr() == target.data_ptr() for name, other in params.items()
+                if name != key and name not in missing)
+
+        kept = [k for k in load_result.missing_keys if not filled_by_a_tie(k)]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=kept))
+
+    # The one override of the training step --------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         return self.kdsl_apply(output)

@@ -49,12 +49,13 @@ class InvalidValues:
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     rows: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    keep: int | None = FIRST_ROWS  # rows kept per column and reason (None: all of them)
 
     def note(self, column: str, row: int, reason: str) -> None:
         per_column = self.counts.setdefault(column, {})
         per_column[reason] = per_column.get(reason, 0) + 1
         first = self.rows.setdefault(column, {}).setdefault(reason, [])
-        if len(first) < FIRST_ROWS:
+        if self.keep is None or len(first) < self.keep:
             first.append(row)
 
     def note_mask(self, column: str, invalid: Tensor, reason: str, offset: int = 0) -> None:
@@ -70,7 +71,8 @@ class InvalidValues:
                 per_column = self.counts.setdefault(column, {})
                 per_column[reason] = per_column.get(reason, 0) + count
                 first = self.rows.setdefault(column, {}).setdefault(reason, [])
-                first.extend(r + offset for r in other.rows[column][reason][:FIRST_ROWS - len(first)])
+                room = None if self.keep is None else max(self.keep - len(first), 0)
+                first.extend(r + offset for r in other.rows[column][reason][:room])
 
     def total(self, column: str | None = None) -> int:
         columns = [column] if column is not None else list(self.counts)
@@ -78,6 +80,15 @@ class InvalidValues:
 
     def __bool__(self) -> bool:
         return bool(self.counts)
+
+    def by_row(self) -> dict[int, list[tuple[str, str]]]:
+        """Each kept row's ``(column, reason)`` pairs (every row, when ``keep`` is None)."""
+        out: dict[int, list[tuple[str, str]]] = {}
+        for column, reasons in self.rows.items():
+            for reason, rows in reasons.items():
+                for row in rows:
+                    out.setdefault(row, []).append((column, reason))
+        return out
 
     def lines(self) -> list[str]:
         """One line per column: ``column `v`: 2 missing (rows 3, 9), 1 not a finite number
