@@ -624,16 +624,14 @@ class Checker:
         return self.node("tag", (within,), T.TEXT, e.span, name=e.tag, position=e.position)
 
     def lower_regexextractor(self, e: ast.RegexExtractor, ctx: _Ctx, hint) -> Node:
-        import re2
+        from kdsl.runtime.text import RegexError, compile_regex
 
         within = self._text_arg(e.within, ctx) if e.within is not None else self.completion()
         try:
-            compiled = re2.compile(e.pattern)
-        except re2.error as err:
-            reason = err.args[0] if err.args else ""
-            reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-            raise self.error(f"this regex is not accepted ({reason}); kdsl regexes use RE2 syntax, "
-                             "which runs in linear time: no backreferences or lookaround",
+            compiled = compile_regex(e.pattern)
+        except RegexError as err:
+            raise self.error(f"this regex is not accepted ({err.reason}); kdsl regexes use RE2 "
+                             "syntax, which runs in linear time: no backreferences or lookaround",
                              e.span) from None
         groups = tuple(sorted(compiled.groupindex, key=compiled.groupindex.get))
         return self.node("regex", (within,), Type("record", groups=groups), e.span, pattern=e.pattern)
@@ -652,7 +650,10 @@ class Checker:
             self._require_truth(operand, e.operand.span, "`not`")
             return self.node("not", (operand,), operand.type, e.span, logic=self.program.logic)
         self._require_numeric(operand, e.operand.span, "`-`")
-        return self.node("neg", (operand,), self._arith_type(operand.type, operand.type, "-"), e.span)
+        # A negated vector or per-pixel value keeps its shape, as the unary math functions do.
+        out = operand.type if operand.type.extra_dims else self._arith_type(
+            operand.type, operand.type, "-")
+        return self.node("neg", (operand,), out, e.span)
 
     def lower_binary(self, e: ast.Binary, ctx: _Ctx, hint) -> Node:
         left = self.lower(e.left, ctx)

@@ -188,13 +188,14 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         console.error(parser.format_usage().rstrip())
         console.error("kdsl: error: choose a command: check, compile, score, test, explain, train or report")
         return 2
+    # Options that reach the code that reads them through the environment, in this process and in
+    # scoring workers alike, for the length of the command.
+    settings = {}
     if getattr(args, "similarity_model", None):
-        # Read where similarity() is computed, in this process and in scoring workers alike.
-        os.environ["KDSL_SIMILARITY_MODEL"] = args.similarity_model
+        settings["KDSL_SIMILARITY_MODEL"] = args.similarity_model
     if getattr(args, "tokenizer", None):
-        os.environ["KDSL_TOKENIZER"] = args.tokenizer
+        settings["KDSL_TOKENIZER"] = args.tokenizer
     if getattr(args, "spec_path", None):
-        # Through the environment, so scoring workers and the pytest plugin see the same folders.
         from kdsl.compiler import SPEC_PATH_VARIABLE
 
         for folder in args.spec_path:
@@ -202,8 +203,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
                 console.error(f"kdsl {args.command}: error: --spec-path {folder} is not a folder")
                 return 2
         given = [str(Path(f).resolve()) for f in args.spec_path]
-        os.environ[SPEC_PATH_VARIABLE] = os.pathsep.join(
+        settings[SPEC_PATH_VARIABLE] = os.pathsep.join(
             [*given, *filter(None, os.environ.get(SPEC_PATH_VARIABLE, "").split(os.pathsep))])
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         return _COMMANDS[args.command](args, console)
     except _UsageError as err:
@@ -212,6 +215,12 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except KdslError as err:
         console.diagnostics(err.diagnostics)
         return 1
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _existing(path: str) -> Path:

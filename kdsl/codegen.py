@@ -189,7 +189,13 @@ class Generator:
         w.line("}")
         w.line(f"BOOL_LOOKUP = {_lit(BOOL_LOOKUP)}")
         w.line("INPUTS = (")
-        inputs = {n.attr("name"): n for n in self.nodes if n.op == "input"}
+        # The inputs the program reads: those with a live node, and `str` inputs that the text
+        # phase reads by column name (normalize, math_verify, similarity), so a missing or bad
+        # column is reported like any other.
+        by_column = {n.attr("column") for n in self.nodes if n.attr("column")}
+        live = {n.id for n in self.nodes}
+        inputs = {n.attr("name"): n for n in p.nodes if n.op == "input" and (
+            n.id in live or n.attr("name") in by_column)}
         for name, spec in p.inputs.items():
             node = inputs.get(name)
             if node is None:

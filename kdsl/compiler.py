@@ -7,6 +7,7 @@ warnings) without importing torch, so ``kdsl check`` stays fast.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -116,10 +117,11 @@ def read_spec_file(path: Path) -> str:
     regular file, too large, unreadable, or not UTF-8 text."""
     shown = _display_name(path)
     try:
-        if not path.is_file():
-            what = "a folder" if path.is_dir() else "not a regular file"
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise KdslError(f"{shown} is {what}, not a spec file", Span(shown))
-        size = path.stat().st_size
+        size = info.st_size
         if size > MAX_SPEC_BYTES:
             raise KdslError(f"{shown} has {size:,} bytes; a spec file has at most "
                             f"{MAX_SPEC_BYTES:,}", Span(shown))
@@ -127,6 +129,9 @@ def read_spec_file(path: Path) -> str:
             data = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise KdslError(f"cannot read {shown}: {err.strerror or err}", Span(shown)) from None
+    except ValueError:  # a NUL byte in the name, which no file system allows
+        raise KdslError(f"cannot read {shown}: a file name cannot hold a NUL byte",
+                        Span(shown)) from None
     if len(data) > MAX_SPEC_BYTES:
         raise KdslError(f"{shown} has more than {MAX_SPEC_BYTES:,} bytes; a spec file has at most "
                         f"{MAX_SPEC_BYTES:,}", Span(shown))
@@ -202,11 +207,13 @@ def _shown(path: str) -> str:
 
 
 def _display_name(path: Path) -> str:
-    """A path relative to the working directory when it is below it, as compilers print them."""
+    """A path relative to the working directory when it is below it, as compilers print them,
+    with characters that would break a message line (a NUL, a newline) escaped."""
     try:
-        return str(path.relative_to(Path.cwd()))
+        shown = str(path.relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        shown = str(path)
+    return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
 
 
 def check_source(text: str, file: str = "<string>",

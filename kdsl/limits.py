@@ -16,7 +16,7 @@ MAX_BANDS = 4096
 MAX_VERSION = 2**31 - 1
 # An imported spec is a `.kd` text file of at most this many bytes, named by a path of at most
 # this many characters.
-MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_SPEC_BYTES = 1024 * 1024
 MAX_IMPORT_PATH = 1024
 # A completion gives at most this many boxes (`as boxes`), and a dataset row at most this many
 # in a `boxes` column: more make the value invalid (a batch pads every row to its longest list).

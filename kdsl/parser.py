@@ -638,15 +638,12 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
     if forbidden is not None:
         raise forbidden
     try:
-        tree = _lark().parse(text)
+        tree = _parse_bounded(text, file)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
     too_deep = _first_too_deep(tree)
     if too_deep is not None:
-        span = _span(too_deep.meta, file)
-        raise KdslSyntaxError(Diagnostic(
-            "error", f"this expression nests more than {MAX_NESTING} levels deep; split it into "
-            "lets", span, source_line(text, span.line)))
+        raise _too_deep(_span(too_deep.meta, file), text)
     try:
         return _Builder(file).transform(tree)
     except VisitError as err:
@@ -655,6 +652,35 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
             raise KdslSyntaxError(Diagnostic("error", str(inner), inner.span,
                                              source_line(text, inner.span.line))) from None
         raise
+
+
+# The LALR parser's stack grows by one to five states per level of right-nested expression
+# (`not not ...`, `if ... else if ...`, `a ** b ** ...`). Past this many states no expression can
+# stay within MAX_NESTING, so parsing stops there instead of building a tree that is refused anyway
+# (10,000 nested `if`s took seconds to parse).
+_MAX_PARSER_STATES = 6 * MAX_NESTING
+
+
+def _parse_bounded(text: str, file: str) -> lark.Tree:
+    parser = _lark().parse_interactive(text)
+    last = None
+    try:
+        for last in parser.iter_parse():
+            if len(parser.parser_state.state_stack) > _MAX_PARSER_STATES:
+                raise _too_deep(Span(file, last.line, last.column, last.end_line, last.end_column),
+                                text)
+        return parser.feed_eof(last)
+    except UnexpectedInput as err:
+        # What Lark's own parse loop does: the parser at the point of failure answers
+        # `accepts`, the terminals that could have come next.
+        err.interactive_parser = parser
+        raise
+
+
+def _too_deep(span: Span, text: str) -> KdslSyntaxError:
+    return KdslSyntaxError(Diagnostic(
+        "error", f"this expression nests more than {MAX_NESTING} levels deep; split it into lets",
+        span, source_line(text, span.line)))
 
 
 def _first_too_deep(tree: lark.Tree) -> lark.Tree | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from kdsl.codegen import generate
+from kdsl.codegen import generate, quote
 from kdsl.compiler import compile_ir, read_spec_file
 from kdsl.errors import Diagnostic, KdslError, Span
 from kdsl.ir import ProgramIR, dump
@@ -70,7 +70,7 @@ class _SourceLoader(importlib.abc.SourceLoader):
 def load_module(source: str, name: str):
     """Import generated module source under a unique name, without writing it to disk."""
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
-    filename = f"<kdsl {name} {digest}>"
+    filename = f"<kdsl {quote(name)} {digest}>"  # tracebacks show it; compile() refuses a NUL
     module_name = f"kdsl_generated_{digest}"
     loader = _SourceLoader(source, filename)
     spec = importlib.util.spec_from_loader(module_name, loader, origin=filename)

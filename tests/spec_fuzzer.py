@@ -52,6 +52,8 @@ BUILTINS = ("present", "valid", "count", "length", "mentions", "mention_count", 
             "per_level", "per_rule", "product", "godel", "lukasiewicz", "after", "before")
 HOSTILE_NUMBERS = ("0", "1", "0.5", "1e309", "1e39", "3.4e38", "1e-400", "99999999999999999999",
                    "9" * 5000, ".5e5", "00", "4096", "4097", "2147483648", "1e300", "255", "-0")
+ORDINARY_NUMBERS = ("0", "1", "2", "3", "0.5", "0.25", "0.3", "10", "100", "1e-3", "0.999")
+OPERATOR_FAMILIES = (("<", "<=", ">", ">=", "==", "!="), ("+", "-", "*", "/", "%", "**"))
 HOSTILE_STRINGS = ('""', '"\\x"', '"\\xZZ"', '"\\U00110000"', '"\\ud800"', '"\\udfff"', '"\\d+"',
                    '"\\b"', '"\\"', '"a\\"b"', '"\\n"', '"\r"', '"\x0c"', '"\\u202e"', '"\u202e"',
                    '"' + "a" * 10_000 + '"', '"(a+)+$"', '"(?P<x>a)(?P<x>b)"', '"["', '"answer"',
@@ -122,15 +124,21 @@ class Mutator:
             return text, "none"
         kind, old = toks[i]
         names = [t for k, t in toks if k == "name"]
+        # Half the edits stay plausible (a name of the same spec, an ordinary number, an operator
+        # of the same kind), so mutants get past the checker and reach code generation and the
+        # runtime; the other half are hostile.
+        plausible = self.random.random() < 0.5
         if kind == "name":
-            new = self.random.choice((*names, *KEYWORDS, *BUILTINS, "x" * 300))
+            new = self.random.choice(names if plausible else (*KEYWORDS, *BUILTINS, "x" * 300))
         elif kind == "number":
-            new = self.random.choice(HOSTILE_NUMBERS)
+            new = self.random.choice(ORDINARY_NUMBERS if plausible else HOSTILE_NUMBERS)
         elif kind == "string":
             new = self.random.choice(HOSTILE_STRINGS)
         else:
-            new = self.random.choice(("+", "-", "*", "/", "%", "**", "<", ">=", "==", "..", ".",
-                                      ",", ":", "(", ")", "{", "}", "[", "]", "->", "=", "|"))
+            family = next((f for f in OPERATOR_FAMILIES if old in f), None)
+            new = self.random.choice(family if plausible and family else (
+                "+", "-", "*", "/", "%", "**", "<", ">=", "==", "..", ".", ",", ":", "(", ")",
+                "{", "}", "[", "]", "->", "=", "|"))
         toks[i] = (kind, new)
         return "".join(t for _, t in toks), f"replace {old[:20]!r} -> {new[:20]!r}"
 

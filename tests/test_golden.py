@@ -4,8 +4,8 @@ generated module. Each `tests/fixtures/<stage>/NAME.kd` sits beside its expected
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, golden
 
+from conftest import FIXTURES, golden
 from kdsl.ast import summary
 from kdsl.compiler import check_source
 from kdsl.errors import KdslError

@@ -96,15 +96,32 @@ def tag_count(texts: list[str], within: list[Span], name: str) -> tuple[list[flo
 
 
 # ---- regexes ------------------------------------------------------------------------------------
+class RegexError(ValueError):
+    """RE2 rejects a pattern; ``reason`` says why in RE2's words."""
+
+    def __init__(self, pattern: str, reason: str):
+        super().__init__(f"invalid or non-linear regex {pattern!r}: {reason}")
+        self.reason = reason
+
+
+def _options():
+    options = re2.Options()
+    options.log_errors = False  # the reason reaches the user in a diagnostic, not on stderr
+    return options
+
+
+_OPTIONS = _options()
+
+
 @lru_cache(maxsize=256)
 def compile_regex(pattern: str):
-    """A compiled RE2 pattern; ``ValueError`` with the reason when RE2 rejects it."""
+    """A compiled RE2 pattern; ``RegexError`` with the reason when RE2 rejects it."""
     try:
-        return re2.compile(pattern)
+        return re2.compile(pattern, _OPTIONS)
     except re2.error as err:
         reason = err.args[0] if err.args else ""
         reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-        raise ValueError(f"invalid or non-linear regex {pattern!r}: {reason}") from None
+        raise RegexError(pattern, reason) from None
 
 
 def regex_groups(texts: list[str], within: list[Span], pattern: str,
@@ -141,7 +158,7 @@ def regex_matches(texts: list[str], within: list[Span], pattern: str) -> tuple[l
 
 @lru_cache(maxsize=256)
 def _compile_bytes_regex(pattern: str):
-    return re2.compile(pattern.encode("utf-8"))
+    return re2.compile(pattern.encode("utf-8"), _OPTIONS)
 
 
 def regex_count(texts: list[str], within: list[Span], pattern: str) -> tuple[list[float], list[bool]]:
