@@ -99,12 +99,15 @@ class DiagnosticSink:
 
     sources: dict[str, str] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    _lines: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def _line(self, span: Span) -> str | None:
         text = self.sources.get(span.file)
         if text is None or span.line <= 0:
             return None
-        lines = text.splitlines()
+        if span.file not in self._lines:  # split once per file, however many diagnostics it has
+            self._lines[span.file] = _split_lines(text)
+        lines = self._lines[span.file]
         return lines[span.line - 1] if span.line <= len(lines) else None
 
     def error(self, message: str, span: Span, *notes: str) -> None:
@@ -135,6 +138,12 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines as the parser counts them: ended by a newline only (a form feed or a vertical tab
+    inside a line does not start a new one, as ``str.splitlines`` would have it)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def source_line(text: str, line: int) -> str | None:
-    lines = text.splitlines()
+    lines = _split_lines(text)
     return lines[line - 1] if 0 < line <= len(lines) else None

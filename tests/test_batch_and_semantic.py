@@ -170,14 +170,24 @@ def test_math_verify_against_math_verify_called_directly():
     assert scores.applies["right"].tolist() == [True] * 5 + [False, False]
 
 
-def test_math_verify_is_bounded_on_hostile_text():
-    import time
+def test_math_verify_is_bounded_on_hostile_text(monkeypatch):
+    import math_verify
 
+    from kdsl.runtime.semantic import MATH_VERIFY_MAX_CHARS
+
+    seen = []
+    parse = math_verify.parse
+
+    def recording_parse(text, *args, **kwargs):
+        seen.append(len(text))
+        return parse(text, *args, **kwargs)
+
+    monkeypatch.setattr(math_verify, "parse", recording_parse)
     hostile = ["\\boxed{" * 200_000, "(" * 1_000_000 + "1", "$" + "a+" * 300_000 + "$"]
-    start = time.perf_counter()
     scores = kdsl.loads(MATH).score(hostile, solution=["$1$"] * 3)
-    assert time.perf_counter() - start < 30
     assert scores.values["correct"].tolist() == [0.0, 0.0, 0.0]
+    # math-verify only ever sees the tail of a hostile text, however long the text is
+    assert seen and max(seen) <= MATH_VERIFY_MAX_CHARS
 
 
 def test_math_verify_in_the_reference_interpreter_matches():

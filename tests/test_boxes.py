@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import textwrap
-import time
 
 import pytest
 import torch
@@ -135,11 +134,35 @@ def test_matching_compiles_with_fullgraph():
 
 
 def test_box_parsing_is_linear_on_hostile_text():
+    from growth import growth
+
     program = kdsl.loads(DETECTION)
-    for hostile in ("(" + "1" * 1_000_000, "[1, " * 250_000, "(1,1)" * 200_000):
-        start = time.perf_counter()
-        program.score([f"<answer>{hostile}</answer>"], gold=[[]])
-        assert time.perf_counter() - start < 10
+    for unit in ("(" + "1" * 9, "[1, ", "(1,1)", "[0,0,1,1] "):
+        ratio = growth(lambda n, unit=unit: f"<answer>{unit * n}</answer>",
+                       lambda text: program.score([text], gold=[[]]), 25_000)
+        assert ratio < 24, unit  # eight times the text; a quadratic path would take 64 times
+
+
+def test_a_hostile_box_list_reads_a_bounded_number_of_matches(monkeypatch):
+    from kdsl.limits import MAX_BOXES
+    from kdsl.runtime import text as tx
+
+    read = 0
+
+    class Counting:
+        def __init__(self, pattern):
+            self.pattern = pattern
+
+        def finditer(self, text):
+            nonlocal read
+            for match in self.pattern.finditer(text):
+                read += 1
+                yield match
+
+    monkeypatch.setattr(tx, "_BOX", Counting(tx._BOX))
+    scores = kdsl.loads(DETECTION).score(["<answer>" + "(1,1)" * 200_000 + "</answer>"], gold=[[]])
+    assert read == MAX_BOXES + 1  # then the list is invalid: too many boxes to be an answer
+    assert scores.rules["answered"].tolist() == [0.0]
 
 
 def test_present_of_a_box_needs_all_four_coordinates():

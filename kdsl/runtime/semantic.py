@@ -13,8 +13,10 @@ turned off rather than letting every answer fail; the length cap below bounds th
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 
 from kdsl.errors import KdslDataError
 
@@ -106,6 +108,24 @@ def math_verify(answers: Sequence[str | None], golds: Sequence[str | None],
 
 # ---- meaning ------------------------------------------------------------------------------------
 _MODELS: dict[tuple, object] = {}
+# An embedding model reads at most its `max_seq_length` tokens and every token holds at least one
+# character that is not a space; a text is cut after this many such characters per token the
+# model reads (no vocabulary has longer pieces), so a megabyte completion is not tokenised whole
+# for the few hundred tokens the model looks at, and the embedding is the same.
+READ_FACTOR = 32
+
+
+def _head(text: str, characters: int) -> str:
+    """``text`` up to its first ``characters`` characters that are not whitespace."""
+    if len(text) <= characters:
+        return text
+    found = _non_space(characters).match(text)
+    return text if found is None else text[:found.end()]
+
+
+@lru_cache(maxsize=8)
+def _non_space(count: int):
+    return re.compile(rf"(?:\s*\S){{{count}}}")
 
 
 def sentence_model(model, device):
@@ -151,6 +171,9 @@ def similarity(texts: Sequence[str | None], others: Sequence[str | None], model,
     if not pairs:
         return values, valid
     encoder = sentence_model(model, device)
+    reads = READ_FACTOR * (getattr(encoder, "max_seq_length", None) or 512)
+    texts = [None if t is None else _head(t, reads) for t in texts]
+    others = [None if t is None else _head(t, reads) for t in others]
     distinct = list(dict.fromkeys([texts[i] for i in pairs] + [others[i] for i in pairs]))
     row = {text: k for k, text in enumerate(distinct)}
     embedded = encoder.encode(distinct, convert_to_tensor=True).float()
