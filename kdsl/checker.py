@@ -16,7 +16,7 @@ from kdsl import ast
 from kdsl import types as T
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
 from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, TableIR
-from kdsl.limits import MAX_NESTING
+from kdsl.limits import MAX_NESTING, MAX_NUMBER
 from kdsl.types import EnumType, Type
 
 SCALAR_TYPE_NAMES = ("float", "int", "bool", "str", "box", "boxes")
@@ -297,7 +297,14 @@ class Checker:
                     rules.append(lowered)
             if not level.rules:
                 self.sink.error(f"level `{level.name}` has no rules", level.span)
+            if sum(max(float(r.weight), 0.0) for r in level.rules) > MAX_NUMBER:
+                self.sink.error(f"the rule weights of level `{level.name}` add up to more than "
+                                f"{MAX_NUMBER:.4g}, so its weighted mean would overflow float32",
+                                level.span)
             self.program.levels.append(LevelIR(level.name, level.gate, level.weight, rules, level.span))
+        if sum(max(float(lv.weight), 0.0) for lv in self.spec.levels) > MAX_NUMBER:
+            self.sink.error(f"the level weights add up to more than {MAX_NUMBER:.4g}, so the "
+                            "reward would overflow float32", self.spec.levels[0].span)
         if not self.spec.levels:
             self.sink.warning("this spec has no levels, so it gives no reward; it can still be "
                               "imported for its enums, defs and tables", self.spec.span)

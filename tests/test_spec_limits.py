@@ -169,3 +169,17 @@ def test_rejected_regexes_say_why_without_writing_to_stderr(capfd):
     err = error_of(regex_spec('"(?P<word>\\\\w+) (?P=word)"'))
     assert "this regex is not accepted (invalid perl operator: (?P" in err.message
     assert "re2.cc" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("text, message, line", [
+    ("spec t version 1\ninput {\n  v: float\n}\nlevel a weight 3e38 {\n  rule r: v > 0\n}\n"
+     "level b weight 3e38 {\n  rule q: v > 0\n}\n",
+     "the level weights add up to more than 3.403e+38, so the reward would overflow float32", 5),
+    ("spec t version 1\ninput {\n  v: float\n}\nlevel a {\n  rule r: v > 0 weight 3e38\n"
+     "  rule s: v > 1 weight 3e38\n}\n",
+     "the rule weights of level `a` add up to more than 3.403e+38, so its weighted mean would "
+     "overflow float32", 5),
+])
+def test_weights_that_would_overflow_the_reward_are_errors(text, message, line):
+    err = error_of(text)
+    assert (err.message, err.line) == (message, line)

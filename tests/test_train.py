@@ -234,3 +234,123 @@ def test_vision_language_model_trains_on_easy_vqa_images(tmp_path):
     assert images_seen and all(shape[-3:] == (3, 28, 28) for shape in images_seen)
     state = json.loads((tmp_path / "out" / "kdsl_run" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "kdsl/rule/correct" in e] == [1, 2]
+
+
+KILL_WHILE_SAVING = """
+import os, signal, sys
+import transformers
+import kdsl.checkpoints
+from kdsl.cli import main
+
+step, where = int(sys.argv[1]), sys.argv[2]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "optimizer":  # the model is written, the optimizer and trainer state are not
+    save = transformers.Trainer._save_optimizer_and_scheduler
+    def saving(self, output_dir):
+        if self.state.global_step == step:
+            die()
+        return save(self, output_dir)
+    transformers.Trainer._save_optimizer_and_scheduler = saving
+else:  # every file is written; the run dies before marking the checkpoint complete
+    mark = kdsl.checkpoints.mark_complete
+    def marking(folder, at):
+        if at == step:
+            die()
+        return mark(folder, at)
+    kdsl.checkpoints.mark_complete = marking
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["optimizer", "marker"])
+def test_a_kill_while_saving_leaves_the_previous_checkpoint_usable(workspace, tmp_path, capsys, where):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    (tmp_path / "train.yaml").write_text(CONFIG.replace("save_steps: 2", "save_steps: 1\n"
+                                                        "save_total_limit: 1"))
+    args = ["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"), "--dataset",
+            str(workspace / "data.jsonl"), "--config", str(tmp_path / "train.yaml"),
+            "--output-dir", str(out), "--max-steps", "3"]
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, "2", where, *args],
+                            capture_output=True, text=True)
+    assert killed.returncode == -9
+    # checkpoint-1 was not rotated away: old checkpoints go only once the new one is complete
+    assert (out / "checkpoint-1" / "kdsl-checkpoint.json").is_file()
+    assert not (out / "checkpoint-2" / "kdsl-checkpoint.json").exists()
+    assert main([*args, "--resume"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    if where == "optimizer":
+        assert ("--resume: skipped checkpoint-2: it has no trainer_state.json (the run stopped "
+                "while saving it); moved it to incomplete-checkpoint-2") in err
+        assert f"resuming from {out / 'checkpoint-1'}" in err
+        assert (out / "incomplete-checkpoint-2" / "model.safetensors").is_file()
+    else:  # written in full by transformers, only the marker is missing: usable
+        assert f"resuming from {out / 'checkpoint-2'}" in err
+    state = json.loads((out / "kdsl_run" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-3"]
+
+
+def test_checkpoint_problems_are_named(tmp_path):
+    from kdsl import checkpoints
+
+    folder = tmp_path / "checkpoint-5"
+    folder.mkdir()
+    assert checkpoints.problem(folder) == ("it has no trainer_state.json (the run stopped while "
+                                           "saving it)")
+    (folder / "trainer_state.json").write_text('{"global_step": ')
+    assert checkpoints.problem(folder) == ("its trainer_state.json is cut short (the run stopped "
+                                           "while saving it)")
+    (folder / "trainer_state.json").write_text("{}")
+    assert checkpoints.problem(folder) == "it holds no model weights"
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    assert checkpoints.problem(folder) is None
+    checkpoints.mark_complete(folder, 5)
+    assert checkpoints.problem(folder) is None
+    (folder / "model.safetensors").write_bytes(b"x" * 4)
+    assert checkpoints.problem(folder) == ("model.safetensors has 4 bytes, not the 10 it was "
+                                           "saved with")
+    found, skipped = checkpoints.newest_complete(tmp_path)
+    assert found is None and [s.folder.name for s in skipped] == ["checkpoint-5"]
+
+
+def test_resuming_a_model_with_tied_weights_loads_them_without_a_warning(tmp_path):
+    """The embedded model ties lm_head to the embedding; its checkpoints hold the tensor once."""
+    import logging
+
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    out = tmp_path / "run"
+    options = dict(spec="examples/landsat_landcover.kd", output_dir=str(out), evaluate=False)
+    train(TrainOptions(**options, overrides={"max_steps": 1, "save_steps": 1}))
+    saved = load_file(str(out / "checkpoint-1" / "model.safetensors"))
+    assert "lm_head.weight" not in saved
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["tied"] = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+            seen["loaded"] = bool((model.lm_head.weight.detach().cpu() ==
+                                   saved["model.embed_tokens.weight"]).all())
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        train(TrainOptions(**options, resume=True, overrides={"max_steps": 2, "save_steps": 1},
+                           callbacks=[Look()]))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert seen == {"tied": True, "loaded": True}
+    assert not [m for m in records if "missing keys" in m]
