@@ -74,7 +74,7 @@ def resolve_import(path: str, importer_root: Path | None, importer_dir: Path | N
     """
     if not path or len(path) > MAX_IMPORT_PATH:
         raise ImportRefused(f"an import path has 1 to {MAX_IMPORT_PATH} characters")
-    if "\0" in path or "\\" in path or any(not c.isprintable() for c in path):
+    if "\\" in path or not path.isprintable():
         raise ImportRefused("an import path is written with `/` and printable characters only")
     pure = PurePosixPath(path)
     if pure.is_absolute() or path.startswith("~") or (len(path) > 1 and path[1] == ":"):
@@ -82,29 +82,24 @@ def resolve_import(path: str, importer_root: Path | None, importer_dir: Path | N
                             "folder or kdsl's library), never absolute")
     if any(len(part) > 255 for part in pure.parts):
         raise ImportRefused("a part of an import path has at most 255 characters")
-    names = [path] if path.endswith(".kd") else [path + ".kd"]
-    places: list[Path] = []
-    if importer_dir is not None and importer_root is not None:
-        places.append(importer_root)
-    places.extend(spec_path)
-    places.append(library_dir().resolve())
+    name = path if path.endswith(".kd") else path + ".kd"
+    # (where the path is read from, the folder it must stay inside)
+    places = [(importer_dir, importer_root)] if importer_dir and importer_root else []
+    places += [(folder, folder) for folder in (*spec_path, library_dir().resolve())]
     escaped = False
-    for index, root in enumerate(places):
-        base = importer_dir if index == 0 and importer_dir is not None and importer_root is not None \
-            else root
-        for name in names:
-            try:
-                candidate = (base / name).resolve()
-            except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder
-                continue
-            if not candidate.is_relative_to(root):
-                escaped = True
-                continue
-            try:
-                if candidate.is_file():
-                    return ImportedFile(candidate, root)
-            except OSError:
-                continue
+    for base, root in places:
+        try:
+            candidate = (base / name).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder
+            continue
+        if not candidate.is_relative_to(root):
+            escaped = True
+            continue
+        try:
+            if candidate.is_file():
+                return ImportedFile(candidate, root)
+        except OSError:
+            continue
     if escaped:
         raise ImportRefused("the import path leaves the folders imports may come from (the "
                             "importing spec's folder tree, --spec-path or KDSL_PATH folders and "
@@ -147,7 +142,6 @@ class _Importer:
         self.sink = sink
         self.spec_path = tuple(spec_path)
         self.loaded: dict[Path, Scope] = {}
-        self.roots: dict[str, Path] = {}  # a loaded spec's file name -> its folder tree
 
     def resolve(self, spec: ast.Spec, scope: Scope, stack: tuple[Path, ...],
                 root: Path | None) -> None:

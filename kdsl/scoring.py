@@ -151,7 +151,7 @@ class Summary:
     levels: dict[str, float | None]
     rules: dict[str, dict]  # name -> {"level", "applied", "rate"}
     missing: dict[str, int]  # input -> good rows without a value (absent or null)
-    invalid: dict = field(default_factory=dict)  # column -> reason -> {"count", "rows"}
+    invalid: object = None  # columns.InvalidValues: per column, missing and non-finite values
 
     @property
     def rows_per_second(self) -> float:
@@ -161,7 +161,7 @@ class Summary:
         return {"source": self.source, "rows": self.rows, "scored": self.scored, "bad": self.bad,
                 "seconds": round(self.seconds, 3), "mean_reward": self.mean_reward,
                 "levels": self.levels, "rules": self.rules, "missing": self.missing,
-                "invalid": self.invalid}
+                "invalid": self.invalid.as_dict() if self.invalid else {}}
 
     def render(self) -> str:
         def number(value, digits=4):
@@ -171,13 +171,8 @@ class Summary:
                  f"in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)",
                  f"mean reward {number(self.mean_reward)}"]
         if self.invalid:
-            from kdsl.runtime.columns import InvalidValues
-
-            found = InvalidValues(
-                counts={c: {r: v["count"] for r, v in rs.items()} for c, rs in self.invalid.items()},
-                rows={c: {r: v["rows"] for r, v in rs.items()} for c, rs in self.invalid.items()})
             lines.append("invalid values, scored as invalid (--strict makes their rows bad rows):")
-            lines += [f"  {line}" for line in found.lines()]
+            lines += [f"  {line}" for line in self.invalid.lines()]
         width = max([len("level")] + [len(name) for name in self.levels])
         lines += ["", f"{'level':<{width}}  {'mean':>8}"]
         lines += [f"{name:<{width}}  {number(value):>8}" for name, value in self.levels.items()]
@@ -400,9 +395,7 @@ class ChunkScorer:
         output = getattr(self, f"_format_{self.job.output_format}")(chunk, values, applies, bad,
                                                                     errors, texts)
         if self.job.strict:
-            invalid.keep = col.FIRST_ROWS  # only the first rows travel back to the summary
-            invalid.rows = {c: {r: rows[:col.FIRST_ROWS] for r, rows in reasons.items()}
-                            for c, reasons in invalid.rows.items()}
+            invalid.keep_first()  # only the first rows travel back to the summary
         return ChunkResult(chunk.first_row, n, chunk.size, output, len(problems), messages, totals,
                            invalid)
 
@@ -839,9 +832,7 @@ def _summary(scorer: ChunkScorer, source: str, rows: int, bad: int, totals: Tota
                       "rate": mean(totals.truth[k], totals.applied[k])}
                for k, name in enumerate(scorer.rules)},
         missing={name: int(totals.missing[k]) for k, name in enumerate(scorer.inputs)},
-        invalid={column: {reason: {"count": count, "rows": invalid.rows[column][reason]}
-                          for reason, count in sorted(reasons.items())}
-                 for column, reasons in sorted(invalid.counts.items())})
+        invalid=invalid)
 
 
 def _score_in_pool(job: Job, chunks: Iterator[Chunk], workers: int,

@@ -58,11 +58,12 @@ class InvalidValues:
         if self.keep is None or len(first) < self.keep:
             first.append(row)
 
-    def note_mask(self, column: str, invalid: Tensor, reason: str, offset: int = 0) -> None:
-        """Every row where ``invalid`` (a (B,) bool tensor) is true (one host sync)."""
+    def note_mask(self, column: str, invalid: Tensor, reason: str) -> None:
+        """Every row where ``invalid`` (a (B, ...) bool tensor) holds anywhere (one host sync;
+        only callers that asked for a count pay it)."""
         rows = torch.nonzero(invalid.reshape(invalid.shape[0], -1).any(1)).flatten().tolist()
         for row in rows:
-            self.note(column, row + offset, reason)
+            self.note(column, row, reason)
 
     def merge(self, other: InvalidValues, offset: int = 0) -> None:
         """Add another batch's findings, its rows shifted by ``offset``."""
@@ -73,10 +74,6 @@ class InvalidValues:
                 first = self.rows.setdefault(column, {}).setdefault(reason, [])
                 room = None if self.keep is None else max(self.keep - len(first), 0)
                 first.extend(r + offset for r in other.rows[column][reason][:room])
-
-    def total(self, column: str | None = None) -> int:
-        columns = [column] if column is not None else list(self.counts)
-        return sum(sum(self.counts.get(c, {}).values()) for c in columns)
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -89,6 +86,18 @@ class InvalidValues:
                 for row in rows:
                     out.setdefault(row, []).append((column, reason))
         return out
+
+    def keep_first(self) -> None:
+        """Keep only the first rows of each column and reason (after every row was needed)."""
+        self.keep = FIRST_ROWS
+        self.rows = {column: {reason: rows[:FIRST_ROWS] for reason, rows in reasons.items()}
+                     for column, reasons in self.rows.items()}
+
+    def as_dict(self) -> dict:
+        """``{column: {reason: {"count": n, "rows": [first rows]}}}``, for JSON."""
+        return {column: {reason: {"count": count, "rows": self.rows[column][reason]}
+                         for reason, count in sorted(reasons.items())}
+                for column, reasons in sorted(self.counts.items())}
 
     def lines(self) -> list[str]:
         """One line per column: ``column `v`: 2 missing (rows 3, 9), 1 not a finite number
