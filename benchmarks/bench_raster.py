@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from timing import median_time
+from timing import median_time, results_path
 
 import kdsl
 from kdsl.runtime import execute
@@ -128,7 +127,7 @@ def main() -> None:
     print(f"bandwidth: kdsl tensor phase {results['bandwidth_gb_s']['kdsl_tensor_phase_bands_read']:.1f} GB/s "
           f"of the two bands read; plain copy {results['bandwidth_gb_s']['tensor_copy_read_plus_write']:.1f} "
           f"GB/s read + write ({t_copy:.4f} s)")
-    out = Path(__file__).parent / "results" / "bench_raster.json"
+    out = results_path("bench_raster", args.device)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 

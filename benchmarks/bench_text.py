@@ -15,10 +15,9 @@ import argparse
 import json
 import random
 import re
-from pathlib import Path
 
 import torch
-from timing import median_time
+from timing import median_time, results_path
 
 import kdsl
 from kdsl.runtime import execute
@@ -218,6 +217,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="where the tensor phase runs (the text "
+                        "phase is Python on the host whatever the device)")
+    parser.add_argument("--skip-trl-style", action="store_true", help="leave out baseline (a), "
+                        "which takes seconds a run (for a quick check of kdsl on a device)")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -225,18 +228,20 @@ def main() -> None:
     rules = make_rules()
     program = kdsl.loads(make_spec(rules), "bench_text.kd")
 
-    ours = program.score(completions, label=labels, gold=golds).reward.tolist()
-    a = trl_style(completions, labels, golds, rules)
+    ours = program.score(completions, label=labels, gold=golds, device=args.device).reward.tolist()
     b = one_pass(completions, labels, golds, rules)
+    a = b if args.skip_trl_style else trl_style(completions, labels, golds, rules)
     for i, (x, y, z) in enumerate(zip(ours, a, b)):
         assert abs(x - y) < 1e-5 and abs(x - z) < 1e-5, f"completion {i}: kdsl {x}, (a) {y}, (b) {z}"
 
-    t_a = median_time(lambda: trl_style(completions, labels, golds, rules), max(1, args.repeats // 2))
+    t_a = None if args.skip_trl_style else median_time(
+        lambda: trl_style(completions, labels, golds, rules), max(1, args.repeats // 2))
     t_b = median_time(lambda: one_pass(completions, labels, golds, rules), args.repeats)
-    t_kdsl = median_time(lambda: program.score(completions, label=labels, gold=golds), args.repeats)
+    t_kdsl = median_time(lambda: program.score(completions, label=labels, gold=golds,
+                                               device=args.device), args.repeats)
 
     module = program.module
-    ref = torch.zeros(len(completions))
+    ref = torch.zeros(len(completions), device=args.device)
     interner = execute.col.Interner(module.STRINGS)
 
     def text_phase():
@@ -255,16 +260,20 @@ def main() -> None:
         "extractors": 5, "seconds": {"trl_style_50_functions": t_a, "hand_written_one_pass": t_b,
                                      "kdsl": t_kdsl, "kdsl_columns_and_text_phase": t_text,
                                      "kdsl_tensor_phase": t_tensor},
-        "speedup_vs_trl_style": t_a / t_kdsl, "speedup_vs_one_pass": t_b / t_kdsl,
+        "speedup_vs_trl_style": None if t_a is None else t_a / t_kdsl,
+        "speedup_vs_one_pass": t_b / t_kdsl,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     print(f"{len(completions)} completions of ~{size:.0f} chars, {len(rules)} rules over 5 extractors")
     print(f"{'scorer':<40}{'seconds':>10}{'completions/s':>16}{'kdsl speed-up':>16}")
     for name, t in (("(a) 50 TRL-style reward functions", t_a), ("(b) hand-written one-pass loop", t_b),
                     ("kdsl (end to end)", t_kdsl)):
+        if t is None:
+            continue
         print(f"{name:<40}{t:>10.4f}{len(completions) / t:>16,.0f}{t / t_kdsl:>15.1f}x")
     print(f"  kdsl columns + text phase {t_text:.4f} s, tensor phase {t_tensor:.4f} s")
-    out = Path(__file__).parent / "results" / "bench_text.json"
+    results["device"] = args.device
+    out = results_path("bench_text", args.device)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import results_path
 
 import kdsl
 from kdsl import landsat
@@ -179,7 +180,7 @@ def main(argv=None) -> dict:
         print(f"  share of a {seconds:g} s step ({label}): {100 * big['kdsl_ms'] / 1000 / seconds:.3f}%")
     result = {"tiny_run": tiny, "seven_b_batch": big, "device": args.device,
               "torch": torch.__version__, "threads": torch.get_num_threads()}
-    out = ROOT / "benchmarks" / "results" / "bench_train_share.json"
+    out = results_path("bench_train_share", args.device)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -1,19 +1,40 @@
-"""The timing every benchmark here uses: the median of repeated runs."""
+"""What every benchmark here shares: the median of repeated runs, and where results are written."""
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _synchronize() -> None:
+    # CUDA kernels run asynchronously: a time taken before they finish measures their launch only.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def median_time(fn, repeats: int, warm_up: bool = True) -> float:
     """Median seconds of ``repeats`` calls of ``fn``, after one untimed call unless ``warm_up``
-    is false (for work whose first run is as representative as the others, such as a process)."""
+    is false (for work whose first run is as representative as the others, such as a process).
+    Work queued on a GPU is waited for before and after each call."""
     if warm_up:
         fn()
     times = []
     for _ in range(repeats):
+        _synchronize()
         start = time.perf_counter()
         fn()
+        _synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def results_path(name: str, device: str = "cpu") -> Path:
+    """``results/NAME.json``, or ``results/NAME.DEVICE.json`` off the CPU, so a GPU run keeps the
+    CPU figures the README quotes."""
+    kind = str(device).split(":")[0]
+    return RESULTS / (f"{name}.json" if kind == "cpu" else f"{name}.{kind}.json")

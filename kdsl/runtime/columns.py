@@ -224,13 +224,13 @@ def numbers(column, name: str, n: int, device, dtype, problems: list | None = No
         valid.append(ok)
     x = torch.tensor(values, dtype=dtype, device=device)
     m = torch.tensor(valid, dtype=torch.bool, device=device)
-    overflow = m & ~torch.isfinite(x)  # finite in float64, beyond the program's dtype (float32)
-    if overflow.any():
-        if invalid is not None:
-            invalid.note_mask(name, overflow, NOT_FINITE)
-        m = m & ~overflow
-        x = torch.where(m, x, torch.zeros_like(x))
-    return x, m
+    # Finite in float64 but beyond the program's dtype (1e39 in float32): as invalid as infinity.
+    # Masked without asking whether any exists, which would wait for the device.
+    overflow = m & ~torch.isfinite(x)
+    if invalid is not None:
+        invalid.note_mask(name, overflow, NOT_FINITE)
+    m = m & ~overflow
+    return torch.where(m, x, torch.zeros_like(x)), m
 
 
 def _is_missing(value) -> bool:
