@@ -43,6 +43,29 @@ def gathered_advantages(accelerator, module, scores, group_size: int, config: ad
     return seq[start:start + n_local], parts[start:start + n_local], seq
 
 
+def token_span_columns(module, aligner, names, scores, texts, completion_ids, completion_mask):
+    """For each rule that acts `on` an output: its column among ``names`` and the (B, T) mask of
+    the tokens that overlap the output's character span in each completion."""
+    from kdsl.tokens import char_to_byte_offsets, span_token_mask
+
+    starts, ends = aligner.byte_offsets(completion_ids, completion_mask)
+    columns = []
+    for rule, target in module.RULE_SPANS.items():
+        lo, hi = [], []
+        for text, span in zip(texts, scores.spans[target]):
+            if span is None:
+                lo.append(-1)
+                hi.append(-1)
+            else:
+                a, b = char_to_byte_offsets(text, [span[0], span[1]])
+                lo.append(a)
+                hi.append(b)
+        span_start = torch.tensor(lo, dtype=torch.long, device=completion_ids.device)
+        span_end = torch.tensor(hi, dtype=torch.long, device=completion_ids.device)
+        columns.append((names.index(rule), span_token_mask(starts, ends, span_start, span_end)))
+    return columns
+
+
 def _text_tokenizer(processing_class):
     return getattr(processing_class, "tokenizer", None) or processing_class
 
@@ -155,25 +178,8 @@ class KdslGRPOTrainer(GRPOTrainer):
         return self._kdsl_aligner
 
     def _kdsl_span_columns(self, names, scores, texts, output):
-        from kdsl.tokens import char_to_byte_offsets, span_token_mask
-
-        ids, mask = output["completion_ids"], output["completion_mask"]
-        starts, ends = self._aligner().byte_offsets(ids, mask)
-        columns = []
-        for rule, target in self.kdsl_program.module.RULE_SPANS.items():
-            lo, hi = [], []
-            for text, span in zip(texts, scores.spans[target]):
-                if span is None:
-                    lo.append(-1)
-                    hi.append(-1)
-                else:
-                    a, b = char_to_byte_offsets(text, [span[0], span[1]])
-                    lo.append(a)
-                    hi.append(b)
-            span_start = torch.tensor(lo, dtype=torch.long, device=ids.device)
-            span_end = torch.tensor(hi, dtype=torch.long, device=ids.device)
-            columns.append((names.index(rule), span_token_mask(starts, ends, span_start, span_end)))
-        return columns
+        return token_span_columns(self.kdsl_program.module, self._aligner(), names, scores, texts,
+                                  output["completion_ids"], output["completion_mask"])
 
     def _kdsl_apply_masks(self, output, texts):
         from kdsl.tokens import marker_mask

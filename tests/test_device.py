@@ -220,7 +220,7 @@ def test_the_trainers_kdsl_step_is_the_same_on_the_device(steps, tokenizer):
     from accelerate import Accelerator
 
     from kdsl.tokens import TokenAligner
-    from kdsl.trl import gathered_advantages
+    from kdsl.trl import gathered_advantages, token_span_columns
 
     def step(device):
         accelerator = Accelerator(cpu=device.type == "cpu")
@@ -228,17 +228,8 @@ def test_the_trainers_kdsl_step_is_the_same_on_the_device(steps, tokenizer):
         local, parts, _ = gathered_advantages(accelerator, steps.module, scores, 2,
                                               steps.advantage_config)
         ids, mask = (t.to(device) for t in _aligned(tokenizer, GROUP))
-        starts, ends = TokenAligner(tokenizer).byte_offsets(ids, mask)
-        from kdsl.tokens import char_to_byte_offsets, span_token_mask
-
-        names = adv.column_names(steps.module)
-        columns = []
-        for rule, target in steps.module.RULE_SPANS.items():
-            bounds = [(-1, -1) if s is None else tuple(char_to_byte_offsets(t, list(s)))
-                      for t, s in zip(GROUP, scores.spans[target])]
-            lo = torch.tensor([b[0] for b in bounds], device=device)
-            hi = torch.tensor([b[1] for b in bounds], device=device)
-            columns.append((names.index(rule), span_token_mask(starts, ends, lo, hi)))
+        columns = token_span_columns(steps.module, TokenAligner(tokenizer),
+                                     adv.column_names(steps.module), scores, GROUP, ids, mask)
         return adv.token_advantages(local, parts, columns)
 
     on_device = step(DEVICE)
