@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from kdsl import ast
 from kdsl.checker import Checker, Scope, check
-from kdsl.errors import Diagnostic, DiagnosticSink, KdslCheckError, KdslError, Span
+from kdsl.errors import Diagnostic, DiagnosticSink, KdslCheckError, KdslError, Span, printable
 from kdsl.ir import ProgramIR
 from kdsl.limits import MAX_IMPORT_PATH, MAX_SPEC_BYTES
 from kdsl.parser import parse
@@ -197,7 +197,7 @@ def _parse_import(text: str, file: str) -> ast.Spec:
 def _shown(path: str) -> str:
     """An import path as a message shows it: escaped, and shortened when it is very long."""
     shown = path if len(path) <= 120 else path[:100] + "..." + path[-10:]
-    return shown.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return printable(shown).replace('"', '\\"')
 
 
 def _display_name(path: Path) -> str:
@@ -207,7 +207,7 @@ def _display_name(path: Path) -> str:
         shown = str(path.relative_to(Path.cwd()))
     except ValueError:
         shown = str(path)
-    return shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
+    return printable(shown)
 
 
 def check_source(text: str, file: str = "<string>",

@@ -138,6 +138,12 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+def printable(text: str) -> str:
+    """Text from outside (a file name, an import path) as a message line shows it: characters
+    that would break the line or hide in it (a newline, a NUL, a bidirectional mark) escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _split_lines(text: str) -> list[str]:
     """Lines as the parser counts them: ended by a newline only (a form feed or a vertical tab
     inside a line does not start a new one, as ``str.splitlines`` would have it)."""

@@ -156,7 +156,8 @@ class KdslGRPOTrainer(GRPOTrainer):
             texts = completion_texts(completions)
         if module.RULE_SPANS:
             names = adv.column_names(module)
-            span_columns = self._kdsl_span_columns(names, scores, texts, output)
+            span_columns = token_span_columns(module, self._aligner(), names, scores, texts,
+                                              output["completion_ids"], output["completion_mask"])
             output["advantages"] = adv.token_advantages(seq_local, parts_local, span_columns)
         else:
             output["advantages"] = seq_local
@@ -176,10 +177,6 @@ class KdslGRPOTrainer(GRPOTrainer):
 
             self._kdsl_aligner = TokenAligner(_text_tokenizer(self.processing_class))
         return self._kdsl_aligner
-
-    def _kdsl_span_columns(self, names, scores, texts, output):
-        return token_span_columns(self.kdsl_program.module, self._aligner(), names, scores, texts,
-                                  output["completion_ids"], output["completion_mask"])
 
     def _kdsl_apply_masks(self, output, texts):
         from kdsl.tokens import marker_mask

@@ -142,21 +142,20 @@ class Mutator:
         toks[i] = (kind, new)
         return "".join(t for _, t in toks), f"replace {old[:20]!r} -> {new[:20]!r}"
 
-    def delete_token(self, text):
+    def _edit_token(self, text, edit, verb):
         toks = tokens(text)
         i = self._pick(toks, ("name", "number", "string", "op"))
         if i is None:
             return text, "none"
-        old = toks.pop(i)[1]
-        return "".join(t for _, t in toks), f"delete {old[:20]!r}"
+        old = toks[i][1]
+        edit(toks, i)
+        return "".join(t for _, t in toks), f"{verb} {old[:20]!r}"
+
+    def delete_token(self, text):
+        return self._edit_token(text, lambda toks, i: toks.pop(i), "delete")
 
     def duplicate_token(self, text):
-        toks = tokens(text)
-        i = self._pick(toks, ("name", "number", "string", "op"))
-        if i is None:
-            return text, "none"
-        toks.insert(i, toks[i])
-        return "".join(t for _, t in toks), f"duplicate {toks[i][1][:20]!r}"
+        return self._edit_token(text, lambda toks, i: toks.insert(i, toks[i]), "duplicate")
 
     def edit_lines(self, text):
         lines = text.split("\n")

@@ -136,26 +136,9 @@ def test_the_tensor_phase_compiles_with_fullgraph(spec, tokenizer):
 
 
 # ---- advantages and token masks ----------------------------------------------------------------
-SPEC = """spec steps version 1
-input {
-  gold: float
-}
-output {
-  think: tag "think"
-  reply: tag "answer"
-  value: reply as float
-}
-level format gate {
-  rule has_answer: present(reply)
-}
-level accuracy weight 2 {
-  rule exact: value == gold on reply
-}
-level style weight 0.5 {
-  rule explains: length(think, words) >= 2 on think
-}
-mask after "</answer>"
-"""
+# The trainer tests' spec: a gate, a rule `on` the answer, one `on` the reasoning, `mask after`.
+from test_trainer_tokens import SPEC  # noqa: E402
+
 GROUP = ["<think>two plus two</think><answer>4</answer>", "<answer>5</answer> and more",
          "<think>so four</think><answer>4</answer>", "none at all"]
 

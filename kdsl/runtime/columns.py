@@ -331,15 +331,12 @@ def _number_array(value) -> np.ndarray | None:
     flat = array.reshape(-1)
     if not all(v is None or (isinstance(v, (int, float, np.integer, np.floating))) for v in flat):
         return None
-    try:
-        return np.array([math.nan if v is None else float(v) for v in flat],
-                        dtype=np.float64).reshape(array.shape)
-    except OverflowError:
-        return np.array([math.nan if v is None else _float_or_inf(v) for v in flat],
-                        dtype=np.float64).reshape(array.shape)
+    return np.array([math.nan if v is None else _float_or_inf(v) for v in flat],
+                    dtype=np.float64).reshape(array.shape)
 
 
 def _float_or_inf(value) -> float:
+    """A number as a float; an integer beyond float range as the infinity it overflows to."""
     try:
         return float(value)
     except OverflowError:
