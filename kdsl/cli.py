@@ -118,6 +118,100 @@ output name whose format is unknown).""")
     train.add_argument("--strict", action="store_true", help="stop when a dataset value is missing "
                        "or not finite, instead of training on it as invalid")
 
+    train.add_argument("--eval-dataset", metavar="D", help="held-out rows for the figures before "
+                       "and after training (default: the embedded held-out Landsat rows, with the "
+                       "embedded data)")
+    train.add_argument("--eval-every", type=int, default=0, metavar="N",
+                       help="also evaluate on the held-out rows every N steps")
+    train.add_argument("--eval-rows", metavar="N|A:B", help="only these held-out rows")
+    train.add_argument("--metric", metavar="NAME", help="the rule or level the held-out figures "
+                       "lead with (default: a rule named `correct`)")
+
+    evaluate = sub.add_parser(
+        "eval", help="generate completions on held-out rows and score them with a spec",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+The table gives the reward, each level and each rule (mean over the completions it applies to,
+with a bootstrap interval over rows), the --metric with pass@k when --samples k > 1, and the
+share of completions each gate closed on. --out writes one line per completion (the row's prompt
+and inputs, `completion`, and `scores`), which `kdsl explain --data F --row N` opens.
+
+Without --model and --dataset: the embedded tiny model on the embedded held-out Landsat rows.""")
+    evaluate.add_argument("file", metavar="SPEC")
+    evaluate.add_argument("--model", help="a .gguf file, a local folder or a hub id (default: the "
+                          "embedded tiny model)")
+    evaluate.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (peft) to load "
+                          "on the model, e.g. a `kdsl train --lora` output")
+    evaluate.add_argument("--dataset", help="jsonl, json, parquet, csv, a save_to_disk folder or a "
+                          "hub id (default: the embedded held-out Landsat rows)")
+    evaluate.add_argument("--split", default="train", help="the split of a folder or hub dataset")
+    evaluate.add_argument("--rows", metavar="N|A:B", help="the first N rows, or rows A to B-1")
+    evaluate.add_argument("--samples", type=int, default=1, metavar="K", help="completions per row "
+                          "(pass@K); above 1 they are sampled")
+    evaluate.add_argument("--temperature", type=float, metavar="T", help="sampling temperature "
+                          "(default: greedy for one sample, 1.0 for several)")
+    evaluate.add_argument("--top-p", type=float, default=1.0)
+    evaluate.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
+    evaluate.add_argument("--batch-size", type=int, default=16, metavar="N",
+                          help="rows per generate call (default 16)")
+    evaluate.add_argument("--metric", metavar="NAME", help="the rule or level to report first, "
+                          "with pass@k (default: a rule named `correct`)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto "
+                          "(default: float32 on a CPU, the model's own on a GPU)")
+    evaluate.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda "
+                          "when there is one)")
+    evaluate.add_argument("--out", metavar="FILE.jsonl", help="every completion with its scores")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    evaluate.add_argument("--strict", action="store_true", help="stop when a dataset value is "
+                          "missing or not finite, instead of scoring it as invalid")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ablate = sub.add_parser(
+        "ablate", help="train variants of a spec (full, without LEVEL, prompt LEVEL) over seeds "
+                       "and compare them on the same held-out rows",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+Variants: `full` (the spec), `without LEVEL...` (those levels removed from the reward), `prompt
+LEVEL...` (removed from the reward and written into the prompt as `kdsl describe` guidance).
+Every run is evaluated with the full spec on the same held-out rows every --eval-every steps.
+Writes OUT/ablation.json (every figure), OUT/ablation.png (held-out metric over steps, mean and
+min-max band over seeds) and one `kdsl train` run folder per variant, seed and fold; run the same
+command again to resume what did not finish.""")
+    ablate.add_argument("file", metavar="SPEC")
+    ablate.add_argument("--variant", action="append", default=[], metavar="VARIANT",
+                        help="repeatable (default: full, and without each level that is not a gate "
+                             "and does not hold the metric)")
+    ablate.add_argument("--seeds", type=int, default=2, metavar="N")
+    ablate.add_argument("--first-seed", type=int, default=0, metavar="S")
+    ablate.add_argument("--model", help="as for kdsl train (default: the embedded tiny model)")
+    ablate.add_argument("--dataset", help="as for kdsl train (default: the embedded Landsat rows)")
+    ablate.add_argument("--eval-dataset", metavar="D", help="held-out rows (default: the embedded "
+                        "split, or --folds)")
+    ablate.add_argument("--folds", type=int, default=1, metavar="K", help="k-fold: every row is "
+                        "held out once (K runs per variant and seed)")
+    ablate.add_argument("--split-seed", type=int, default=0, metavar="S",
+                        help="the seed of the split, the folds and --keep-labels")
+    ablate.add_argument("--keep-labels", type=float, metavar="FRACTION", help="only this fraction "
+                        "of the training rows keeps its label (per class); the others have it missing")
+    ablate.add_argument("--label-column", default="label", metavar="NAME")
+    ablate.add_argument("--config", metavar="TRAIN.yaml", help="GRPOConfig fields, the same for "
+                        "every run")
+    ablate.add_argument("--max-steps", type=int, metavar="N")
+    ablate.add_argument("--eval-every", type=int, default=50, metavar="K")
+    ablate.add_argument("--eval-rows", metavar="N|A:B")
+    ablate.add_argument("--metric", metavar="NAME", help="the held-out rule or level compared "
+                        "(default: a rule named `correct`)")
+    ablate.add_argument("--target", type=float, metavar="X", help="report the steps until the "
+                        "held-out metric first reaches X")
+    ablate.add_argument("--lora", action="store_true")
+    ablate.add_argument("--output-dir", default="runs/ablation", metavar="OUT")
+
+    describe = sub.add_parser("describe", help="the rules of a spec in plain language")
+    describe.add_argument("file", metavar="SPEC")
+    describe.add_argument("--level", action="append", default=[], metavar="LEVEL",
+                          help="only these levels (repeatable)")
+    describe.add_argument("--guidance", action="store_true", help="the text `kdsl ablate` writes "
+                          "into prompts for `prompt LEVEL...` (needs --level)")
+
     test = sub.add_parser("test", help="run a spec's labelled examples (example blocks and "
                                        "NAME.kdtest.jsonl beside NAME.kd)")
     test.add_argument("paths", nargs="+", metavar="SPEC",
@@ -151,11 +245,11 @@ output name whose format is unknown).""")
     explain.add_argument("--format", choices=("text", "json"), default="text",
                          help="json: one JSON object, for tools")
 
-    for command in (check, comp, score, train, test, explain):
+    for command in (check, comp, score, train, evaluate, ablate, describe, test, explain):
         command.add_argument("--spec-path", action="append", default=[], metavar="DIR",
                              help="a folder that imports may also come from (repeatable; added "
                                   "before the folders of KDSL_PATH)")
-    for command in (score, train, test, explain):
+    for command in (score, train, evaluate, test, explain):
         command.add_argument("--similarity-model", metavar="PATH", help="sentence-transformers model "
                              "(local path or hub id) for specs that use similarity()")
     for command in (score, test, explain):
@@ -186,7 +280,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         return 0
     if args.command is None:
         console.error(parser.format_usage().rstrip())
-        console.error("kdsl: error: choose a command: check, compile, score, test, explain, train or report")
+        console.error("kdsl: error: choose a command: check, compile, score, test, explain, describe, eval, train, ablate or report")
         return 2
     # Options that reach the code that reads them through the environment, in this process and in
     # scoring workers alike, for the length of the command.
@@ -459,9 +553,132 @@ def cmd_train(args, console: Console) -> int:
         output_dir=args.output_dir, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_targets=[t for t in args.lora_targets.split(",") if t], resume=args.resume,
         table_every=args.table_every, overrides=overrides, evaluate=not args.no_eval,
-        strict=args.strict)
+        strict=args.strict, eval_dataset=args.eval_dataset, eval_every=args.eval_every,
+        eval_rows=args.eval_rows, metric=args.metric)
+    if args.eval_every < 0:
+        raise _UsageError(f"--eval-every must be 0 or more, not {args.eval_every}")
+    if args.eval_dataset and Path(args.eval_dataset).suffix.lower() in data_suffixes \
+            and not Path(args.eval_dataset).exists():
+        raise _UsageError(f"no such dataset file: {args.eval_dataset}")
     summary = training.train(options, argv=["kdsl", "train", *sys.argv[2:]])
     console.print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args, console: Console) -> int:
+    try:
+        from kdsl import evaluation
+        from kdsl.loading import load_model
+        from kdsl.train import EMBEDDED_MODEL, load_rows
+    except ImportError as err:
+        raise _UsageError(f"`kdsl eval` needs the training extra: pip install 'kdsl[train]' "
+                          f"({err})") from None
+    import kdsl
+
+    spec = _existing(args.file)
+    data_suffixes = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
+    if args.dataset and Path(args.dataset).suffix.lower() in data_suffixes and not Path(args.dataset).exists():
+        raise _UsageError(f"no such dataset file: {args.dataset}")
+    if args.model and args.model.lower().endswith(".gguf") and not Path(args.model).is_file():
+        raise _UsageError(f"no such model file: {args.model}")
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise _UsageError(f"no such adapter folder: {args.adapter}")
+    if args.out and Path(args.out).suffix.lower() != ".jsonl":
+        raise _UsageError(f"--out writes jsonl: name the file NAME.jsonl, not {args.out}")
+    config = evaluation.EvalConfig(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                   metric=args.metric, seed=args.seed)
+    program = kdsl.load(spec)
+    evaluation.metric_name(program, args.metric)
+    if args.dataset is None:
+        from kdsl import landsat
+
+        rows, where = landsat.train_heldout_split(landsat.landsat_rows())[1], "embedded held-out rows"
+    else:
+        rows, where = evaluation.as_rows(load_rows(args.dataset, split=args.split)), args.dataset
+    rows = evaluation.select_rows(rows, args.rows)
+    for line in evaluation.check_rows(program, rows, where, strict=args.strict):
+        console.error(f"warning: {line} (scored as invalid; --strict stops instead)")
+    model, processing_class = load_model(args.model or str(EMBEDDED_MODEL), dtype=args.dtype,
+                                         device=args.device, adapter=args.adapter)
+    from rich.console import Console as RichConsole
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                        TimeRemainingColumn(), console=RichConsole(file=console.err),
+                        disable=args.no_progress, transient=True)
+    with progress:
+        task = progress.add_task("rows", total=len(rows))
+        result = evaluation.evaluate(program, model, processing_class, rows, config,
+                                     progress=lambda n: progress.advance(task, n))
+    for line in result.invalid_values:
+        console.error(f"warning: {line} (scored as invalid)")
+    if args.out:
+        result.write_jsonl(args.out, rows, program.input_names)
+    if args.json:
+        summary = result.summary()
+        if args.out:
+            summary["out"] = args.out
+        console.print(json.dumps(summary, indent=2))
+    else:
+        result.render(RichConsole(file=console.out, highlight=False, width=_table_width(console)))
+        if args.out:
+            console.print(f"{len(result.completions)} completions with their scores: {args.out}")
+    return 0
+
+
+def cmd_ablate(args, console: Console) -> int:
+    try:
+        from kdsl import ablation
+        from kdsl.trl import KdslGRPOTrainer  # noqa: F401  (fails early without the extra)
+    except ImportError as err:
+        raise _UsageError(f"`kdsl ablate` needs the training extra: pip install 'kdsl[train]' "
+                          f"({err})") from None
+    _existing(args.file)
+    if args.config:
+        _existing(args.config)
+    if args.folds < 1:
+        raise _UsageError(f"--folds must be at least 1, not {args.folds}")
+    if args.eval_every < 1:
+        raise _UsageError(f"--eval-every must be at least 1, not {args.eval_every}")
+    options = ablation.AblationOptions(
+        spec=args.file, variants=args.variant, seeds=args.seeds, first_seed=args.first_seed,
+        model=args.model, dataset=args.dataset, eval_dataset=args.eval_dataset, config=args.config,
+        output_dir=args.output_dir, eval_every=args.eval_every, metric=args.metric, target=args.target,
+        folds=args.folds, split_seed=args.split_seed, keep_labels=args.keep_labels,
+        label_column=args.label_column, max_steps=args.max_steps, lora=args.lora,
+        eval_rows=args.eval_rows)
+    from rich.console import Console as RichConsole
+
+    result = ablation.run(options, console=RichConsole(file=console.err))
+    ablation.render(result, RichConsole(file=console.out, highlight=False, width=_table_width(console)))
+    out = Path(args.output_dir)
+    console.print(f"{out / 'ablation.json'}\n{out / 'ablation.png'}")
+    return 0
+
+
+def _table_width(console: Console) -> int | None:
+    """A terminal's own width; 120 columns in a file or pipe, so names are not wrapped."""
+    return None if getattr(console.out, "isatty", lambda: False)() else 120
+
+
+def cmd_describe(args, console: Console) -> int:
+    import kdsl
+    from kdsl import describe
+
+    program = kdsl.load(_existing(args.file))
+    if args.guidance:
+        if not args.level:
+            raise _UsageError("--guidance needs the levels it is for: --level LEVEL ...")
+        console.print(describe.guidance(program, args.level))
+    else:
+        console.print(describe.describe(program, args.level or None))
     return 0
 
 
@@ -525,7 +742,8 @@ def cmd_report(args, console: Console) -> int:
 
 
 _COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "test": cmd_test,
-             "explain": cmd_explain,
+             "explain": cmd_explain, "eval": cmd_eval, "ablate": cmd_ablate,
+             "describe": cmd_describe,
              "train": cmd_train,
              "report": cmd_report}
 

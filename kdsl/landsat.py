@@ -100,48 +100,28 @@ def train_heldout_split(rows: Sequence[dict], heldout_fraction: float = 0.25,
 
 def generate_completions(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
                          batch_size: int = 32) -> list[str]:
-    """Greedy completions of plain-text prompts, in batches with left padding (so every prompt
-    ends where generation starts). The model generates in eval mode: in training mode, gradient
-    checkpointing turns the key/value cache off and generation then loses the context."""
-    import torch
+    """Greedy completions of plain-text prompts, as ``kdsl eval`` generates them."""
+    from kdsl.evaluation import EvalConfig, generate
 
-    device = next(model.parameters()).device
-    previous_side = tokenizer.padding_side
-    was_training = model.training
-    model.eval()
-    tokenizer.padding_side = "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    texts: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)
-            with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
-            new = out[:, batch["input_ids"].shape[1]:]
-            texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = previous_side
-        model.train(was_training)
-    return texts
+    return generate(model, tokenizer, [{"prompt": p} for p in prompts],
+                    EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
 
 
 def heldout_evaluation(model, tokenizer, rows: Sequence[dict], program, max_new_tokens: int = 48,
                        batch_size: int = 32) -> dict:
-    """Greedy completions for ``rows`` scored by ``program``: ``accuracy`` (the fraction whose
-    ``correct`` rule holds), ``format`` (the fraction passing the format gate), the mean
-    ``reward`` and the number of ``rows``."""
+    """Greedy completions for ``rows`` scored by ``program`` (``kdsl eval``'s code): ``accuracy``
+    (the fraction whose ``correct`` rule holds), ``format`` (the fraction passing the format
+    gate), the mean ``reward`` and the number of ``rows``."""
     if not rows:
         return {"accuracy": float("nan"), "format": float("nan"), "reward": float("nan"), "rows": 0}
-    completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens,
-                                       batch_size)
-    scores = program.score(completions, label=[r["label"] for r in rows], sr=[r["sr"] for r in rows])
-    correct = (scores.rules["correct"] >= 0.5) & scores.applies.get("correct", scores.rules["correct"] >= 0)
-    return {"accuracy": float(correct.float().mean()),
-            "format": float((scores.levels["format"] >= 1.0 - 1e-6).float().mean()) if "format" in scores.levels
-            else float("nan"),
-            "reward": float(scores.reward.mean()), "rows": len(rows)}
+    from kdsl.evaluation import EvalConfig, evaluate
+
+    result = evaluate(program, model, tokenizer, rows,
+                      EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, metric="correct"))
+    closed = result.gates.get("format")
+    return {"accuracy": result.metric_value,
+            "format": float("nan") if closed is None else 1.0 - closed,
+            "reward": result.reward, "rows": len(rows)}
 
 
 def heldout_accuracy(model, tokenizer, rows: Sequence[dict], program, max_new_tokens: int = 48,

@@ -9,6 +9,7 @@ and Ctrl-C saves a checkpoint that ``--resume`` continues from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -40,24 +41,43 @@ class TrainOptions:
     resume: bool = False
     table_every: int = 10
     overrides: dict = field(default_factory=dict)
-    evaluate: bool = True  # held-out evaluation before and after, when the embedded data is used
+    evaluate: bool = True  # held-out evaluation before and after, when there are held-out rows
+    eval_dataset: str | list | None = None  # held-out rows (default: the embedded held-out part)
+    eval_every: int = 0  # evaluate on the held-out rows every N steps as well (0: before and after)
+    eval_rows: str | None = None  # `--rows` of the held-out rows: N or START:STOP
+    metric: str | None = None  # the rule or level the held-out figures lead with
+    eval_max_new_tokens: int | None = None  # default: the config's max_completion_length
+    eval_batch_size: int = 32
     strict: bool = False  # missing or non-finite dataset values stop the run instead of a warning
     callbacks: list = field(default_factory=list)  # more transformers TrainerCallbacks
+    program: object | None = None  # a loaded kdsl.Program to train with instead of loading `spec`
+    eval_program: object | None = None  # the program held-out rows are scored by (default: program)
+    defaults: dict | None = None  # GRPOConfig fields under the config file (default: the embedded
+    # example's with the embedded data)
+    argv: list | None = None
 
 
 # ---- data ---------------------------------------------------------------------------------------
 
-def load_rows(source: str):
-    """A ``datasets.Dataset`` from jsonl/json, parquet, csv, a ``save_to_disk`` folder or a hub id."""
+def load_rows(source, split: str = "train"):
+    """A ``datasets.Dataset`` from jsonl/json, parquet, csv, a ``save_to_disk`` folder, a hub id
+    (``split`` picks the split of a folder or hub dataset) or a list of row dicts."""
     import datasets
 
+    if isinstance(source, list):
+        return datasets.Dataset.from_list(source)
     path = Path(source)
     suffix = path.suffix.lower()
     try:
         if path.is_dir():
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
-                loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
+                if split in loaded:
+                    return loaded[split]
+                if split != "train":
+                    raise KdslDataError(f"{source} has no split `{split}` (it has "
+                                        f"{', '.join(loaded)})")
+                loaded = next(iter(loaded.values()))
             return loaded
         if suffix in (".jsonl", ".json"):
             return datasets.load_dataset("json", data_files=str(path), split="train")
@@ -69,7 +89,7 @@ def load_rows(source: str):
         if path.exists():
             raise KdslDataError(f"{source}: unknown dataset format {suffix or '(no suffix)'}; use "
                                 ".jsonl, .json, .parquet, .csv or a folder saved with save_to_disk")
-        return datasets.load_dataset(source, split="train")
+        return datasets.load_dataset(source, split=split)
     except KdslError:
         raise
     except Exception as err:  # datasets raises many kinds; the user needs the message, not a trace
@@ -131,7 +151,10 @@ def write_run_folder(out: Path, program, spec_path: Path, config, options: Train
     (folder / "specs").mkdir(parents=True, exist_ok=True)
     for name, text in program.ir.sources.items():
         (folder / "specs" / Path(name).name).write_text(text, encoding="utf-8")
-    (folder / "spec.kd").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
+    text = program.ir.sources.get(program.ir.file)
+    if text is None:
+        text = spec_path.read_text(encoding="utf-8")
+    (folder / "spec.kd").write_text(text, encoding="utf-8")
     (folder / "spec.sha256").write_text(spec_digest(program) + "\n")
     resolved = {k: v for k, v in config.to_dict().items() if _jsonable(v)}
     (folder / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str) + "\n")
@@ -295,14 +318,14 @@ def _resume_point(output_dir: Path, console) -> Path:
 
 
 def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None) -> dict:
-    """Run GRPO on a spec; returns a summary (run folder, steps, metrics, evaluation)."""
+    """Run GRPO on a spec; returns a summary (run folder, steps, seconds, held-out figures)."""
     from rich.console import Console
 
     import kdsl
 
     console = console or Console(stderr=True)
     spec_path = Path(options.spec)
-    program = kdsl.load(spec_path)
+    program = options.program or kdsl.load(spec_path)
     embedded = options.dataset is None
     heldout = None
     defaults: dict = {}
@@ -316,6 +339,8 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         defaults = dict(landsat.DEFAULT_TRAINING)
     else:
         dataset = load_rows(options.dataset)
+    if options.defaults is not None:
+        defaults = dict(options.defaults)
     from kdsl.runtime.columns import InvalidValues
 
     invalid = InvalidValues()
@@ -330,9 +355,11 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
             for line in lines:
                 console.print(f"  {line}", markup=False)
     if problems:
-        where = options.dataset or "embedded dataset"
+        where = options.dataset if isinstance(options.dataset, str) else "embedded dataset"
         raise KdslDataError(f"the dataset does not fit spec {program.name}:\n" +
                             "\n".join(f"  - {p}" for p in problems), Span(where))
+    eval_program = options.eval_program or program
+    heldout = _heldout_rows(eval_program, options, heldout, console)
     model = options.model or str(EMBEDDED_MODEL)
     if options.model is None and not EMBEDDED_MODEL.exists():
         raise KdslError(f"the embedded model is missing from {EMBEDDED_MODEL}; pass --model")
@@ -342,7 +369,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         resume_from = _resume_point(output_dir, console)
     config = build_config(options, defaults, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    folder = write_run_folder(output_dir, program, spec_path, config, options, argv)
+    folder = write_run_folder(output_dir, program, spec_path, config, options, argv or options.argv)
 
     peft_config = None
     if options.lora:
@@ -352,39 +379,188 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
                                  target_modules=options.lora_targets or "all-linear", task_type="CAUSAL_LM")
     from kdsl.trl import KdslGRPOTrainer
 
+    extra = {}
+    if str(model).lower().endswith(".gguf"):
+        # TRL loads folders and hub ids itself; a GGUF file is dequantised here, to float32 on a
+        # CPU and to the config's precision on a GPU.
+        from kdsl.loading import load_model
+
+        dtype = "bfloat16" if config.bf16 else "float16" if config.fp16 else "float32"
+        model, extra["processing_class"] = load_model(model, dtype=dtype, device="cpu")
+    held_out_callbacks = []
+    if heldout and options.evaluate:
+        held_out_callbacks.append(held_out_evaluation(eval_program, heldout, _eval_config(options, config),
+                                                    folder, console, every=options.eval_every))
     trainer = KdslGRPOTrainer(program, model=model, args=config, train_dataset=dataset,
                               peft_config=peft_config,
-                              callbacks=_callbacks(options.table_every, console) + list(options.callbacks))
+                              callbacks=_callbacks(options.table_every, console) + held_out_callbacks
+                              + list(options.callbacks), **extra)
+    for callback in held_out_callbacks:
+        callback.trainer = trainer
     _quiet_progress_bar(trainer)
-    evaluation: dict = {}
-    if embedded and options.evaluate and heldout:
-        evaluation["before"] = _evaluate(trainer, program, heldout)
-        console.print(f"before training: held-out accuracy {evaluation['before']['accuracy']:.3f}, "
-                      f"mean reward {evaluation['before']['reward']:.3f} on {len(heldout)} held-out rows")
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     trainer.save_model(str(output_dir))
     trainer.state.save_to_json(str(folder / "trainer_state.json"))
-    if embedded and options.evaluate and heldout:
-        evaluation["after"] = _evaluate(trainer, program, heldout)
-        console.print(f"after training: held-out accuracy {evaluation['after']['accuracy']:.3f}, "
-                      f"mean reward {evaluation['after']['reward']:.3f}")
+    evaluation: dict = {}
+    for callback in held_out_callbacks:
+        evaluation = callback.figures
+        seconds -= callback.seconds  # the training time, without the held-out evaluations
     summary = {"output_dir": str(output_dir), "run_folder": str(folder), "steps": trainer.state.global_step,
                "train_seconds": round(seconds, 2), "evaluation": evaluation}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _evaluate(trainer, program, rows) -> dict:
-    from kdsl import landsat
+# ---- held-out evaluation ------------------------------------------------------------------------
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    tokenizer = getattr(trainer.processing_class, "tokenizer", None) or trainer.processing_class
-    was_training = model.training
-    model.eval()
-    try:
-        result = landsat.heldout_evaluation(model, tokenizer, rows, program)
-    finally:
-        model.train(was_training)
-    return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in result.items()}
+def _heldout_rows(program, options: TrainOptions, embedded_heldout, console) -> list[dict] | None:
+    """The rows the held-out figures come from: ``eval_dataset`` (checked like the training
+    data), else the embedded held-out part when the embedded data is used."""
+    from kdsl import evaluation
+
+    if options.eval_dataset is not None:
+        source = options.eval_dataset
+        rows = evaluation.as_rows(load_rows(source))
+        where = source if isinstance(source, str) else "eval dataset"
+        for line in evaluation.check_rows(program, rows, where, strict=options.strict):
+            console.print(f"[yellow]held-out rows:[/yellow] {line}")
+    elif embedded_heldout is not None:
+        rows = list(embedded_heldout)
+    else:
+        if options.eval_every:
+            raise KdslError("--eval-every needs held-out rows: give --eval-dataset")
+        return None
+    rows = evaluation.select_rows(rows, options.eval_rows)
+    if not rows:
+        raise KdslDataError("there are no held-out rows to evaluate on", Span(str(options.eval_dataset)))
+    return rows
+
+
+def _eval_config(options: TrainOptions, config):
+    from kdsl.evaluation import EvalConfig
+
+    return EvalConfig(samples=1, max_new_tokens=options.eval_max_new_tokens or config.max_completion_length,
+                      batch_size=options.eval_batch_size, metric=options.metric, seed=config.seed)
+
+
+def compact(result) -> dict:
+    """The figures of an evaluation that a run's summary and log keep."""
+    out = {"rows": result.rows, "reward": round(result.reward, 4), "metric": result.metric}
+    if result.metric:
+        out["metric_value"] = round(result.metric_value, 4) if math.isfinite(result.metric_value) else None
+        out[result.metric] = out["metric_value"]
+    out["gates_closed"] = {k: round(v, 4) for k, v in result.gates.items()}
+    out["levels"] = {s.name: round(s.mean, 4) for s in result.stats if s.kind == "level"}
+    out["rules"] = {s.name: (round(s.mean, 4) if math.isfinite(s.mean) else None)
+                    for s in result.stats if s.kind == "rule"}
+    return out
+
+
+def _log_entry(step: int, figures: dict) -> dict:
+    entry = {"step": step, "heldout/reward": figures["reward"]}
+    if figures.get("metric"):
+        entry[f"heldout/{figures['metric']}"] = figures["metric_value"]
+    entry.update({f"heldout/level/{k}": v for k, v in figures["levels"].items()})
+    entry.update({f"heldout/rule/{k}": v for k, v in figures["rules"].items() if v is not None})
+    return entry
+
+
+def held_out_evaluation(*args, **kwargs):
+    """A :class:`HeldOutEvaluation` callback (built on first use, so importing this module does not
+    import transformers)."""
+    return _held_out_class()(*args, **kwargs)
+
+
+@functools.cache
+def _held_out_class():
+    from transformers import TrainerCallback
+
+    return type("HeldOutEvaluation", (HeldOutEvaluation, TrainerCallback), {})
+
+
+class HeldOutEvaluation:
+    """Held-out figures before the first step, every ``every`` steps and after the last, with the
+    same code as ``kdsl eval``. Each evaluation goes into the trainer's log history (keys
+    ``heldout/...``, next to the training metrics, so every logger and ``kdsl report`` see it) and
+    into ``kdsl_run/heldout.jsonl``; the last one's completions into
+    ``kdsl_run/heldout_completions.jsonl`` (for ``kdsl explain``)."""
+
+    def __init__(self, program, rows, config, run_folder: Path, console, every: int = 0):
+        self.program = program
+        self.rows = rows
+        self.config = config
+        self.run_folder = Path(run_folder)
+        self.console = console
+        self.every = every
+        self.trainer = None
+        self.figures: dict = {}
+        self.seconds = 0.0
+        self.done_steps: set[int] = set()
+
+    def _run(self, args, state, control, label: str):
+        if state.global_step in self.done_steps:
+            return
+        from kdsl.evaluation import evaluate, text_tokenizer
+
+        self.done_steps.add(state.global_step)
+        started = time.perf_counter()
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        result = evaluate_sharded(self.program, model, trainer.processing_class, self.rows, self.config,
+                                  trainer.accelerator, evaluate, text_tokenizer)
+        figures = compact(result)
+        figures["step"] = state.global_step
+        self.seconds += time.perf_counter() - started
+        if not state.is_world_process_zero:
+            return
+        self.figures[label] = figures
+        entry = _log_entry(state.global_step, figures)
+        state.log_history.append(entry)
+        with (self.run_folder / "heldout.jsonl").open("a", encoding="utf-8") as out:
+            out.write(json.dumps(figures) + "\n")
+        if label == "after":
+            result.write_jsonl(self.run_folder / "heldout_completions.jsonl", self.rows,
+                               self.program.input_names)
+        for callback in trainer.callback_handler.callbacks:  # loggers (wandb, tensorboard, ...)
+            if callback is not self and type(callback).__name__ not in ("RuleTable", "ProgressBarOnly"):
+                callback.on_log(args, state, control, logs=entry)
+        lead = (f"{figures['metric']} {figures['metric_value']:.3f}, "
+                if figures.get("metric") and figures["metric_value"] is not None else "")
+        self.console.print(f"held-out at step {state.global_step} ({label}): {lead}mean reward "
+                           f"{figures['reward']:.3f} on {len(self.rows)} rows")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self._run(args, state, control, "before")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self._run(args, state, control, f"step {state.global_step}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._run(args, state, control, "after")
+
+
+def evaluate_sharded(program, model, processing_class, rows, config, accelerator, evaluate, text_tokenizer):
+    """``evaluate`` with the rows shared out between processes: each generates for its share and
+    every process scores all completions (so all hold the same figures)."""
+    if accelerator is None or accelerator.num_processes <= 1:
+        return evaluate(program, model, processing_class, rows, config)
+    from accelerate.utils import gather_object
+
+    from kdsl import evaluation
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    share = rows[rank::world]
+    local = evaluation.generate(model, processing_class, share, config) if share else []
+    gathered = gather_object([(rank, local)])
+    by_rank = dict(gathered)
+    completions: list[str] = []
+    k = config.samples
+    for i in range(len(rows)):
+        owner, position = i % world, i // world
+        completions.extend(by_rank[owner][position * k:(position + 1) * k])
+    return evaluation.evaluate_completions(program, rows, completions, config,
+                                           tokenizer=text_tokenizer(processing_class))
