@@ -193,6 +193,8 @@ command again to resume what did not finish.""")
     ablate.add_argument("--keep-labels", type=float, metavar="FRACTION", help="only this fraction "
                         "of the training rows keeps its label (per class); the others have it missing")
     ablate.add_argument("--label-column", default="label", metavar="NAME")
+    ablate.add_argument("--stratify", default="label", metavar="COLUMN", help="folds and the "
+                        "--keep-labels rows keep the mix of this column's values (default: label)")
     ablate.add_argument("--config", metavar="TRAIN.yaml", help="GRPOConfig fields, the same for "
                         "every run")
     ablate.add_argument("--max-steps", type=int, metavar="N")
@@ -653,6 +655,7 @@ def cmd_ablate(args, console: Console) -> int:
         output_dir=args.output_dir, eval_every=args.eval_every, metric=args.metric, target=args.target,
         folds=args.folds, split_seed=args.split_seed, keep_labels=args.keep_labels,
         label_column=args.label_column, max_steps=args.max_steps, lora=args.lora,
+        stratify=args.stratify or None,
         eval_rows=args.eval_rows)
     from rich.console import Console as RichConsole
 

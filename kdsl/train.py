@@ -379,14 +379,19 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
                                  target_modules=options.lora_targets or "all-linear", task_type="CAUSAL_LM")
     from kdsl.trl import KdslGRPOTrainer
 
-    extra = {}
     if str(model).lower().endswith(".gguf"):
-        # TRL loads folders and hub ids itself; a GGUF file is dequantised here, to float32 on a
-        # CPU and to the config's precision on a GPU.
         from kdsl.loading import load_model
 
-        dtype = "bfloat16" if config.bf16 else "float16" if config.fp16 else "float32"
-        model, extra["processing_class"] = load_model(model, dtype=dtype, device="cpu")
+        # TRL rebuilds its reference model from the model's folder, which a GGUF file does not
+        # have: the dequantised model is saved once in the run folder and trained from there.
+        base = output_dir / "base_model"
+        if not (base / "config.json").is_file():
+            dtype = "bfloat16" if config.bf16 else "float16" if config.fp16 else "float32"
+            loaded, processing_class = load_model(model, dtype=dtype, device="cpu")
+            loaded.save_pretrained(base)
+            processing_class.save_pretrained(base)
+            del loaded
+        model = str(base)
     held_out_callbacks = []
     if heldout and options.evaluate:
         held_out_callbacks.append(held_out_evaluation(eval_program, heldout, _eval_config(options, config),
@@ -394,7 +399,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
     trainer = KdslGRPOTrainer(program, model=model, args=config, train_dataset=dataset,
                               peft_config=peft_config,
                               callbacks=_callbacks(options.table_every, console) + held_out_callbacks
-                              + list(options.callbacks), **extra)
+                              + list(options.callbacks))
     for callback in held_out_callbacks:
         callback.trainer = trainer
     _quiet_progress_bar(trainer)
