@@ -99,3 +99,22 @@ def test_folds_hold_out_every_row_once_and_labels_can_be_scarce():
     assert sum(r["label"] is not None for r in scarce) == 4  # 2 of 10 per class
     assert scarce == ablation.keep_labels(rows, 0.2, "label", seed=0)
     assert [r["prompt"] for r in scarce] == [r["prompt"] for r in rows]
+
+
+def test_a_prompt_variant_tells_the_rules_it_no_longer_rewards():
+    from kdsl.describe import guidance
+
+    program = kdsl.load(SPEC_PATH)
+    options = ablation.AblationOptions(spec=SPEC_PATH, seeds=1)
+    variant = ablation.parse_variant("prompt knowledge", program.level_names)
+    runs = list(ablation._runs(options, program, [variant], console=None))
+    assert len(runs) == 1
+    _, seed, _, folder, train_rows, held, trained_with = runs[0]
+    text = guidance(program, ["knowledge"])
+    assert "water_claim_needs_water" in text and "reasons_first" not in text
+    assert all(r["prompt"].startswith(text + "\n") for r in train_rows + held)
+    assert len(train_rows) == 90 and len(held) == 30
+    assert trained_with.level_names == ["format", "accuracy"]
+    assert folder.name == "seed-0" and folder.parent.name == "prompt-knowledge"
+    chat = ablation.with_guidance([{"prompt": [{"role": "user", "content": "hi"}]}], "G")
+    assert chat[0]["prompt"][0] == {"role": "system", "content": "G"}
