@@ -669,7 +669,7 @@ class _Describer:
             return (f"{subject}{'other than' if named else 'near'} {threshold}"
                     f"{' earns credit' if named else ','} falling linearly to none at a difference "
                     f"of {margin}")
-        return (f"{subject}{'closer than' if named else 'closer than'} {margin} to {threshold}"
+        return (f"{subject}closer than {margin} to {threshold}"
                 f"{' earns credit' if named else ','} in proportion to the difference (none where "
                 "they are equal)")
 
@@ -726,6 +726,9 @@ class _Describer:
             return self._truth_call(e, scope, modal, negated)
         if isinstance(e, ast.Name) and self._kind(e, scope, frozenset()) == "bool":
             return _say(e.id, "be", "false" if negated else "true", modal, False)
+        if isinstance(e, ast.If) and not negated and self._kind(e, scope, frozenset()) == "bool":
+            return (f"if {self._cond(e.condition, scope)}, {self._cond(e.then, scope, modal)}; "
+                    f"otherwise, {self._cond(e.otherwise, scope, modal)}")
         return _say(self._formula(e, scope), "hold", "", modal, negated)
 
     def _truth_call(self, e: ast.Call, scope: _Scope, modal: bool, negated: bool) -> str:
@@ -871,8 +874,17 @@ class _Describer:
         if isinstance(e, ast.TagExtractor):
             where = f" within {self._noun(e.within, scope)}" if e.within else ""
             return f"the <{e.tag}> text{where}"
-        if isinstance(e, ast.Convert) and e.type_name in ("float", "int"):
-            return f"the number in {self._noun(e.obj, scope)}"
+        if isinstance(e, ast.Convert):
+            source = self._noun(e.obj, scope)
+            if e.type_name in ("float", "int"):
+                return f"the number in {source}"
+            if e.type_name in ("box", "boxes"):
+                return f"the {'box' if e.type_name == 'box' else 'boxes'} written in {source}"
+            if e.type_name == "str":
+                return f"the text of {source}"
+            if e.type_name == "bool":
+                return f"the yes or no of {source}"
+            return f"the {e.type_name} that {source} names"
         call = _builtin_call(e)
         if call is not None and self._callee(e.func, scope) is None:
             name, args = call
@@ -900,7 +912,8 @@ class _Describer:
                 return (f"the share of repeated {self._formula(args[1], scope)}-word sequences in "
                         f"{nouns[0]}")
             if name == "box_count" and len(args) == 1:
-                return f"the number of boxes in {nouns[0]}"
+                written = nouns[0].removeprefix("the boxes written in ")
+                return f"the number of boxes {'written ' if written != nouns[0] else ''}in {written}"
             if name == "iou" and len(args) == 2:
                 return f"the overlap (IoU) of {nouns[0]} and {nouns[1]}"
             if name == "choice" and len(args) == 2:
