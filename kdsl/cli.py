@@ -326,6 +326,13 @@ def _existing(path: str) -> Path:
     return p
 
 
+def _dataset_file(source: str | None) -> None:
+    """A dataset named by a file suffix must exist (anything else may be a hub id or a folder)."""
+    if source and Path(source).suffix.lower() in (".jsonl", ".json", ".parquet", ".csv", ".tsv") \
+            and not Path(source).exists():
+        raise _UsageError(f"no such dataset file: {source}")
+
+
 def cmd_check(args, console: Console) -> int:
     from kdsl.compiler import check_file
 
@@ -544,9 +551,8 @@ def cmd_train(args, console: Console) -> int:
         raise _UsageError(f"`kdsl train` needs the training extra: pip install 'kdsl[train]' "
                           f"({err})") from None
     _existing(args.file)
-    data_suffixes = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
-    if args.dataset and Path(args.dataset).suffix.lower() in data_suffixes and not Path(args.dataset).exists():
-        raise _UsageError(f"no such dataset file: {args.dataset}")
+    _dataset_file(args.dataset)
+    _dataset_file(args.eval_dataset)
     if args.config:
         _existing(args.config)
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
@@ -559,9 +565,6 @@ def cmd_train(args, console: Console) -> int:
         eval_rows=args.eval_rows, metric=args.metric)
     if args.eval_every < 0:
         raise _UsageError(f"--eval-every must be 0 or more, not {args.eval_every}")
-    if args.eval_dataset and Path(args.eval_dataset).suffix.lower() in data_suffixes \
-            and not Path(args.eval_dataset).exists():
-        raise _UsageError(f"no such dataset file: {args.eval_dataset}")
     summary = training.train(options, argv=["kdsl", "train", *sys.argv[2:]])
     console.print(json.dumps(summary, indent=2))
     return 0
@@ -578,9 +581,7 @@ def cmd_eval(args, console: Console) -> int:
     import kdsl
 
     spec = _existing(args.file)
-    data_suffixes = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
-    if args.dataset and Path(args.dataset).suffix.lower() in data_suffixes and not Path(args.dataset).exists():
-        raise _UsageError(f"no such dataset file: {args.dataset}")
+    _dataset_file(args.dataset)
     if args.model and args.model.lower().endswith(".gguf") and not Path(args.model).is_file():
         raise _UsageError(f"no such model file: {args.model}")
     if args.adapter and not Path(args.adapter).is_dir():
@@ -645,6 +646,8 @@ def cmd_ablate(args, console: Console) -> int:
     _existing(args.file)
     if args.config:
         _existing(args.config)
+    _dataset_file(args.dataset)
+    _dataset_file(args.eval_dataset)
     if args.folds < 1:
         raise _UsageError(f"--folds must be at least 1, not {args.folds}")
     if args.eval_every < 1:
