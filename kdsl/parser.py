@@ -7,8 +7,11 @@ was expected in words a spec author knows.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import lark
 from lark import Token, Transformer, v_args
@@ -70,13 +73,59 @@ _OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "CMP_OP", "
 
 @lru_cache(maxsize=1)
 def _lark() -> lark.Lark:
-    return lark.Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        postlex=_POSTLEX,
-    )
+    grammar = grammar_path().read_text(encoding="utf-8")
+    return build_lark(grammar, _cache_file(grammar))
+
+
+def build_lark(grammar: str, cache_file: str | None) -> lark.Lark:
+    """The LALR parser for ``grammar``. Building its tables takes most of a ``kdsl check`` run
+    (about 0.2 s), so with ``cache_file`` Lark stores them there and later runs load them (about
+    0.02 s); Lark checks the file against the grammar, its options and its own version, and
+    rebuilds (and rewrites) it when they differ or the file cannot be read."""
+    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                     postlex=_POSTLEX, cache=cache_file or False)
+
+
+def cache_folder() -> Path | None:
+    """Where kdsl keeps files it can rebuild: ``$KDSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/kdsl``,
+    else ``~/.cache/kdsl``; None when ``KDSL_CACHE_DIR`` is empty (no cache) or the folder is not
+    private to this user. Lark's cache is a pickle, so a folder someone else can write to (the
+    shared temporary folder Lark uses by default, for one) is never used."""
+    configured = os.environ.get("KDSL_CACHE_DIR")
+    if configured == "":
+        return None
+    if configured:
+        folder = Path(configured).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = Path(base) / "kdsl"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder if _private(folder) else None
+    except OSError:  # a read-only home, say: parse without a cache
+        return None
+
+
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by no one else (always true where there are no uids)."""
+    if not hasattr(os, "getuid"):
+        return True
+    info = path.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def _cache_file(grammar: str) -> str | None:
+    folder = cache_folder()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
+    path = folder / f"grammar-{digest}-lark-{lark.__version__}.cache"
+    try:
+        if path.exists() and not _private(path):
+            return None
+    except OSError:
+        return None
+    return str(path)
 
 
 # Named terminals as a spec author would read them in "expected ..." messages; the others are

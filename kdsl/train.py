@@ -185,6 +185,8 @@ def _callbacks(table_every: int, console):
     class RuleTable(TrainerCallback):
         """Every ``table_every`` steps: level rewards and rule satisfaction, from TRL's logs."""
 
+        console_only = True  # held-out figures are printed on their own line, not as a table
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or not state.is_world_process_zero or table_every <= 0:
                 return
@@ -241,6 +243,8 @@ def _quiet_progress_bar(trainer) -> None:
     from transformers.trainer_callback import ProgressCallback
 
     class ProgressBarOnly(ProgressCallback):
+        console_only = True
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             pass
 
@@ -528,8 +532,9 @@ class HeldOutEvaluation:
         if label == "after":
             result.write_jsonl(self.run_folder / "heldout_completions.jsonl", self.rows,
                                self.program.input_names)
-        for callback in trainer.callback_handler.callbacks:  # loggers (wandb, tensorboard, ...)
-            if callback is not self and type(callback).__name__ not in ("RuleTable", "ProgressBarOnly"):
+        # Loggers (wandb, tensorboard, ...) get the figures; kdsl's own console callbacks do not.
+        for callback in trainer.callback_handler.callbacks:
+            if callback is not self and not getattr(callback, "console_only", False):
                 callback.on_log(args, state, control, logs=entry)
         lead = (f"{figures['metric']} {figures['metric_value']:.3f}, "
                 if figures.get("metric") and figures["metric_value"] is not None else "")
