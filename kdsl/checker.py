@@ -401,6 +401,8 @@ class Checker:
                 if f.name not in columns:
                     self.sink.error(f"example sets `{f.name}`, which is not an input of this spec"
                                     f"{did_you_mean(f.name, columns)}", f.span)
+                elif f.name in self.program.inputs:
+                    self.check_example_value(f.name, self.program.inputs[f.name].type, f.value)
             for e in example.expectations:
                 head, *rest = e.target
                 if head == "reward" and not rest:
@@ -418,6 +420,78 @@ class Checker:
                 elif e.kind in ("holds", "violated", "inapplicable") and name not in rules:
                     self.sink.error(f"`{name}` is not a rule; compare it instead, e.g. "
                                     f"`{name} >= 0.5`", e.span)
+
+    def check_example_value(self, name: str, type_: Type, value: ast.ExampleValue) -> None:
+        """An example's value for input ``name``, held to what scoring accepts for that input, so
+        a bad value is a located error here and not an unscorable case in ``kdsl test``. Every
+        bad field (and every bad element of a list) is its own error."""
+        if value.kind in ("none", "fixture"):  # missing is allowed; a fixture is read by kdsl test
+            return
+        kind = type_.kind
+        problem = None
+        if kind in ("float", "int"):
+            if value.kind != "number" and value.kind != "bool":
+                problem = "a number"
+            elif kind == "int" and value.kind == "number" and not float(value.value).is_integer():
+                problem = "a whole number"
+        elif kind == "bool":
+            if not (value.kind == "bool" or (value.kind == "number" and value.value in (0, 1))
+                    or (value.kind in ("name", "string") and str(value.value).strip().lower() in _BOOL_WORDS)):
+                problem = "true or false"
+        elif kind == "str":
+            if value.kind not in ("string", "name"):
+                problem = "a string"
+        elif kind == "enum":
+            self.check_example_member(name, type_.enum, value)
+            return
+        elif kind in ("vector", "box"):
+            size = 4 if kind == "box" else type_.size
+            self.check_example_numbers(name, type_, value, size, f"{size} numbers")
+            return
+        elif kind == "boxes":
+            if value.kind != "list" or any(box.kind != "list" for box in value.value):
+                problem = "a list of boxes [[x1, y1, x2, y2], ...]"
+            else:
+                for box in value.value:
+                    self.check_example_numbers(name, type_, box, 4, "a box [x1, y1, x2, y2]")
+                return
+        if problem is not None:
+            self.sink.error(f"`{name}` is {_a(str(type_))} input: expected {problem}, got "
+                            f"{_shown(value)}", value.span)
+
+    def check_example_numbers(self, name: str, type_: Type, value: ast.ExampleValue, size: int,
+                              expected: str) -> None:
+        head = f"`{name}` is {_a(str(type_))} input: expected"
+        if value.kind != "list":
+            self.sink.error(f"{head} {expected}, got {_shown(value)}", value.span)
+            return
+        for element in value.value:
+            if element.kind not in ("number", "none"):
+                self.sink.error(f"{head} numbers, got {_shown(element)}", element.span)
+        if len(value.value) != size:
+            self.sink.error(f"{head} {expected}, got {len(value.value)}", value.span)
+
+    def check_example_member(self, name: str, enum: EnumType, value: ast.ExampleValue) -> None:
+        from kdsl.runtime.text import normalize_term
+
+        members = ", ".join(enum.members)
+        if value.kind == "number":
+            if float(value.value).is_integer() and 0 <= value.value < len(enum.members):
+                return
+            self.sink.error(f"`{name}` is enum {enum.name}: expected one of {members} (or an index "
+                            f"below {len(enum.members)}), got {_shown(value)}", value.span)
+            return
+        if value.kind not in ("name", "string"):
+            self.sink.error(f"`{name}` is enum {enum.name}: expected one of {members}, got "
+                            f"{_shown(value)}", value.span)
+            return
+        spellings = {normalize_term(m) for m in enum.members}
+        for synonyms in enum.synonyms:
+            spellings.update(normalize_term(s) for s in synonyms)
+        if normalize_term(str(value.value)) not in spellings:
+            self.sink.error(f"`{value.value}` is not a member of enum {enum.name}"
+                            f"{did_you_mean(str(value.value), enum.members)}; its members are "
+                            f"{members}", value.span)
 
     # ---- pass: report_unused ---------------------------------------------------------------------
     def report_unused(self) -> None:
@@ -1258,3 +1332,26 @@ def _names_in(expr: ast.Node) -> set[str]:
                 elif isinstance(value, tuple):
                     stack.extend(v for v in value if isinstance(v, ast.Node))
     return found
+
+
+_BOOL_WORDS = frozenset({"true", "yes", "y", "1", "t", "false", "no", "n", "0", "f"})  # as scoring reads
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _shown(value: ast.ExampleValue) -> str:
+    """An example value as the spec wrote it, for messages."""
+    if value.kind == "string":
+        text = str(value.value)
+        return '"' + (text if len(text) <= 40 else text[:37] + "...") + '"'
+    if value.kind == "list":
+        if len(value.value) > 6:
+            return f"a list of {len(value.value)} values"
+        return "[" + ", ".join(_shown(v) for v in value.value) + "]"
+    if value.kind == "bool":
+        return "true" if value.value else "false"
+    if value.kind == "number":
+        return f"{value.value:g}" if isinstance(value.value, float) else str(value.value)
+    return f"`{value.value}`" if value.kind == "name" else value.kind
