@@ -50,6 +50,12 @@ class Scope:
     defs: dict[str, ast.Def] = field(default_factory=dict)
     tables: dict[str, TableIR] = field(default_factory=dict)
     imports: dict[str, Scope] = field(default_factory=dict)
+    # Aliases whose import failed (already reported): names through them are not errors again.
+    unavailable: set[str] = field(default_factory=set)
+
+    def through_failed_import(self, name: str) -> bool:
+        """Whether ``name`` (``alias`` or ``alias.rest``) goes through an import that failed."""
+        return name.partition(".")[0] in self.unavailable
 
 
 @dataclass
@@ -173,6 +179,8 @@ class Checker:
         enum = enum_named(t.kind, self.scope)
         if enum is not None:
             return T.enum_type(enum)
+        if self.scope.through_failed_import(t.kind):
+            return None
         candidates = (*SCALAR_TYPE_NAMES, "vector", "raster", *self.scope.enums)
         self.sink.error(f"unknown type `{t.kind}`{did_you_mean(t.kind, candidates)}", t.span)
         return None
@@ -197,8 +205,7 @@ class Checker:
                     self.sink.error(f"table `{table.name}` gives a {result}, not `{row.result}`", row.span)
                     ok = False
                 elif row.result not in result.enum.members:
-                    self.sink.error(f"`{row.result}` is not a member of {result.enum.name}"
-                                    f"{did_you_mean(row.result, result.enum.members)}", row.span)
+                    self.sink.error(not_a_member(row.result, result.enum), row.span)
                     ok = False
             elif result.kind == "enum":
                 self.sink.error(f"table `{table.name}` gives a {result.enum.name}, not a number", row.span)
@@ -235,6 +242,8 @@ class Checker:
         enum = enum_named(name, scope)
         if enum is not None:
             return T.enum_type(enum)
+        if scope.through_failed_import(name):
+            return None
         self.sink.error(f"unknown type `{name}`{did_you_mean(name, (*allow, *scope.enums))}", span)
         return None
 
@@ -489,9 +498,7 @@ class Checker:
         for synonyms in enum.synonyms:
             spellings.update(normalize_term(s) for s in synonyms)
         if normalize_term(str(value.value)) not in spellings:
-            self.sink.error(f"`{value.value}` is not a member of enum {enum.name}"
-                            f"{did_you_mean(str(value.value), enum.members)}; its members are "
-                            f"{members}", value.span)
+            self.sink.error(not_a_member(str(value.value), enum), value.span)
 
     # ---- pass: report_unused ---------------------------------------------------------------------
     def report_unused(self) -> None:
@@ -573,6 +580,10 @@ class Checker:
         member = self._enum_member(e.id, ctx.scope, hint, e.span)
         if member is not None:
             return member
+        if hint is not None and hint.enum is not None and e.id[:1].isupper() and \
+                e.id not in ctx.scope.enums:
+            # Compared with an enum value: a capitalised unknown name is a misspelled member.
+            raise self.error(not_a_member(e.id, hint.enum), e.span)
         names = list(ctx.locals) + (list(self._variables) if ctx.scope is self.scope else [])
         members = [m for enum in ctx.scope.enums.values() for m in enum.members]
         hint_text = ""
@@ -597,6 +608,12 @@ class Checker:
 
     def lower_attr(self, e: ast.Attr, ctx: _Ctx, hint) -> Node:
         inner = e.obj
+        leftmost = inner
+        while isinstance(leftmost, ast.Attr):
+            leftmost = leftmost.obj
+        if isinstance(leftmost, ast.Name) and leftmost.id not in ctx.locals and \
+                ctx.scope.through_failed_import(leftmost.id) and leftmost.id not in self._variables:
+            raise _Failed()
         if isinstance(inner, ast.Attr) and isinstance(inner.obj, ast.Name) and \
                 inner.obj.id in ctx.scope.imports and inner.obj.id not in ctx.locals:
             # alias.Enum.Member: a member of an imported enum, written in full
@@ -606,16 +623,14 @@ class Checker:
                                  f"{did_you_mean(inner.name, ctx.scope.imports[inner.obj.id].enums)}",
                                  inner.span)
             if e.name not in enum.members:
-                raise self.error(f"`{e.name}` is not a member of {enum.name}"
-                                 f"{did_you_mean(e.name, enum.members)}", e.span)
+                raise self.error(not_a_member(e.name, enum), e.span)
             return self._member_node(enum, e.name, e.span)
         if isinstance(e.obj, ast.Name) and e.obj.id not in ctx.locals and not (
                 ctx.scope is self.scope and e.obj.id in self._variables):
             enum = ctx.scope.enums.get(e.obj.id)
             if enum is not None:
                 if e.name not in enum.members:
-                    raise self.error(f"`{e.name}` is not a member of {enum.name}"
-                                     f"{did_you_mean(e.name, enum.members)}", e.span)
+                    raise self.error(not_a_member(e.name, enum), e.span)
                 return self._member_node(enum, e.name, e.span)
             imported = ctx.scope.imports.get(e.obj.id)
             if imported is not None:
@@ -690,6 +705,8 @@ class Checker:
         if target == "bool":
             return self.node("to_enum", (text,), T.BOOL, span, enum="bool")
         enum = enum_named(target, scope)
+        if enum is None and scope.through_failed_import(target):
+            raise _Failed()
         if enum is None:
             raise self.error(f"unknown type `{target}`"
                              f"{did_you_mean(target, (*SCALAR_TYPE_NAMES, *scope.enums))}", span)
@@ -944,6 +961,8 @@ class Checker:
         func = e.func
         if isinstance(func, ast.Attr) and isinstance(func.obj, ast.Name):
             scope = ctx.scope.imports.get(func.obj.id)
+            if scope is None and ctx.scope.through_failed_import(func.obj.id):
+                raise _Failed()
             if scope is None:
                 raise self.error(f"unknown import `{func.obj.id}`"
                                  f"{did_you_mean(func.obj.id, ctx.scope.imports)}", func.obj.span)
@@ -1335,6 +1354,11 @@ def _names_in(expr: ast.Node) -> set[str]:
 
 
 _BOOL_WORDS = frozenset({"true", "yes", "y", "1", "t", "false", "no", "n", "0", "f"})  # as scoring reads
+
+
+def not_a_member(name: str, enum: EnumType) -> str:
+    return (f"`{name}` is not a member of enum {enum.name}{did_you_mean(name, enum.members)}; its "
+            f"members are {', '.join(enum.members)}")
 
 
 def _a(noun: str) -> str:

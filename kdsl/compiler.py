@@ -147,18 +147,23 @@ class _Importer:
                 root: Path | None) -> None:
         importer_dir = stack[-1].parent if stack else None
         for imp in spec.imports:
-            if imp.alias in scope.imports:
+            if imp.alias in scope.imports or imp.alias in scope.unavailable:
                 self.sink.error(f"the import name `{imp.alias}` is used twice", imp.span)
                 continue
+            # Until it is loaded, the alias counts as failed: every error below is reported
+            # once, here, and not again at each use of the alias.
+            scope.unavailable.add(imp.alias)
             try:
                 found = resolve_import(imp.path, root, importer_dir, self.spec_path)
             except ImportRefused as refused:
                 self.sink.error(f"cannot import \"{_shown(imp.path)}\": {refused}", imp.span)
                 continue
             if found is None:
-                self.sink.error(f"cannot find the spec \"{_shown(imp.path)}\" (looked beside "
-                                f"{Path(spec.file).name}, in --spec-path and KDSL_PATH folders "
-                                "and in kdsl's domain_specs library)", imp.span)
+                suggestion = _closest_spec(imp.path, importer_dir, self.spec_path)
+                self.sink.error(f"cannot find the spec \"{_shown(imp.path)}\""
+                                + (f" (did you mean \"{suggestion}\"?)" if suggestion else "")
+                                + f"; looked beside {Path(spec.file).name}, in --spec-path and "
+                                "KDSL_PATH folders and in kdsl's domain_specs library", imp.span)
                 continue
             target = found.path
             if target in stack:
@@ -184,6 +189,41 @@ class _Importer:
                 Checker(imported, child, self.sink).declare_names()
                 self.loaded[target] = child
             scope.imports[imp.alias] = self.loaded[target]
+            scope.unavailable.discard(imp.alias)
+
+
+# A folder tree searched for a "did you mean" is walked this deep and this far, so a spec in a
+# large folder (a home folder) does not make an error slow to report.
+_SUGGEST_DEPTH = 3
+_SUGGEST_FILES = 2000
+
+
+def _closest_spec(path: str, importer_dir: Path | None, spec_path: Sequence[Path]) -> str | None:
+    """The import path of the existing spec closest to ``path`` (as it would be written in the
+    import, relative to the folder it is found from), or None."""
+    import difflib
+
+    wanted = path if path.endswith(".kd") else path + ".kd"
+    candidates: set[str] = set()
+    for base in (importer_dir, *spec_path, library_dir()):
+        if base is None:
+            continue
+        seen = 0
+        for folder, subfolders, files in os.walk(base):
+            depth = len(Path(folder).relative_to(base).parts)
+            if depth >= _SUGGEST_DEPTH:
+                subfolders[:] = []
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            for name in files:
+                if name.endswith(".kd"):
+                    candidates.add((Path(folder) / name).relative_to(base).as_posix())
+            seen += len(files)
+            if seen > _SUGGEST_FILES:
+                break
+    close = difflib.get_close_matches(wanted, sorted(candidates), n=1, cutoff=0.75)
+    if not close:
+        return None
+    return close[0] if path.endswith(".kd") else close[0].removesuffix(".kd")
 
 
 @lru_cache(maxsize=32)

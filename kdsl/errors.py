@@ -34,8 +34,12 @@ class Diagnostic:
     notes: tuple[str, ...] = ()
 
     def render(self) -> str:
-        head = f"{self.span}: {self.severity}: {self.message}" if self.span.line else (
-            f"{self.span.file}: {self.severity}: {self.message}")
+        if self.span.line:
+            head = f"{self.span}: {self.severity}: {self.message}"
+        elif self.span.file in ("", "<string>"):  # no place to name: data given from Python
+            head = f"{self.severity}: {self.message}"
+        else:
+            head = f"{self.span.file}: {self.severity}: {self.message}"
         lines = [head]
         if self.source_line is not None and self.span.line:
             text = self.source_line.rstrip("\n").expandtabs(1)

@@ -43,15 +43,21 @@ class _DropBracketedNewlines:
 
     def __init__(self) -> None:
         self.open: list[Token] = []  # brackets still open, for "`(` at 2:14 is not closed"
+        self.blocks: list[Token] = []  # braces still open, for "this `{` is not closed"
 
     def process(self, stream):
         self.open = []
+        self.blocks = []
         for token in stream:
             if token.type in ("LPAR", "LSQB"):
                 self.open.append(token)
             elif token.type in ("RPAR", "RSQB"):
                 if self.open:
                     self.open.pop()
+            elif token.type == "LBRACE":
+                self.blocks.append(token)
+            elif token.type == "RBRACE" and self.blocks:
+                self.blocks.pop()
             elif token.type == "_NL" and self.open:
                 continue
             yield token
@@ -745,12 +751,37 @@ def _first_too_deep(tree: lark.Tree) -> lark.Tree | None:
     return None
 
 
+# Characters that word processors and papers use for operators kdsl spells in ASCII.
+_LOOK_ALIKES = {
+    "≥": ("greater than or equal", ">="), "≤": ("less than or equal", "<="),
+    "≠": ("not equal", "!="), "×": ("times", "*"), "·": ("times", "*"), "÷": ("divided by", "/"),
+    "−": ("minus sign", "-"), "–": ("en dash", "-"), "—": ("em dash", "-"),
+    "±": ("plus-minus", "+-"), "…": ("ellipsis", ".."), "→": ("arrow", "->"),
+    "“": ("curly quote", '"'), "”": ("curly quote", '"'), "„": ("curly quote", '"'),
+    "‘": ("curly quote", '"'), "’": ("curly quote", '"'), "＝": ("full-width equals", "=="),
+}
+
+# What starts a declaration at the top of a spec: found at the start of a line inside a block,
+# it means the block above was not closed.
+_BLOCK_KEYWORDS = frozenset({"spec", "import", "input", "output", "let", "def", "level", "table",
+                             "advantage", "mask", "example", "enum"})
+
+
+def _unclosed_brace(brace: Token, where: str, text: str, file: str) -> KdslSyntaxError:
+    span = Span(file, brace.line, brace.column, brace.line, brace.column + 1)
+    return KdslSyntaxError(Diagnostic(
+        "error", f"this `{{` is not closed ({where} before its `}}`)", span,
+        source_line(text, brace.line)))
+
+
 def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
     line, column = getattr(err, "line", 0) or 0, getattr(err, "column", 0) or 0
     if isinstance(err, UnexpectedCharacters):
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
         if char == "'":
             message = "strings are written in double quotes, like \"answer\""
+        elif char in _LOOK_ALIKES:
+            message = f"`{char}` ({_LOOK_ALIKES[char][0]}) is not kdsl syntax; write `{_LOOK_ALIKES[char][1]}`"
         elif char == "\n":
             message = f"unexpected end of line; expected {_expected(set(err.allowed or ()))}"
         else:
@@ -761,12 +792,20 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
     elif isinstance(err, UnexpectedEOF):
         lines = text.rstrip("\n").splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
+        if _POSTLEX.blocks and "RBRACE" in set(err.expected):
+            return _unclosed_brace(_POSTLEX.blocks[-1], "the file ends", text, file)
         message = f"unexpected end of file; expected {_expected(set(err.expected))}"
         span = Span(file, line, column, line, column + 1)
     elif isinstance(err, UnexpectedToken):
         token = err.token
         # `accepts` is the parser's own view; `expected` also holds the always-accepted newline.
         expected = set(getattr(err, "accepts", None) or err.expected)
+        if _POSTLEX.blocks and "RBRACE" in expected and (
+                token.type == "$END" or (str(token) in _BLOCK_KEYWORDS and token.column == 1)):
+            # A block keyword at the start of a line, or the end of the file, where a `}` could
+            # close the block: the brace left open is the mistake, so point there.
+            where = "the file ends" if token.type == "$END" else f"`{token}` at {token.line}:{token.column} comes"
+            return _unclosed_brace(_POSTLEX.blocks[-1], where, text, file)
         if token.type == "$END":
             lines = text.rstrip("\n").splitlines() or [""]
             line, column = len(lines), len(lines[-1]) + 1
