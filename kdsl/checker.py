@@ -87,6 +87,7 @@ class Checker:
         # Each def call with the same argument nodes lowers to the same node (the graph merges
         # them anyway); remembering it keeps defs that call defs twice from taking exponential time.
         self._expanded: dict[tuple, Node] = {}
+        self._library_call: Span | None = None  # the call of an imported def being expanded
 
     # ---- entry ----------------------------------------------------------------------------------
     def run(self) -> ProgramIR:
@@ -527,6 +528,8 @@ class Checker:
     # ---- expressions -------------------------------------------------------------------------------
     def node(self, op: str, args: tuple[Node, ...], type_: Type, span: Span, **attrs) -> Node:
         node = self.graph.node(op, args, type_, attrs, span)
+        if self._library_call is not None:
+            self.program.call_sites.setdefault(node.id, self._library_call)
         if node.depth > MAX_NESTING:
             raise self.error(f"this value is computed through more than {MAX_NESTING} nested "
                              "operations (counting the lets and defs it uses); compute less of it "
@@ -1010,6 +1013,9 @@ class Checker:
         if key in self._expanded:
             return self._expanded[key]
         inner = _Ctx(scope, bound, ctx.soft, (*ctx.calls, qualified))
+        outermost = self._library_call is None and scope is not self.scope
+        if outermost:
+            self._library_call = e.span
         try:
             node = self._expanded[key] = self.lower(d.body, inner)
             return node
@@ -1024,6 +1030,9 @@ class Checker:
             self.sink.diagnostics[-1] = last.__class__(**{**last.__dict__,
                                                           "notes": (*last.notes, note)})
             raise
+        finally:
+            if outermost:
+                self._library_call = None
 
     def call_table(self, table: TableIR, e: ast.Call, ctx: _Ctx) -> Node:
         if e.kwargs:

@@ -134,11 +134,12 @@ class DiagnosticSink:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """`` (did you mean `x`?)`` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    candidates = sorted(set(candidates))
+    # The same name in other letters (`ndvi` for `NDVI`) is the likeliest slip of all.
+    lowered = {c.lower(): c for c in candidates}
+    close = [lowered[name.lower()]] if name.lower() in lowered and name not in candidates else []
     if not close:
-        lowered = {c.lower(): c for c in candidates}
-        if name.lower() in lowered:
-            close = [lowered[name.lower()]]
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 

@@ -125,6 +125,9 @@ class ProgramIR:
     masks: list = field(default_factory=list)
     examples: list = field(default_factory=list)  # ast.Example, run by `kdsl test`
     nodes: list[Node] = field(default_factory=list)
+    # Node id -> where this spec calls the imported def the node was made for: diagnostics about
+    # a library's code are reported there, in the spec the user can change.
+    call_sites: dict[int, Span] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
     @property

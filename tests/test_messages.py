@@ -7,6 +7,7 @@ import kdsl
 from kdsl.compiler import check_source
 from kdsl.errors import KdslDataError, KdslError
 from kdsl.parser import parse
+from kdsl.resources import library_dir
 
 
 def syntax_error(text: str):
@@ -103,3 +104,30 @@ def test_a_misspelled_member_names_the_enum_and_its_members():
     assert [(d.span.line, d.message) for d in errors] == [
         (5, "`Forrest` is not a member of enum Cover (did you mean `Forest`?); its members are Forest, Water"),
         (6, "`Watr` is not a member of enum Cover (did you mean `Water`?); its members are Forest, Water")]
+
+
+LIBRARY_CALL = """spec lib version 1
+import "spectral/indices.kd" as idx
+
+input { sr: vector[7] bands(B1, B2, B3, B4, B5, B6, B7) }
+
+level main {
+  rule a: RULE
+}
+"""
+
+
+def test_a_warning_inside_a_library_def_is_reported_where_the_spec_calls_it():
+    text = LIBRARY_CALL.replace("RULE", "idx.NDVI(N = sr.B5, R = sr.B4) > 0.3")
+    (warning,) = check_source(text, "lib.kd").warnings
+    assert warning.message == "denominator `sr.B5 + sr.B4` can be zero, e.g. when sr.B5 = 0, sr.B4 = 0"
+    assert (warning.span.file, warning.span.line, warning.span.column) == ("lib.kd", 7, 11)
+    assert warning.notes[0].startswith("the division is in the imported def, at ")
+    library = (library_dir() / "spectral" / "indices.kd").read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(library, 1) if text.startswith("def NDVI("))
+    assert warning.notes[0].endswith(f"indices.kd:{line}:18")
+
+
+def test_a_guard_at_the_call_site_silences_the_library_warning():
+    text = LIBRARY_CALL.replace("RULE", "when sr.B5 + sr.B4 > 0: idx.NDVI(N = sr.B5, R = sr.B4) > 0.3")
+    assert check_source(text, "lib.kd").warnings == []

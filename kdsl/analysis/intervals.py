@@ -580,7 +580,12 @@ def analyze(program: ProgramIR, sink: DiagnosticSink) -> None:
                 continue
             example = _zero_example(den, ranges, show)
             where = f", e.g. when {example}" if example else ""
-            sink.warning(f"denominator `{show(den)}` can be zero{where}", node.span,
+            span, notes = node.span, []
+            site = program.call_sites.get(node.id)
+            if site is not None and site.file != node.span.file:
+                # Inside an imported def: say it where this spec calls it, the library line a note.
+                span, notes = site, [f"the division is in the imported def, at {node.span}"]
+            sink.warning(f"denominator `{show(den)}` can be zero{where}", span, *notes,
                          "there the value is invalid (a masked safe division), so rules using it "
                          "fail unless they say `invalid pass` or `invalid skip`")
 
