@@ -543,13 +543,24 @@ def cmd_test(args, console: Console) -> int:
     return status
 
 
+# What `kdsl train` and `kdsl ablate` need installed (the `train` extra), looked up without being
+# imported: importing the trainer stack takes seconds, and a bad dataset should be reported first.
+_TRAINING_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "yaml")
+
+
+def _require_training_extra(command: str) -> None:
+    import importlib.util
+
+    missing = [name for name in _TRAINING_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _UsageError(f"`kdsl {command}` needs the training extra: pip install 'kdsl[train]' "
+                          f"(not installed: {', '.join(missing)})")
+
+
 def cmd_train(args, console: Console) -> int:
-    try:
-        from kdsl import train as training
-        from kdsl.trl import KdslGRPOTrainer  # noqa: F401  (fails early without the extra)
-    except ImportError as err:
-        raise _UsageError(f"`kdsl train` needs the training extra: pip install 'kdsl[train]' "
-                          f"({err})") from None
+    _require_training_extra("train")
+    from kdsl import train as training
+
     _existing(args.file)
     _dataset_file(args.dataset)
     _dataset_file(args.eval_dataset)
@@ -637,12 +648,9 @@ def cmd_eval(args, console: Console) -> int:
 
 
 def cmd_ablate(args, console: Console) -> int:
-    try:
-        from kdsl import ablation
-        from kdsl.trl import KdslGRPOTrainer  # noqa: F401  (fails early without the extra)
-    except ImportError as err:
-        raise _UsageError(f"`kdsl ablate` needs the training extra: pip install 'kdsl[train]' "
-                          f"({err})") from None
+    _require_training_extra("ablate")
+    from kdsl import ablation
+
     _existing(args.file)
     if args.config:
         _existing(args.config)

@@ -132,6 +132,22 @@ def test_dataset_problems_are_named_before_training(workspace, tmp_path, capsys)
     assert not (tmp_path / "o").exists()  # nothing started
 
 
+def test_a_bad_dataset_is_reported_before_the_trainer_stack_is_imported(workspace, tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "gold": "seven"}\n')
+    probe = ("import sys; from kdsl.cli import main; rc = main(sys.argv[1:]); "
+             "print('loaded:', sorted(m for m in ('trl', 'transformers', 'peft') if m in sys.modules)); "
+             "sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", probe, "train", str(workspace / "spec.kd"), "--dataset",
+                           str(bad), "--output-dir", str(tmp_path / "o")], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "row 0, column `gold`: expected a number, got 'seven'" in done.stderr
+    assert "loaded: []" in done.stdout
+
+
 def test_train_usage_errors(workspace, tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.kd")]) == 2
     assert main(["train", str(workspace / "spec.kd"), "--dataset", str(tmp_path / "nope.jsonl")]) == 2
