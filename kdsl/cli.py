@@ -231,6 +231,8 @@ command again to resume what did not finish.""")
     test.add_argument("--mutate", action="store_true",
                       help="nudge thresholds, comparisons and table cells and report the "
                            "mutations no example catches")
+    test.add_argument("--fail-under-mutation", type=float, metavar="PERCENT",
+                      help="exit 1 when a spec's mutation score is below PERCENT (implies --mutate)")
 
     explain = sub.add_parser(
         "explain", help="show why one completion got its reward: what each output found, each "
@@ -527,19 +529,14 @@ def cmd_test(args, console: Console) -> int:
             if args.fail_under is not None and cov.percent < args.fail_under:
                 console.error(f"{suite.spec}: coverage {cov.percent:.1f}% is under {args.fail_under:g}%")
                 status = 1
-    if args.mutate:
-        from kdsl.mutation import mutate
+    if args.mutate or args.fail_under_mutation is not None:
+        from kdsl.mutation import format_report, mutate
 
         for suite in suites:
             report = mutate(suite)
-            judged = len(report.caught) + len(report.survived)
-            console.print(f"mutation score of {suite.spec}: {report.score:.1f}% ({len(report.caught)} of "
-                          f"{judged} mutants caught" + (f"; {len(report.rejected)} rejected by the checker"
-                                                        if report.rejected else "") + ")")
-            source = Path(suite.spec).read_text(encoding="utf-8").splitlines()
-            for mutant in report.survived:
-                console.print(f"  {suite.spec}:{mutant.line}:{mutant.column}: survived: {mutant.describe()}")
-                console.print(f"      {source[mutant.line - 1].strip()}")
+            console.print(format_report(suite.spec, report, args.fail_under_mutation))
+            if args.fail_under_mutation is not None and report.score < args.fail_under_mutation:
+                status = 1
     return status
 
 

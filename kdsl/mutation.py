@@ -2,8 +2,9 @@
 
 Each mutant is the spec with one small change to its knowledge: a threshold nudged (an integer by
 one, any other number by 10%), a comparison flipped at its boundary (``<`` and ``<=``, ``>`` and
-``>=``, ``==`` and ``!=``; not the boundary of a ``soft`` rule, whose ramp is continuous there), a table cell's bound nudged or its operator flipped, a table row's
-result replaced by another member. A mutant is *caught* when some case's outcome changes (an
+``>=``, ``==`` and ``!=``; not the boundary of a ``soft`` rule, whose ramp is continuous there),
+a table cell's bound nudged or its operator flipped, a table row's result replaced by another
+member. A mutant is *caught* when some case's outcome changes (an
 expectation that passed fails, or the other way round). Mutants that survive point at knowledge
 that no example pins down. Mutants that ``kdsl check`` rejects (for example a nudged cell that
 makes two table rows overlap) are counted apart: the checker already guards those.
@@ -15,6 +16,7 @@ spec a person would get by making that one edit; examples and weights are never 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lark import Token, Tree
 
@@ -51,6 +53,22 @@ class MutationReport:
     def score(self) -> float:
         judged = len(self.caught) + len(self.survived)
         return 100.0 * len(self.caught) / judged if judged else 100.0
+
+
+def format_report(spec: str, report: MutationReport, fail_under: float | None = None) -> str:
+    """The mutation score and every survivor with its spec line, as ``kdsl test --mutate`` and
+    the pytest plugin print it; with ``fail_under``, a last line when the score is below it."""
+    judged = len(report.caught) + len(report.survived)
+    lines = [f"mutation score of {spec}: {report.score:.1f}% ({len(report.caught)} of {judged} "
+             "mutants caught" + (f"; {len(report.rejected)} rejected by the checker"
+                                 if report.rejected else "") + ")"]
+    source = Path(spec).read_text(encoding="utf-8").splitlines()
+    for mutant in report.survived:
+        lines.append(f"  {spec}:{mutant.line}:{mutant.column}: survived: {mutant.describe()}")
+        lines.append(f"      {source[mutant.line - 1].strip()}")
+    if fail_under is not None and report.score < fail_under:
+        lines.append(f"{spec}: mutation score {report.score:.1f}% is under {fail_under:g}%")
+    return "\n".join(lines)
 
 
 def _number_text(value: float, integer: bool) -> str:

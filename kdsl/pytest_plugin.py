@@ -19,8 +19,25 @@ import pytest
 _SUITES = pytest.StashKey[dict]()
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("kdsl", "kdsl spec examples")
+    group.addoption("--kdsl-mutate", action="store_true",
+                    help="add one item per spec that mutation-tests its examples and fails when a "
+                         "mutant survives (or the score is under --kdsl-fail-under-mutation)")
+    group.addoption("--kdsl-fail-under-mutation", type=float, metavar="PERCENT", default=None,
+                    help="the mutation score a spec needs (implies --kdsl-mutate)")
+
+
 def pytest_configure(config):
     config.stash[_SUITES] = {}
+
+
+def _mutation_threshold(config) -> float | None:
+    """The score a spec's mutation item needs, or None when mutation testing is off."""
+    threshold = config.getoption("kdsl_fail_under_mutation", None)
+    if threshold is None and config.getoption("kdsl_mutate", False):
+        return 100.0
+    return threshold
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -75,6 +92,9 @@ class KdslCasesFile(pytest.File):
             if Path(case.file).resolve() == here:
                 yield KdslCaseItem.from_parent(self, name=case.name, spec=spec, case_name=case.name,
                                                line=case.line)
+        threshold = _mutation_threshold(self.config)
+        if threshold is not None and Path(spec).resolve() == here:
+            yield KdslMutationItem.from_parent(self, name="mutation", spec=spec, threshold=threshold)
 
 
 class KdslCaseFailed(Exception):
@@ -112,6 +132,35 @@ class KdslCaseItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, self.line - 1, self.case_name
+
+
+class KdslMutationItem(pytest.Item):
+    """Mutation-tests one spec's cases; fails when its score is under the threshold, naming
+    every surviving mutant by its spec line."""
+
+    def __init__(self, *, spec: str, threshold: float, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.threshold = threshold
+
+    def runtest(self):
+        from kdsl import testing
+        from kdsl.mutation import format_report, mutate
+
+        suite = _suite(self.config, self.spec)
+        if not suite.outcomes:
+            testing.run_suite(suite)
+        report = mutate(suite)
+        if report.score < self.threshold:
+            raise KdslCaseFailed(format_report(self.spec, report, self.threshold))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, KdslCaseFailed):
+            return excinfo.value.report
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, 0, self.name
 
 
 class KdslProblemItem(pytest.Item):

@@ -279,6 +279,18 @@ def test_coverage_and_mutation_on_a_spec_with_known_gaps(tmp_path, capsys):
     assert "100.0% (7 of 7 mutants caught" in out and "survived" not in out
 
 
+def test_a_mutation_score_under_the_threshold_fails_the_run(tmp_path, capsys):
+    path = tmp_path / "gaps.kd"
+    path.write_text(GAPS)
+    assert main(["test", str(path), "--fail-under-mutation", "50"]) == 1  # implies --mutate
+    out = capsys.readouterr().out
+    assert "(3 of 7 mutants caught; 6 rejected by the checker)" in out
+    assert "gaps.kd:16:35: survived: threshold `6` -> `5`" in out
+    assert out.rstrip().endswith("gaps.kd: mutation score 42.9% is under 50%")
+    assert main(["test", str(path), "--fail-under-mutation", "40"]) == 0
+    assert "is under" not in capsys.readouterr().out
+
+
 # ---- the pytest plugin ---------------------------------------------------------------------------
 
 pytest_plugins = ["pytester"]
@@ -397,3 +409,14 @@ def test_a_folder_run_leaves_out_library_specs_without_cases(tmp_path, capsys):
     assert "1 passed, 0 failed" in capsys.readouterr().out
     # Named explicitly, a spec without levels is still reported.
     assert main(["test", str(tmp_path / "lib.kd")]) == 1
+
+
+def test_pytest_gates_on_the_mutation_score(pytester):
+    pytester.makefile(".kd", gaps=GAPS)
+    result = pytester.runpytest("-v", "-p", "no:cacheprovider", "--kdsl-fail-under-mutation", "50")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*gaps.kd::mutation FAILED*", "*gaps.kd:8:11: survived: result `Scan` -> `Wait`*",
+                                 "*mutation score 42.9% is under 50%*"])
+    pytester.runpytest("-p", "no:cacheprovider", "--kdsl-fail-under-mutation", "40").assert_outcomes(passed=2)
+    pytester.runpytest("-p", "no:cacheprovider", "--kdsl-mutate").assert_outcomes(passed=1, failed=1)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)  # off unless asked
