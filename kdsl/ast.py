@@ -111,8 +111,12 @@ class SetLiteral(Expr):
 
 @dataclass(frozen=True)
 class RangeLiteral(Expr):
+    """``a..b`` (both ends included) or an interval ``[a, b)``, ``(a, b]``, ``(a, b)``, ``[a, b]``."""
+
     low: Expr
     high: Expr
+    low_open: bool = False  # the low end itself is outside: `(a, ...`
+    high_open: bool = False  # the high end itself is outside: `..., b)`
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,8 @@ class TypeExpr(Node):
     nodata: float | None = None
     low: float | None = None
     high: float | None = None
+    low_open: bool = False  # `in (0, 1]`: the low end itself is outside the range
+    high_open: bool = False
     enum: EnumDecl | None = None  # an enum declared inline
 
 
@@ -213,13 +219,16 @@ class TableParam(Node):
 
 @dataclass(frozen=True)
 class Cell(Node):
-    """One condition of a table row: ``_``, a name, ``{a, b}``, ``< 6``, ``6..8`` or ``6``."""
+    """One condition of a table row: ``_``, a name, ``{a, b}``, ``< 6``, ``6..8``, an interval
+    such as ``[0.1, 0.27)`` (kind ``range`` with an open end) or ``6``."""
 
     kind: str  # any | name | set | compare | range | number
     names: tuple[str, ...] = ()
     op: str | None = None
     low: float | None = None
     high: float | None = None
+    low_open: bool = False  # range: the low end itself does not match
+    high_open: bool = False  # range: the high end itself does not match
 
 
 @dataclass(frozen=True)

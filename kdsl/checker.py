@@ -127,8 +127,9 @@ class Checker:
         for decl in spec.inputs:
             type_ = self.resolve_type(decl.type)
             if type_ is not None:
-                self.program.inputs[decl.name] = InputSpec(decl.name, type_, decl.span,
-                                                           decl.type.low, decl.type.high)
+                self.program.inputs[decl.name] = InputSpec(
+                    decl.name, type_, decl.span, decl.type.low, decl.type.high,
+                    decl.type.low_open, decl.type.high_open)
         for d in spec.defs:
             if d.name in self.scope.defs:
                 self.sink.error(f"def `{d.name}` is already defined at line "
@@ -892,8 +893,8 @@ class Checker:
             high = self.lower(e.collection.high, ctx)
             if element.type.is_text:
                 element = self.convert_text(element, "float", ctx.scope, e.span)
-            lo = self.compare(">=", element, low, e.span, ctx)
-            hi = self.compare("<=", element, high, e.span, ctx)
+            lo = self.compare(">" if e.collection.low_open else ">=", element, low, e.span, ctx)
+            hi = self.compare("<" if e.collection.high_open else "<=", element, high, e.span, ctx)
             result = self.node("and", (lo, hi), lo.type, e.span, logic=self.program.logic)
         else:
             items = e.collection.items

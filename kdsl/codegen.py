@@ -378,7 +378,8 @@ class Generator:
         if cell.kind == "compare":
             return f"({arg} {cell.op} {_lit(float(cell.low))})"
         if cell.kind == "range":
-            return f"(({arg} >= {_lit(float(cell.low))}) & ({arg} <= {_lit(float(cell.high))}))"
+            low, high = (">" if cell.low_open else ">="), ("<" if cell.high_open else "<=")
+            return f"(({arg} {low} {_lit(float(cell.low))}) & ({arg} {high} {_lit(float(cell.high))}))"
         return f"({arg} == {_lit(float(cell.low))})"
 
     # ---- tensor phase -------------------------------------------------------------------------------

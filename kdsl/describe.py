@@ -576,6 +576,10 @@ class _Describer:
             low, _, high = written.partition("..")
             if not high:
                 low, high = _fmt(cell.low), _fmt(cell.high)
+            if cell.low_open or cell.high_open:
+                # An interval: the ends say it, `[0.1, 0.27)` is ">= 0.1 and < 0.27".
+                return (f"{'>' if cell.low_open else '>='} {_fmt(cell.low)} and "
+                        f"{'<' if cell.high_open else '<='} {_fmt(cell.high)}")
             return f"{low.strip()} to {high.strip()}"
         if cell.kind == "compare":
             number = written[len(cell.op):].strip() if written.startswith(cell.op) else _fmt(cell.low)
@@ -641,8 +645,8 @@ class _Describer:
                         a, op, b = b, _FLIPPED[op], a
                     yield a, op, b
             elif isinstance(node, ast.In) and isinstance(node.collection, ast.RangeLiteral):
-                yield node.element, ">=", node.collection.low
-                yield node.element, "<=", node.collection.high
+                yield node.element, ">" if node.collection.low_open else ">=", node.collection.low
+                yield node.element, "<" if node.collection.high_open else "<=", node.collection.high
 
     def _ramp(self, left: ast.Expr, op: str, right: ast.Expr, scope: _Scope, margin: str,
               named: bool = True) -> str:
@@ -854,7 +858,8 @@ class _Describer:
         if isinstance(e.collection, ast.RangeLiteral):
             low = self._noun(e.collection.low, scope)
             high = self._noun(e.collection.high, scope)
-            return _say(subject, "be", f"between {low} and {high} (both included)", modal, negated)
+            return _say(subject, "be", f"between {low} and {high} "
+                        f"({_ends(e.collection.low_open, e.collection.high_open)})", modal, negated)
         items = [self._formula(item, scope) for item in e.collection.items]
         what = items[0] if len(items) == 1 else "one of " + ", ".join(items)
         return _say(subject, "be", what, modal, negated)
@@ -986,6 +991,9 @@ class _Describer:
         if isinstance(e, ast.SetLiteral):
             return "{" + ", ".join(self._form(i, scope, bound)[0] for i in e.items) + "}", _ATOM
         if isinstance(e, ast.RangeLiteral):
+            if e.low_open or e.high_open:
+                return (f"{'(' if e.low_open else '['}{sub(e.low, _SUM)}, {sub(e.high, _SUM)}"
+                        f"{')' if e.high_open else ']'}"), _ATOM
             return f"{sub(e.low, _SUM)}..{sub(e.high, _SUM)}", _CMP
         if isinstance(e, ast.If):
             return (f"if {sub(e.condition, _OR)} then {sub(e.then, _OR)} else "
@@ -1254,3 +1262,13 @@ def _advantage(settings: dict) -> str:
                 "the weighted sum of these is then normalised over the batch.")
     return f"{head}: the reward minus its mean over the completions for the same prompt{divided}."
 
+
+def _ends(low_open: bool, high_open: bool) -> str:
+    """Which ends of an interval belong to it, in words."""
+    if low_open and high_open:
+        return "both excluded"
+    if low_open:
+        return "the low end excluded, the high end included"
+    if high_open:
+        return "the low end included, the high end excluded"
+    return "both included"

@@ -75,6 +75,8 @@ class InputSpec:
     span: Span
     low: float | None = None
     high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
 
 
 @dataclass

@@ -152,14 +152,16 @@ def find_mutants(text: str, program) -> list[Mutant]:
                         mutants.append(_operator_mutant(child, "comparison"))
                 else:
                     mutants.extend(_threshold_mutants(child, "threshold", in_expression=True))
-        elif node.data == "range_literal":
+        elif node.data in ("range_literal", "interval_closed", "interval_closed_open",
+                           "interval_open_closed", "interval_open"):
             for child in node.children:
                 mutants.extend(_threshold_mutants(child, "threshold", in_expression=True))
         elif node.data == "cell_compare":
             op, number = node.children
             mutants.append(_operator_mutant(op, "cell"))
             mutants.extend(_threshold_mutants(number, "cell", in_expression=False))
-        elif node.data in ("cell_range", "cell_number"):
+        elif node.data in ("cell_range", "cell_number", "cell_closed", "cell_closed_open",
+                           "cell_open_closed", "cell_open"):
             for child in node.children:
                 mutants.extend(_threshold_mutants(child, "cell", in_expression=False))
         elif node.data == "table_decl":

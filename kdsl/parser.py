@@ -350,8 +350,14 @@ class _Builder(Transformer):
         return ast.InputDecl(str(name), type_expr, span=self.s(meta))
 
     def named_type(self, meta, name, range_):
-        low, high = range_ if range_ else (None, None)
-        return ast.TypeExpr(str(name), low=low, high=high, span=self.s(meta))
+        return ast.TypeExpr(str(name), **self._range_fields(range_), span=self.s(meta))
+
+    @staticmethod
+    def _range_fields(range_) -> dict:
+        if not range_:
+            return {}
+        low, high, low_open, high_open = range_
+        return {"low": low, "high": high, "low_open": low_open, "high_open": high_open}
 
     def inline_enum_type(self, meta, name, members):
         decl = ast.EnumDecl(str(name), members, span=self.s(meta))
@@ -366,15 +372,30 @@ class _Builder(Transformer):
                              self._tok(token))
         return int(value)
 
-    def vector_type(self, meta, size, bands):
-        return ast.TypeExpr("vector", size=self._size(size), bands=bands or (), span=self.s(meta))
+    def vector_type(self, meta, size, bands, range_):
+        return ast.TypeExpr("vector", size=self._size(size), bands=bands or (),
+                            **self._range_fields(range_), span=self.s(meta))
 
-    def raster_type(self, meta, size, bands, nodata):
+    def raster_type(self, meta, size, bands, nodata, range_):
         return ast.TypeExpr("raster", size=self._size(size), bands=bands or (), nodata=nodata,
-                            span=self.s(meta))
+                            **self._range_fields(range_), span=self.s(meta))
+
+    def _declared_range(self, meta, low, high, low_open: bool, high_open: bool):
+        if low.value > high.value or (low.value == high.value and (low_open or high_open)):
+            raise _SpecError("an empty range: no value lies in it", self.s(meta))
+        return (low.value, high.value, low_open, high_open)
 
     def range(self, meta, low, high):
-        return (low.value, high.value)
+        return self._declared_range(meta, low, high, False, False)
+
+    def range_closed_open(self, meta, low, high):
+        return self._declared_range(meta, low, high, False, True)
+
+    def range_open_closed(self, meta, low, high):
+        return self._declared_range(meta, low, high, True, False)
+
+    def range_open(self, meta, low, high):
+        return self._declared_range(meta, low, high, True, True)
 
     def band_names(self, meta, *names):
         return tuple(str(n) for n in names)
@@ -439,6 +460,25 @@ class _Builder(Transformer):
             raise _SpecError(f"empty range `{low.value:g}..{high.value:g}`: the low end is above the high end",
                              self.s(meta))
         return ast.Cell("range", low=low.value, high=high.value, span=self.s(meta))
+
+    def _interval_cell(self, meta, low, high, low_open: bool, high_open: bool):
+        written = f"{'(' if low_open else '['}{low.value:g}, {high.value:g}{')' if high_open else ']'}"
+        if low.value > high.value or (low.value == high.value and (low_open or high_open)):
+            raise _SpecError(f"empty interval `{written}`: no number lies in it", self.s(meta))
+        return ast.Cell("range", low=low.value, high=high.value, low_open=low_open,
+                        high_open=high_open, span=self.s(meta))
+
+    def cell_closed(self, meta, low, high):
+        return self._interval_cell(meta, low, high, False, False)
+
+    def cell_closed_open(self, meta, low, high):
+        return self._interval_cell(meta, low, high, False, True)
+
+    def cell_open_closed(self, meta, low, high):
+        return self._interval_cell(meta, low, high, True, False)
+
+    def cell_open(self, meta, low, high):
+        return self._interval_cell(meta, low, high, True, True)
 
     def cell_number(self, meta, number):
         return ast.Cell("number", low=number.value, high=number.value, span=self.s(meta))
@@ -593,6 +633,18 @@ class _Builder(Transformer):
 
     def range_literal(self, meta, low, high):
         return ast.RangeLiteral(low, high, span=self.s(meta))
+
+    def interval_closed(self, meta, low, high):
+        return ast.RangeLiteral(low, high, span=self.s(meta))
+
+    def interval_closed_open(self, meta, low, high):
+        return ast.RangeLiteral(low, high, high_open=True, span=self.s(meta))
+
+    def interval_open_closed(self, meta, low, high):
+        return ast.RangeLiteral(low, high, low_open=True, span=self.s(meta))
+
+    def interval_open(self, meta, low, high):
+        return ast.RangeLiteral(low, high, low_open=True, high_open=True, span=self.s(meta))
 
     def attr(self, meta, obj, name):
         return ast.Attr(obj, str(name), span=self.s(meta))

@@ -230,7 +230,10 @@ class Reference:
             if isinstance(e.collection, ast.RangeLiteral):
                 lo = self.evaluate(e.collection.low, local, soft)
                 hi = self.evaluate(e.collection.high, local, soft)
-                result = self.logic("and", self.compare(">=", x, lo, soft), self.compare("<=", x, hi, soft))
+                low_op = ">" if e.collection.low_open else ">="
+                high_op = "<" if e.collection.high_open else "<="
+                result = self.logic("and", self.compare(low_op, x, lo, soft),
+                                    self.compare(high_op, x, hi, soft))
             else:
                 items = [self.evaluate(i, local, soft) for i in e.collection.items]
                 if isinstance(x, Text):

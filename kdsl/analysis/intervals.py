@@ -25,8 +25,12 @@ class Interval:
     lo: float
     hi: float
     integral: bool = False
+    lo_open: bool = False  # the value never equals lo (only declared ranges and sums say so)
+    hi_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if (self.lo_open and value == self.lo) or (self.hi_open and value == self.hi):
+            return False
         return self.lo <= value <= self.hi
 
     @property
@@ -84,15 +88,16 @@ class Ranges:
         if op == "input":
             spec = self.program.inputs[n.attr("name")]
             kind = spec.type.kind
-            if kind in ("float", "int"):
+            if kind in ("float", "int", "vector", "raster"):  # a vector's range holds for each element
                 lo = -INF if spec.low is None else spec.low
                 hi = INF if spec.high is None else spec.high
-                return Interval(lo, hi, kind == "int")
+                return Interval(lo, hi, kind == "int", spec.low_open and spec.low is not None,
+                                spec.high_open and spec.high is not None)
             if kind == "bool":
                 return Interval(0.0, 1.0, True)
             if kind == "enum":
                 return Interval(0.0, len(spec.type.enum.members) - 1.0, True)
-            return EVERYTHING if kind in ("vector", "raster", "box") else None
+            return EVERYTHING if kind == "box" else None
         if op in ("lift", "band", "element", "reduce_mean", "reduce_min", "reduce_max",
                   "reduce_quantile"):
             return args[0] if args and args[0] is not None else EVERYTHING
@@ -144,8 +149,9 @@ class Ranges:
                 return Interval(-a.hi, -a.lo, a.integral)
             return Interval(0.0, max(-a.lo, a.hi), a.integral)
         if op == "add":
-            a, b = args
-            return Interval(a.lo + b.lo, a.hi + b.hi, a.integral and b.integral)
+            a, b = args  # an end of the sum is reached only where both ends are
+            return Interval(a.lo + b.lo, a.hi + b.hi, a.integral and b.integral,
+                            a.lo_open or b.lo_open, a.hi_open or b.hi_open)
         if op == "sub":
             a, b = args
             return Interval(a.lo - b.hi, a.hi - b.lo, a.integral and b.integral)

@@ -74,6 +74,8 @@ def cell_matches(cell: ast.Cell, value) -> bool:
         bound = cell.low
         return {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound,
                 "==": value == bound, "!=": value != bound}[cell.op]
+    if cell.low_open and value <= cell.low or cell.high_open and value >= cell.high:
+        return False
     return cell.low <= value <= cell.high  # range, or a single number (low == high)
 
 
@@ -167,7 +169,8 @@ def _cell_problem(cell: ast.Cell, domain: Domain, column: str) -> str | None:
         return f"column `{column}` holds numbers; `{cell.names[0]}` is not a number"
     if domain.is_int:
         for bound in (cell.low, cell.high):
-            if bound is not None and cell.kind in ("number", "range") and not float(bound).is_integer():
+            if bound is not None and cell.kind in ("number", "range") and not float(bound).is_integer() \
+                    and not (cell.low_open or cell.high_open):
                 return f"column `{column}` holds whole numbers; {fmt(bound)} never occurs"
     return None
 
