@@ -407,6 +407,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
     for callback in held_out_callbacks:
         callback.trainer = trainer
     _quiet_progress_bar(trainer)
+    _warn_beyond_context(trainer, dataset, config.max_completion_length, console)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
@@ -420,6 +421,36 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
                "train_seconds": round(seconds, 2), "evaluation": evaluation}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def longest_prompt(processing_class, prompts, sample: int = 256) -> int:
+    """The token count of the longest of (the first ``sample``) prompts, as the trainer feeds them."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    longest = 0
+    for prompt in list(prompts)[:sample]:
+        if isinstance(prompt, str):
+            ids = tokenizer(prompt)["input_ids"]
+        else:
+            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            ids = ids.get("input_ids", ids) if hasattr(ids, "get") else ids
+        longest = max(longest, len(ids))
+    return longest
+
+
+def _warn_beyond_context(trainer, dataset, completion_length: int, console) -> None:
+    """Say so when prompts plus completions are longer than the model's positions (a `prompt`
+    variant's guidance can make them so): such a model reads them badly, and slowly."""
+    limit = getattr(getattr(trainer.model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int) or "prompt" not in dataset.column_names:
+        return
+    try:
+        longest = longest_prompt(trainer.processing_class, dataset["prompt"])
+    except (TypeError, ValueError, KeyError, AttributeError):  # a processor this check does not
+        # know: training itself will say what is wrong, if anything is
+        return
+    if longest + completion_length > limit:
+        console.print(f"[yellow]warning: prompts of up to {longest} tokens plus {completion_length} "
+                      f"completion tokens exceed the model's {limit} positions[/yellow]")
 
 
 # ---- held-out evaluation ------------------------------------------------------------------------

@@ -88,6 +88,24 @@ def test_train_logs_kdsl_metrics_and_keeps_a_run_folder(workspace, tmp_path, cap
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_prompts_beyond_the_models_positions_are_warned_about(workspace, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from kdsl.train import longest_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "model")
+    long = "guidance " * 120 + "What is 1 + 1? <answer>"
+    assert longest_prompt(tokenizer, ["short", long]) == len(tokenizer(long)["input_ids"]) > 512
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "gold": 2}) + "\n" for p in ("short <answer>", long)))
+    assert main(["train", str(workspace / "spec.kd"), "--model", str(workspace / "model"), "--dataset",
+                 str(data), "--config", str(workspace / "train.yaml"), "--output-dir",
+                 str(tmp_path / "run"), "--max-steps", "1", "--table-every", "0"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"prompts of up to {longest_prompt(tokenizer, [long])} tokens plus 12 completion tokens exceed " \
+           "the model's 512 positions" in err
+
+
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues(workspace, tmp_path):
     from transformers import TrainerCallback
 
