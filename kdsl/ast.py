@@ -131,6 +131,7 @@ class If(Expr):
     condition: Expr
     then: Expr
     otherwise: Expr
+    criterion: str | None = None  # a points sheet's criterion, for messages: not written as `if`
 
 
 @dataclass(frozen=True)
@@ -205,16 +206,33 @@ class Param(Node):
 
 
 @dataclass(frozen=True)
+class Criterion(Node):
+    """One line of a points sheet: ``name: condition -> points``."""
+
+    name: str
+    condition: Expr
+    points: float
+
+
+@dataclass(frozen=True)
 class Def(Node):
     name: str
     params: tuple[Param, ...]
     body: Expr
+    # A points sheet: its criteria, and ``body`` their sum (`if condition then points else 0`
+    # for each), so the sheet is checked, imported and called as the def it is.
+    criteria: tuple[Criterion, ...] = ()
 
 
 @dataclass(frozen=True)
 class TableParam(Node):
     name: str
     type_name: str
+    # `score: int in 0..5`: the values the column can take, so gaps are looked for only there
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
 
 
 @dataclass(frozen=True)

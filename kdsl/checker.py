@@ -221,13 +221,17 @@ class Checker:
         from kdsl.analysis import tables as table_analysis
 
         domains = []
-        for _, t in params:
+        for declared, (_, t) in zip(table.params, params):
+            if declared.low is not None and t.kind not in ("float", "int"):
+                self.sink.error(f"only a number column has a range; `{declared.name}` is {t}",
+                                declared.span)
             if t.kind == "enum":
                 domains.append(table_analysis.EnumDomain(t.enum.members))
             elif t.kind == "bool":
                 domains.append(table_analysis.BoolDomain())
             else:
-                domains.append(table_analysis.NumberDomain(t.kind == "int"))
+                domains.append(table_analysis.NumberDomain(t.kind == "int", declared.low, declared.high,
+                                                           declared.low_open, declared.high_open))
         for finding in table_analysis.check_table(table, domains):
             severity = getattr(finding, "severity", "error")
             notes = ()
@@ -934,7 +938,8 @@ class Checker:
 
     def lower_if(self, e: ast.If, ctx: _Ctx, hint) -> Node:
         cond = self.lower(e.condition, ctx)
-        self._require_truth(cond, e.condition.span, "`if`")
+        self._require_truth(cond, e.condition.span,
+                            f"criterion `{e.criterion}`" if e.criterion else "`if`")
         then = self.lower(e.then, ctx, hint)
         other = self.lower(e.otherwise, ctx, then.type)
         if then.type.kind != other.type.kind and not (then.type.is_numeric and other.type.is_numeric):

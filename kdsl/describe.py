@@ -505,6 +505,8 @@ class _Describer:
             for _, _, kind, decl in sorted(items, key=lambda item: item[:2]):
                 if kind == "let":
                     lines.append(f"- {decl.name} = {self._let(decl, scope)}")
+                elif kind == "def" and decl.criteria:
+                    lines.extend(self._points(decl, scope))
                 elif kind == "def":
                     params = ", ".join(p.name if p.default is None else
                                        f"{p.name} = {self._written(p.span, p.default)}"
@@ -545,6 +547,22 @@ class _Describer:
                     return None
                 bound[param.name] = (ast.Number(param.default), scope)
         return bound
+
+    def _points(self, sheet: ast.Def, scope: _Scope) -> list[str]:
+        """A points sheet as it is printed: each criterion with its points, and the range."""
+        params = ", ".join(p.name for p in sheet.params)
+        head = (f"- {scope.prefix}{sheet.name}({params}): a points sheet; the total of the points "
+                "of every criterion that holds.")
+        grid = [["criterion", "condition", "points"]] + [
+            [c.name, self._cond(c.condition, scope), self._written(c.span, c.points)]
+            for c in sheet.criteria]
+        widths = [max(len(line[i]) for line in grid) for i in range(3)]
+        lines = [head]
+        for index, line in enumerate(grid):
+            lines.append("    " + " | ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip())
+            if index == 0:
+                lines.append("    " + "-+-".join("-" * w for w in widths))
+        return lines
 
     def _table(self, table: ast.Table, scope: _Scope) -> list[str]:
         columns = [p.name for p in table.params]

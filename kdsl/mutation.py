@@ -34,7 +34,7 @@ class Mutant:
     end: int
     original: str
     replacement: str
-    kind: str  # threshold | comparison | cell | result
+    kind: str  # threshold | comparison | cell | result | points
 
     def describe(self) -> str:
         return f"{self.kind} `{self.original}` -> `{self.replacement}`"
@@ -164,6 +164,9 @@ def find_mutants(text: str, program) -> list[Mutant]:
                            "cell_open_closed", "cell_open"):
             for child in node.children:
                 mutants.extend(_threshold_mutants(child, "cell", in_expression=False))
+        elif node.data == "criterion":
+            # A points sheet's points: the value the guideline gives the criterion.
+            mutants.extend(_threshold_mutants(node.children[-1], "points", in_expression=False))
         elif node.data == "table_decl":
             mutants.extend(_result_mutants(node, program))
         for child in node.children:

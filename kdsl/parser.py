@@ -418,6 +418,29 @@ class _Builder(Transformer):
         params = tuple(p for p in params if p is not None)
         return ast.Def(str(name), params, body, span=self.s(meta))
 
+    def points_decl(self, meta, name, *rest):
+        params = tuple(r for r in rest if isinstance(r, ast.Param))
+        criteria = tuple(r for r in rest if isinstance(r, ast.Criterion))
+        span = self.s(meta)
+        if not criteria:
+            raise _SpecError(f"points sheet `{name}` has no criteria; write one per line, "
+                             "`name: condition -> points`", span)
+        seen: dict[str, ast.Criterion] = {}
+        for c in criteria:
+            if c.name in seen:
+                raise _SpecError(f"criterion `{c.name}` is already on this sheet (line "
+                                 f"{seen[c.name].span.line})", c.span)
+            seen[c.name] = c
+        body: ast.Expr | None = None
+        for c in criteria:
+            term = ast.If(c.condition, ast.Number(c.points, is_int=float(c.points).is_integer(), span=c.span),
+                          ast.Number(0.0, is_int=True, span=c.span), criterion=c.name, span=c.span)
+            body = term if body is None else ast.Binary("+", body, term, span=c.span)
+        return ast.Def(str(name), params, body, criteria, span=span)
+
+    def criterion(self, meta, name, condition, points):
+        return ast.Criterion(str(name), condition, points.value, span=self.s(meta))
+
     def param(self, meta, name, default):
         return ast.Param(str(name), default.value if default is not None else None, span=self.s(meta))
 
@@ -430,8 +453,8 @@ class _Builder(Transformer):
     def type_name(self, meta, *names):
         return ".".join(str(n) for n in names)
 
-    def table_param(self, meta, name, type_name):
-        return ast.TableParam(str(name), str(type_name), span=self.s(meta))
+    def table_param(self, meta, name, type_name, range_):
+        return ast.TableParam(str(name), str(type_name), **self._range_fields(range_), span=self.s(meta))
 
     def table_row(self, meta, *items):
         *cells, result = items

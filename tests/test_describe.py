@@ -275,7 +275,9 @@ def test_imported_definitions_keep_their_qualified_names():
     assert "It uses the definitions of medical/curb65 (as curb65)." in text
     assert ("- risk_group_matches: stated_risk must be curb65.risk_group(curb65_score). It judges "
             "risk_text") in text
-    assert "- curb65.urea_point(urea_mmol_per_l) = if urea_mmol_per_l > 7 then 1 else 0" in text
+    assert ("- curb65.score(confusion, urea_mmol_per_l, respiratory_rate, systolic_bp, diastolic_bp, "
+            "age_years): a points sheet") in text
+    assert "    urea_above_7                | urea_mmol_per_l is above 7" in text
     assert "- curb65.risk_group(score) -> RiskGroup: a decision table" in text
     assert "- curb65.RiskGroup: Low, Moderate, High" in text
 

@@ -34,6 +34,8 @@ class NumberDomain:
     is_int: bool
     low: float | None = None
     high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
 
 
 Domain = EnumDomain | BoolDomain | NumberDomain
@@ -111,6 +113,10 @@ def _pieces(domain: Domain, cells: list[ast.Cell]) -> list:
             values.append(end)
     if domain.is_int:
         values = [v for v in values if float(v).is_integer()]
+    if domain.low_open:
+        values = [v for v in values if v != low]
+    if domain.high_open:
+        values = [v for v in values if v != high]
     return sorted(set(values))
 
 
