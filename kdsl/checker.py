@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from kdsl import ast
 from kdsl import types as T
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
-from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, TableIR
+from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, SheetCall, TableIR
 from kdsl.limits import MAX_NESTING, MAX_NUMBER
 from kdsl.types import EnumType, Type
 
@@ -1024,6 +1024,11 @@ class Checker:
             self._library_call = e.span
         try:
             node = self._expanded[key] = self.lower(d.body, inner)
+            if d.criteria:
+                # The conditions lower to the nodes the total already uses (the graph merges them).
+                criteria = tuple((c.name, c.points, self.lower(c.condition, inner), c.span)
+                                 for c in d.criteria)
+                self.program.sheet_calls.append(SheetCall(qualified, e.span, node, criteria))
             return node
         except _Failed:
             last = self.sink.diagnostics[-1]

@@ -336,10 +336,10 @@ class Generator:
     def table(self, w: _Writer, table: TableIR) -> None:
         fname = generated_name("table", table.name)
         params = ", ".join(f"a{i}, v{i}" for i in range(len(table.params)))
-        w.line(f"def {fname}({params}, dt, trace=None):", table.span)
+        w.line(f"def {fname}({params}, dt, trace=None, call=0):", table.span)
         w.line(f'"""Decision table `{quote(table.name)}`: the first matching row gives the result. With a '
-               'trace, records which row decided each sample (-1: none), for row coverage."""',
-               indent=1)
+               'trace, records which row decided each sample (-1: none) at call node `call`, for row '
+               'coverage and explanations."""', indent=1)
         numeric = table.result.kind != "enum"
         w.line(f"out = torch.zeros_like(a0, dtype={'dt' if numeric else 'torch.long'})", indent=1)
         w.line("done = torch.zeros_like(v0)", indent=1)
@@ -361,7 +361,7 @@ class Generator:
         w.line(f"valid = {valid}", indent=1)
         w.line("if trace is not None:", indent=1)
         w.line(f"trace.setdefault('table_rows', []).append(({_lit(table.name)}, "
-               "torch.where(valid, decided_by, -1)))", indent=2)
+               "torch.where(valid, decided_by, -1), call))", indent=2)
         w.line("return torch.where(valid, out, torch.zeros_like(out)), valid", indent=1)
 
     def cell(self, cell, arg: str, type_) -> str | None:
@@ -486,7 +486,7 @@ class Generator:
         if op == "reduce_quantile":
             return out + f"ops.reduce_quantile({args}, {_lit(float(n.attr('q')))})"
         if op == "table":
-            return out + f"{generated_name('table', n.attr('table'))}({args}, dt, env.get('_trace'))"
+            return out + f"{generated_name('table', n.attr('table'))}({args}, dt, env.get('_trace'), {n.id})"
         raise AssertionError(f"no tensor code for {op}")
 
 

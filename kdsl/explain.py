@@ -33,6 +33,11 @@ The explanation (all numbers are floats rounded to 7 significant digits, float32
   ``partly holds``, ``fails``, ``no value`` (counted by the ``invalid`` policy), ``does not
   apply``; ``reads``: the values the rule is computed from, a list of ``{name, type, value,
   valid}``.
+- ``tables``: a list of ``{table, args, row, line, file, row_text, result, type, valid}``, one per decision-
+  table call (``args``: ``{name, type, value, valid, from}`` per column; ``row`` is 1-based, and
+  ``null`` when no row matched).
+- ``points``: a list of ``{sheet, line, file, total, valid, criteria}``, one per points-sheet call;
+  each criterion ``{name, points, line, holds, gives}``.
 - ``gate_closed``: ``null``, or ``{level, score, zeroed}``: the first gate level that was not fully
   satisfied, its score, and the later levels it set to 0.
 - ``reward`` and ``reward_arithmetic`` (``"1 x 1 + 2 x 0 + 0.5 x 0 = 1"``).
@@ -122,6 +127,8 @@ class _Explainer:
             "inputs": self.inputs(),
             "outputs": [self.output(name, node) for name, node in self.ir.outputs.items()],
             "lets": [self.let(name, node) for name, node in self.ir.lets.items()],
+            "tables": self.table_calls(),
+            "points": self.sheet_calls(),
             "levels": levels,
             "gate_closed": gate_closed,
             "reward": reward,
@@ -413,6 +420,47 @@ class _Explainer:
         return {"name": name, "type": str(node.type), "valid": valid, "value": value,
                 "reason": reason, "reads": self.reads(*node.args)}
 
+    def table_calls(self) -> list[dict]:
+        """Each decision-table call: the values it saw, the row that decided it (with its spec
+        line and text) and the result; a call that saw the same values twice is shown once."""
+        nodes = {node.id: node for node in self.ir.nodes}
+        calls = []
+        for name, decided_by, call in self.trace.get("table_rows", []):
+            node, table = nodes.get(call), self.ir.tables.get(name)
+            if node is None or table is None:
+                continue
+            args = []
+            for (param, _), arg in zip(table.params, node.args):
+                value, valid = self.value(arg)
+                args.append({"name": param, "type": str(arg.type), "value": value, "valid": valid,
+                             "from": self.label(arg)})
+            index = int(decided_by.reshape(-1)[0])
+            value, valid = self.value(node)
+            row = table.rows[index] if index >= 0 else None
+            calls.append({"table": name, "args": args, "row": index + 1 if row else None,
+                          "line": row.span.line if row else None,
+                          "file": row.span.file if row else None,
+                          "row_text": _source(self.ir, row.span) if row else None,
+                          "result": value, "type": str(node.type), "valid": valid})
+        return calls
+
+    def sheet_calls(self) -> list[dict]:
+        """Each points-sheet call: every criterion, whether it held and the points it gave."""
+        calls = []
+        for call in self.ir.sheet_calls:
+            total, valid = self.value(call.total)
+            if self.pair(call.total) is None:
+                continue  # not computed: no rule or let uses this call
+            criteria = []
+            for name, points, condition, span in call.criteria:
+                held, known = self.value(condition)
+                criteria.append({"name": name, "points": _round(points), "line": span.line,
+                                 "holds": bool(held) if known else None,
+                                 "gives": _round(points) if known and held else 0.0})
+            calls.append({"sheet": call.sheet, "line": call.span.line, "file": call.span.file, "total": total,
+                          "valid": valid, "criteria": criteria})
+        return calls
+
     def levels(self) -> tuple[list[dict], dict | None]:
         levels: list[dict] = []
         closed: dict | None = None
@@ -673,6 +721,36 @@ def _lines(explanation: dict, width: int) -> tuple[list, dict]:
             if let["reads"]:
                 segments.append((f"  <- {_reads(let['reads'])}", "dim"))
             add(segments)
+        add([])
+
+    if e.get("points"):
+        add([("points:", "bold")])
+        for call in e["points"]:
+            total = _value(call["total"]) if call["valid"] else "invalid"
+            where = f"line {call['line']}" if call["file"] == e["file"] else (
+                f"{Path(call['file']).name}:{call['line']}")
+            add([(f"    {call['sheet']} ({where}) = {total}", "")])
+            width_name = max(len(c["name"]) for c in call["criteria"])
+            for c in call["criteria"]:
+                held = {True: "holds", False: "no", None: "no value"}[c["holds"]]
+                add([(f"        {c['name']:<{width_name}}  {held:<8}  {_number(c['gives'])} of "
+                      f"{_number(c['points'])}", "" if c["holds"] else "dim")])
+        add([])
+
+    if e.get("tables"):
+        add([("tables:", "bold")])
+        for call in e["tables"]:
+            args = ", ".join(f"{a['from'] if a['from'].isidentifier() else a['name']} = "
+                             f"{_value(a['value'], a['type']) if a['valid'] else 'invalid'}"
+                             for a in call["args"])
+            if call["row"] is None:
+                add([(f"    {call['table']}({args}) ", ""), ("no row matches", "red")])
+            else:
+                result = _value(call["result"], call["type"]) if call["valid"] else "invalid"
+                where = f"line {call['line']}" if call["file"] == e["file"] else (
+                    f"{Path(call['file']).name}:{call['line']}")
+                add([(f"    {call['table']}({args}) -> {result}", ""),
+                     (f"  row {call['row']}, {where}: {call['row_text']}", "dim")])
         add([])
 
     add([("levels:", "bold")])

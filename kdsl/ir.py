@@ -68,6 +68,17 @@ class GraphBuilder:
         return created
 
 
+@dataclass(frozen=True)
+class SheetCall:
+    """A call of a points sheet: its total, and per criterion (name, points, condition node, the
+    criterion's span), so explanations can show which criteria gave which points."""
+
+    sheet: str
+    span: Span
+    total: Node
+    criteria: tuple[tuple[str, float, Node, Span], ...]
+
+
 @dataclass
 class InputSpec:
     name: str
@@ -130,6 +141,7 @@ class ProgramIR:
     # Node id -> where this spec calls the imported def the node was made for: diagnostics about
     # a library's code are reported there, in the spec the user can change.
     call_sites: dict[int, Span] = field(default_factory=dict)
+    sheet_calls: list = field(default_factory=list)  # SheetCall, one per distinct points-sheet call
     sources: dict[str, str] = field(default_factory=dict)
 
     @property

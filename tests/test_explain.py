@@ -425,3 +425,56 @@ def test_tracing_is_opt_in(program):
     reply, answer = program.ir.outputs["reply"], program.ir.outputs["answer"]
     assert trace[f"s{reply.id}"] == [(CAT.find("kitten"), CAT.find("kitten") + 6)]
     assert trace[f"x{answer.id}"].tolist() == [0] and trace["t_correct"].tolist() == [1.0]
+
+
+KNOWLEDGE = """spec knowledge version 1
+input {
+  hr: float
+  cancer: bool
+  dnbr: float
+}
+enum Severity { Unburned, Low, High }
+output {
+  reply: tag "answer"
+  said: reply as Severity
+}
+points wells(hr, cancer) {
+  tachycardia: hr > 100 -> 1.5
+  malignancy: cancer -> 1
+}
+table severity(dnbr: float in [-2, 0.5)) -> Severity {
+  < 0.1 -> Unburned
+  [0.1, 0.27) -> Low
+  [0.27, 0.5) -> High
+}
+let total = wells(hr, cancer)
+level l {
+  rule right: said == severity(dnbr)
+  rule scored: total >= 1
+}
+"""
+
+
+def test_tables_show_the_row_that_decided_and_sheets_each_criterion():
+    program = kdsl.loads(KNOWLEDGE, "knowledge.kd")
+    e = explain(program, "<answer>High</answer>", {"hr": 120.0, "cancer": False, "dnbr": 0.27})
+    (call,) = e["tables"]
+    assert call["table"] == "severity" and call["result"] == "High" and call["valid"]
+    assert (call["row"], call["line"], call["row_text"]) == (3, 19, "[0.27, 0.5) -> High")
+    assert call["args"] == [{"name": "dnbr", "type": "float", "value": 0.27, "valid": True, "from": "dnbr"}]
+    (sheet,) = e["points"]
+    assert sheet["sheet"] == "wells" and sheet["total"] == 1.5 and sheet["line"] == 21
+    assert [(c["name"], c["holds"], c["gives"]) for c in sheet["criteria"]] == [
+        ("tachycardia", True, 1.5), ("malignancy", False, 0.0)]
+    text = render_text(e)
+    assert "    severity(dnbr = 0.27) -> High  row 3, line 19: [0.27, 0.5) -> High" in text
+    assert "    wells (line 21) = 1.5" in text
+    assert "        tachycardia  holds     1.5 of 1.5" in text
+
+
+def test_a_table_call_that_no_row_matches_says_so():
+    program = kdsl.loads(KNOWLEDGE, "knowledge.kd")
+    e = explain(program, "<answer>High</answer>", {"hr": 80.0, "cancer": True, "dnbr": 0.9})
+    (call,) = e["tables"]
+    assert call["row"] is None and not call["valid"]
+    assert "    severity(dnbr = 0.9) no row matches" in render_text(e)
