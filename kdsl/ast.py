@@ -179,6 +179,7 @@ class TypeExpr(Node):
     low_open: bool = False  # `in (0, 1]`: the low end itself is outside the range
     high_open: bool = False
     enum: EnumDecl | None = None  # an enum declared inline
+    unit: str | None = None  # `float mmol/L`: the unit the values are in
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class Let(Node):
 class Param(Node):
     name: str
     default: float | None = None
+    unit: str | None = None  # `urea: mmol/L`: arguments in other units are converted to it
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,9 @@ class Def(Node):
     # A points sheet: its criteria, and ``body`` their sum (`if condition then points else 0`
     # for each), so the sheet is checked, imported and called as the def it is.
     criteria: tuple[Criterion, ...] = ()
+    # `def f(x): mmol/L = ...`: the unit of the result, for a conversion only the spec knows
+    # (a mass to a molar concentration through a molar mass)
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ class TableParam(Node):
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    unit: str | None = None
 
 
 @dataclass(frozen=True)

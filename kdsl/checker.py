@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kdsl import ast
+from kdsl import ast, units
 from kdsl import types as T
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
 from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, SheetCall, TableIR
@@ -88,6 +88,7 @@ class Checker:
         # them anyway); remembering it keeps defs that call defs twice from taking exponential time.
         self._expanded: dict[tuple, Node] = {}
         self._library_call: Span | None = None  # the call of an imported def being expanded
+        self._units: dict[int, units.Unit] = {}  # node id -> the unit its values are in
 
     # ---- entry ----------------------------------------------------------------------------------
     def run(self) -> ProgramIR:
@@ -126,10 +127,11 @@ class Checker:
             self._variables[name] = decl
         for decl in spec.inputs:
             type_ = self.resolve_type(decl.type)
+            unit = self.declared_unit(decl.type.unit, type_, decl.span)
             if type_ is not None:
                 self.program.inputs[decl.name] = InputSpec(
                     decl.name, type_, decl.span, decl.type.low, decl.type.high,
-                    decl.type.low_open, decl.type.high_open)
+                    decl.type.low_open, decl.type.high_open, unit)
         for d in spec.defs:
             if d.name in self.scope.defs:
                 self.sink.error(f"def `{d.name}` is already defined at line "
@@ -153,6 +155,19 @@ class Checker:
         self.scope.enums[decl.name] = EnumType(
             self.scope.prefix + decl.name, tuple(dict.fromkeys(names)),
             tuple(m.synonyms for m in decl.members if m.name in names))
+
+    def declared_unit(self, name: str | None, type_: Type | None, span: Span) -> str | None:
+        """A unit written after a type: known, and on a number."""
+        if name is None:
+            return None
+        if units.unit_named(name) is None:
+            self.sink.error(f"unknown unit `{name}`{did_you_mean(name, units.UNITS)}", span,
+                            f"kdsl knows: {units.known_units()}")
+            return None
+        if type_ is not None and type_.kind not in ("float", "int", "vector", "raster"):
+            self.sink.error(f"only numbers have units; this is {type_}", span)
+            return None
+        return name
 
     def resolve_type(self, t: ast.TypeExpr) -> Type | None:
         if t.kind == "vector":
@@ -212,7 +227,9 @@ class Checker:
             elif result.kind == "enum":
                 self.sink.error(f"table `{table.name}` gives a {result.enum.name}, not a number", row.span)
                 ok = False
-        ir_table = TableIR(scope.prefix + table.name, params, result, list(table.rows), table.span)
+        column_units = tuple(self.declared_unit(p.unit, t, p.span) for p, (_, t) in zip(table.params, params))
+        ir_table = TableIR(scope.prefix + table.name, params, result, list(table.rows), table.span,
+                           column_units)
         self._check_table_cells(table, params)
         if ok:
             scope.tables[table.name] = ir_table
@@ -282,6 +299,8 @@ class Checker:
                 spec = self.program.inputs.get(name)
                 node = None if spec is None else self.graph.node(
                     "input", (), spec.type, {"name": name}, decl.span)
+                if node is not None and spec.unit is not None:
+                    self._units[node.id] = units.unit_named(spec.unit)
             else:
                 node = self.lower(decl.value, _Ctx(self.scope))
         except _Failed:
@@ -535,11 +554,74 @@ class Checker:
         node = self.graph.node(op, args, type_, attrs, span)
         if self._library_call is not None:
             self.program.call_sites.setdefault(node.id, self._library_call)
+        if node.id not in self._units:
+            unit = self._unit_of(op, args)
+            if unit is not None:
+                self._units[node.id] = unit
         if node.depth > MAX_NESTING:
             raise self.error(f"this value is computed through more than {MAX_NESTING} nested "
                              "operations (counting the lets and defs it uses); compute less of it "
                              "in one chain", span)
         return node
+
+    # ---- units ------------------------------------------------------------------------------
+    def _unit_of(self, op: str, args: tuple[Node, ...]) -> units.Unit | None:
+        """The unit of a new node's values: kept through selection, reduction, rounding, sums
+        of values already in one unit, and scaling by a plain number; lost otherwise."""
+        found = [self._units.get(a.id) for a in args]
+        if op in _UNIT_KEEPING:
+            return next((u for u in found if u is not None), None)
+        if op == "if":
+            return next((u for u in found[1:] if u is not None), None)
+        if op == "mul" and sum(u is not None for u in found) == 1:
+            return next(u for u in found if u is not None)
+        if op == "div" and found and found[0] is not None and found[1] is None:
+            return found[0]
+        return None
+
+    def in_unit(self, node: Node, target: units.Unit, span: Span, what: str) -> Node:
+        """``node`` converted to ``target`` (an error when the dimensions differ); a node without
+        a unit is taken to be in ``target`` already, as a plain number is."""
+        source = self._units.get(node.id)
+        if source is None or source == target:
+            return node
+        try:
+            factor, offset = units.conversion(source, target)
+        except units.IncompatibleUnits as err:
+            raise self.error(f"{what}: `{source.name}` and `{target.name}` do not convert ({err})",
+                             span, "a mass and a molar concentration convert only through the "
+                             "substance's molar mass: write that conversion as a def (as "
+                             "medical/curb65 does for urea and BUN)") from None
+        out = node
+        if factor != 1.0:
+            out = self.node("mul", (out, self.node("const", (), T.FLOAT, span, value=factor)),
+                            T.FLOAT if out.type.kind in ("int", "bool", "float") else out.type, span)
+        if offset != 0.0:
+            out = self.node("add", (out, self.node("const", (), T.FLOAT, span, value=offset)),
+                            out.type if out.type.kind != "int" else T.FLOAT, span)
+        self._units[out.id] = target
+        return out
+
+    def with_unit(self, node: Node, name: str, span: Span, qualified: str) -> Node:
+        """The value of a def that declares its result's unit, in that unit (a node of its own,
+        so the same formula used elsewhere keeps its own unit)."""
+        unit = units.unit_named(name)
+        if unit is None:
+            raise self.error(f"unknown unit `{name}` for the result of `{qualified}`"
+                             f"{did_you_mean(name, units.UNITS)}", span)
+        self._require_numeric(node, span, f"the unit of `{qualified}`")
+        one = self.node("const", (), T.FLOAT, span, value=1.0)
+        out = self.node("mul", (node, one), node.type if node.type.kind != "int" else T.FLOAT, span,
+                        unit=name)
+        self._units[out.id] = unit
+        return out
+
+    def align_units(self, left: Node, right: Node, span: Span, what: str) -> tuple[Node, Node]:
+        """Two operands in one unit: the right one converted to the left one's."""
+        unit = self._units.get(left.id)
+        if unit is None:
+            return left, right
+        return left, self.in_unit(right, unit, span, what)
 
     def completion(self) -> Node:
         if self._completion is None:
@@ -692,6 +774,12 @@ class Checker:
     def lower_convert(self, e: ast.Convert, ctx: _Ctx, hint) -> Node:
         obj = self.lower(e.obj, ctx)
         target = e.type_name
+        unit = units.unit_named(target)
+        if unit is not None and target not in ctx.scope.enums and obj.type.is_numeric:
+            if obj.id not in self._units:
+                raise self.error(f"`as {target}` converts a value that has a unit; this one has "
+                                 "none (give its input a unit, e.g. `size: float mm`)", e.span)
+            return self.in_unit(obj, unit, e.span, f"`as {target}`")
         if not obj.type.is_text:
             if target in ("float", "int") and obj.type.kind in ("float", "int", "bool"):
                 return obj if target == "float" or obj.type.kind != "float" else self.node(
@@ -771,6 +859,8 @@ class Checker:
             return self.node(e.op, (left, right), shape, e.span, logic=self.program.logic)
         self._require_numeric(left, e.left.span, f"`{e.op}`")
         self._require_numeric(right, e.right.span, f"`{e.op}`")
+        if e.op in ("+", "-"):
+            left, right = self.align_units(left, right, e.span, f"`{e.op}`")
         left, right, shape = self.broadcast(left, right, e.span)
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "mod", "**": "pow"}[e.op]
         return self.node(op, (left, right), self._arith_type(left.type, right.type, e.op, shape),
@@ -870,6 +960,7 @@ class Checker:
             raise self.error("convert text before comparing it, e.g. `answer as float`", span)
         self._require_numeric(left, span, f"`{op}`")
         self._require_numeric(right, span, f"`{op}`")
+        left, right = self.align_units(left, right, span, f"`{op}`")
         left, right, shape = self.broadcast(left, right, span)
         out = T.BOOL if not shape.extra_dims else Type(shape.kind, size=shape.size, element="bool")
         return self.node(name, (left, right), out, span, soft=float(ctx.soft or 0.0))
@@ -942,6 +1033,8 @@ class Checker:
                             f"criterion `{e.criterion}`" if e.criterion else "`if`")
         then = self.lower(e.then, ctx, hint)
         other = self.lower(e.otherwise, ctx, then.type)
+        if then.type.is_numeric and other.type.is_numeric:
+            then, other = self.align_units(then, other, e.span, "the branches of `if`")
         if then.type.kind != other.type.kind and not (then.type.is_numeric and other.type.is_numeric):
             raise self.error(f"the branches of `if` differ: {then.type} and {other.type}", e.span)
         if then.type.is_numeric:
@@ -1015,6 +1108,13 @@ class Checker:
                 if p.default is None:
                     raise self.error(f"`{qualified}` needs a value for `{p.name}`", e.span)
                 bound[p.name] = self.node("const", (), T.FLOAT, p.span, value=float(p.default))
+            elif p.unit is not None:
+                unit = units.unit_named(p.unit)
+                if unit is None:
+                    raise self.error(f"unknown unit `{p.unit}` for `{p.name}` of `{qualified}`"
+                                     f"{did_you_mean(p.unit, units.UNITS)}", p.span)
+                bound[p.name] = self.in_unit(bound[p.name], unit, e.span,
+                                             f"`{p.name}` of `{qualified}`")
         key = (id(d), tuple((name, node.id) for name, node in sorted(bound.items())), ctx.soft)
         if key in self._expanded:
             return self._expanded[key]
@@ -1023,7 +1123,10 @@ class Checker:
         if outermost:
             self._library_call = e.span
         try:
-            node = self._expanded[key] = self.lower(d.body, inner)
+            node = self.lower(d.body, inner)
+            if d.unit is not None:
+                node = self.with_unit(node, d.unit, d.span, qualified)
+            self._expanded[key] = node
             if d.criteria:
                 # The conditions lower to the nodes the total already uses (the graph merges them).
                 criteria = tuple((c.name, c.points, self.lower(c.condition, inner), c.span)
@@ -1066,6 +1169,10 @@ class Checker:
             if not ok:
                 raise self.error(f"column `{pname}` of table `{table.name}` is {ptype}, "
                                  f"not {node.type}", arg.span)
+            column_unit = table.units[len(args)] if len(table.units) > len(args) else None
+            if column_unit is not None:
+                node = self.in_unit(node, units.unit_named(column_unit), arg.span,
+                                    f"column `{pname}` of table `{table.name}`")
             args.append(node)
         self.program.tables[table.name] = table
         result = table.result
@@ -1399,3 +1506,9 @@ def _shown(value: ast.ExampleValue) -> str:
     if value.kind == "number":
         return f"{value.value:g}" if isinstance(value.value, float) else str(value.value)
     return f"`{value.value}`" if value.kind == "name" else value.kind
+
+
+# Operations whose values are in their operands' unit (after `align_units` for sums).
+_UNIT_KEEPING = frozenset({"lift", "band", "element", "reduce_mean", "reduce_min", "reduce_max",
+                           "reduce_quantile", "batch_min", "batch_max", "batch_mean", "neg", "abs",
+                           "floor", "ceil", "round", "add", "sub", "min", "max", "default"})

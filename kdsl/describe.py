@@ -343,17 +343,21 @@ class _Describer:
     def _input_type(self, t: ast.TypeExpr, scope: _Scope) -> str:
         span = (f" from {self._written(t.span, t.low, last=False)} to "
                 f"{self._written(t.span, t.high)}" if t.low is not None else "")
+        if t.low is not None and (t.low_open or t.high_open):
+            span += f" ({_ends(t.low_open, t.high_open)})"
+        unit = f" in {t.unit}" if t.unit else ""
         if t.kind == "float":
-            return "a number" + span
+            return "a number" + unit + span
         if t.kind == "int":
-            return "a whole number" + span
+            return "a whole number" + unit + span
         simple = {"bool": "true or false", "str": "text", "box": "a box (x1, y1, x2, y2)",
                   "boxes": "a list of boxes, each x1, y1, x2, y2 (empty when there are none)"}
         if t.kind in simple:
             return simple[t.kind]
         bands = f" ({', '.join(t.bands)})" if t.bands else ""
         if t.kind == "vector":
-            return f"{t.size} numbers" + (f" named {', '.join(t.bands)}" if t.bands else "")
+            return (f"{t.size} numbers" + (f" named {', '.join(t.bands)}" if t.bands else "")
+                    + (f", each{unit}{span}" if span or unit else ""))
         if t.kind == "raster":
             missing = (f"; pixels equal to {self._written(t.span, t.nodata)} are missing (no data)"
                        if t.nodata is not None else "")

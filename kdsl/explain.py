@@ -13,7 +13,7 @@ this module reads them, labels them with the spec's source text and shows how th
 The explanation (all numbers are floats rounded to 7 significant digits, float32's precision):
 
 - ``spec``, ``version``, ``file``, ``logic``; ``completion``: the text that was scored.
-- ``inputs``: a list of ``{name, type, value, valid}``: the value the program read for each input
+- ``inputs``: a list of ``{name, type, value, valid, unit}``: the value the program read for each input
   it uses (an enum member's canonical name, ``null`` when missing; a raster as ``{"shape": [C, H,
   W], "valid_pixels": N}``).
 - ``outputs``: a list of ``{name, type, source, found, value, span, text, reason, groups}``.
@@ -364,7 +364,8 @@ class _Explainer:
                 value, known = {"shape": list(x.shape), "valid_pixels": valid}, bool(present)
             else:
                 value, known = self.value(node)
-            shown.append({"name": name, "type": str(node.type), "value": value, "valid": known})
+            shown.append({"name": name, "type": str(node.type), "value": value, "valid": known,
+                          "unit": self.ir.inputs[name].unit})
         return shown
 
     def output(self, name: str, node: Node) -> dict:
@@ -707,7 +708,8 @@ def _lines(explanation: dict, width: int) -> tuple[list, dict]:
         add([("inputs:", "bold")])
         for item in e["inputs"]:
             shown = _shorten(_value(item["value"], item["type"]), width - 10)
-            add([(f"    {item['name']} = {shown}", "" if item["valid"] else "red")])
+            unit = f" {item['unit']}" if item.get("unit") and item["valid"] else ""
+            add([(f"    {item['name']} = {shown}{unit}", "" if item["valid"] else "red")])
         add([])
 
     if e["lets"]:

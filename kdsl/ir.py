@@ -88,6 +88,7 @@ class InputSpec:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    unit: str | None = None
 
 
 @dataclass
@@ -119,6 +120,7 @@ class TableIR:
     result: Type
     rows: list  # ast.TableRow
     span: Span
+    units: tuple = ()  # per column: its unit's name, or None
 
 
 @dataclass

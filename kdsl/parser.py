@@ -349,8 +349,17 @@ class _Builder(Transformer):
     def input_decl(self, meta, name, type_expr):
         return ast.InputDecl(str(name), type_expr, span=self.s(meta))
 
-    def named_type(self, meta, name, range_):
-        return ast.TypeExpr(str(name), **self._range_fields(range_), span=self.s(meta))
+    def named_type(self, meta, name, unit, range_):
+        return ast.TypeExpr(str(name), **self._range_fields(range_), unit=unit, span=self.s(meta))
+
+    def unit(self, meta, *names):
+        return "/".join(str(n) for n in names)
+
+    def unit_per(self, meta, name):
+        return f"/{name}"
+
+    def unit_percent(self, meta):
+        return "%"
 
     @staticmethod
     def _range_fields(range_) -> dict:
@@ -414,9 +423,9 @@ class _Builder(Transformer):
         return ast.Let(str(name), value, span=self.s(meta))
 
     def def_stmt(self, meta, name, *rest):
-        *params, body = rest
+        *params, unit, body = rest
         params = tuple(p for p in params if p is not None)
-        return ast.Def(str(name), params, body, span=self.s(meta))
+        return ast.Def(str(name), params, body, unit=unit, span=self.s(meta))
 
     def points_decl(self, meta, name, *rest):
         params = tuple(r for r in rest if isinstance(r, ast.Param))
@@ -441,8 +450,9 @@ class _Builder(Transformer):
     def criterion(self, meta, name, condition, points):
         return ast.Criterion(str(name), condition, points.value, span=self.s(meta))
 
-    def param(self, meta, name, default):
-        return ast.Param(str(name), default.value if default is not None else None, span=self.s(meta))
+    def param(self, meta, name, unit, default):
+        return ast.Param(str(name), default.value if default is not None else None, unit=unit,
+                         span=self.s(meta))
 
     def table_decl(self, meta, name, *rest):
         params = tuple(r for r in rest if isinstance(r, ast.TableParam))
@@ -453,8 +463,9 @@ class _Builder(Transformer):
     def type_name(self, meta, *names):
         return ".".join(str(n) for n in names)
 
-    def table_param(self, meta, name, type_name, range_):
-        return ast.TableParam(str(name), str(type_name), **self._range_fields(range_), span=self.s(meta))
+    def table_param(self, meta, name, type_name, unit, range_):
+        return ast.TableParam(str(name), str(type_name), **self._range_fields(range_), unit=unit,
+                              span=self.s(meta))
 
     def table_row(self, meta, *items):
         *cells, result = items

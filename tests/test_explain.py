@@ -146,9 +146,9 @@ def test_an_output_that_is_not_found(cat, program):
 
 def test_inputs_as_the_program_read_them(cat):
     assert cat["inputs"] == [
-        {"name": "label", "type": "enum Animal", "value": "Cat", "valid": True},
-        {"name": "legs", "type": "float", "value": 4.0, "valid": True},
-        {"name": "mass", "type": "float", "value": 0.0, "valid": True},
+        {"name": "label", "type": "enum Animal", "value": "Cat", "valid": True, "unit": None},
+        {"name": "legs", "type": "float", "value": 4.0, "valid": True, "unit": None},
+        {"name": "mass", "type": "float", "value": 0.0, "valid": True, "unit": None},
     ]
 
 
@@ -253,7 +253,7 @@ level l {
     explanation = explain(program, "<answer>3</answer>", {"pixels": pixels})
     assert explanation["inputs"] == [{"name": "pixels", "type": "raster[2]",
                                       "value": {"shape": [2, 2, 2], "valid_pixels": 3},
-                                      "valid": True}]
+                                      "valid": True, "unit": None}]
     assert by_name(explanation["lets"])["greenness"]["value"] == pytest.approx(0.2, abs=1e-6)
     doubled = by_name(explanation["outputs"])["doubled"]
     assert doubled["value"] == 6.0 and doubled["span"] == [8, 9] and doubled["text"] == "3"
