@@ -16,7 +16,7 @@ from kdsl.types import EnumType, Type
 TEXT_OPS = frozenset({
     "completion", "tag", "regex_group", "regex", "tag_count", "mentions", "mention_count",
     "length", "repetition", "choice", "to_number", "to_enum", "to_str", "to_box", "matches",
-    "text_present", "tokens", "match_count", "occurrences", "math_verify", "similarity",
+    "text_present", "match_count", "occurrences", "math_verify", "similarity",
     "to_boxes", "normalize",
 })
 # Text-phase operations whose result is a tensor value (the boundary to the tensor phase).

@@ -73,8 +73,10 @@ _KEYWORDS = frozenset({
     "version", "advantage", "mask", "example", "expect", "tag", "regex", "within", "first", "last",
     "only", "true", "false",
 })
+# Named by Lark; the anonymous multi-character operators (`**`, `..`, `+-`) are told by their text.
 _OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "CMP_OP", "AND", "OR", "IN",
-                        "NOT", "DOT", "LPAR", "LSQB", "AS", "__ANON_1", "__ANON_2", "__ANON_3"})
+                        "NOT", "DOT", "LPAR", "LSQB", "AS"})
+_OPERATOR_TEXTS = ("**", "..", "+-")
 
 
 @lru_cache(maxsize=1)
@@ -150,7 +152,7 @@ def _terminal_patterns() -> dict[str, str]:
 def _expected(names: set[str]) -> str:
     words = set()
     patterns = _terminal_patterns()
-    operators = {n for n in names if n in _OPERATORS or patterns.get(n) in ("**", "..", "+-")}
+    operators = {n for n in names if n in _OPERATORS or patterns.get(n) in _OPERATOR_TEXTS}
     if len(names) > 6 and len(operators) > 2:
         names = names - operators
         words.add("an operator")

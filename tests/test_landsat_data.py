@@ -110,10 +110,16 @@ def test_the_shipped_model_is_small_and_answers_in_the_spec_format(tiny, rows, p
     assert passed >= 0.9, replies[:3]
 
 
-def test_heldout_accuracy_is_a_fraction(tiny, rows, program):
+def test_heldout_accuracy_counts_the_answers_that_name_the_label(tiny, rows, program):
     model, tokenizer = tiny
     _, heldout = landsat.train_heldout_split(rows)
     accuracy = landsat.heldout_accuracy(model, tokenizer, heldout, program)
-    assert 0.0 <= accuracy <= 1.0
+    # Counted by hand from the same greedy completions: the class inside <answer> is the label.
+    import re
+
+    replies = landsat.generate_completions(model, tokenizer, [r["prompt"] for r in heldout])
+    named = [re.search(r"<answer>\s*(\w+)\s*</answer>", reply) for reply in replies]
+    right = sum(m is not None and m.group(1).lower() == r["label"].lower() for m, r in zip(named, heldout))
+    assert accuracy == pytest.approx(right / len(heldout))
     result = landsat.heldout_evaluation(model, tokenizer, heldout, program)
     assert result["rows"] == 30 and result["accuracy"] == accuracy and result["format"] >= 0.9
