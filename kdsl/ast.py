@@ -198,6 +198,7 @@ class OutputDecl(Node):
 class Let(Node):
     name: str
     value: Expr
+    unit: str | None = None  # `let size_cm: cm = size`: the value converted to (or stated in) a unit
 
 
 @dataclass(frozen=True)

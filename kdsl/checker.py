@@ -303,6 +303,8 @@ class Checker:
                     self._units[node.id] = units.unit_named(spec.unit)
             else:
                 node = self.lower(decl.value, _Ctx(self.scope))
+                if isinstance(decl, ast.Let) and decl.unit is not None:
+                    node = self.let_in_unit(node, decl)
         except _Failed:
             node = None
         finally:
@@ -615,6 +617,16 @@ class Checker:
                         unit=name)
         self._units[out.id] = unit
         return out
+
+    def let_in_unit(self, node: Node, let: ast.Let) -> Node:
+        """`let x: UNIT = ...`: a value with a unit is converted to UNIT; a plain value is stated
+        to be in it."""
+        unit = units.unit_named(let.unit)
+        if unit is None:
+            raise self.error(f"unknown unit `{let.unit}`{did_you_mean(let.unit, units.UNITS)}", let.span)
+        if node.id in self._units:
+            return self.in_unit(node, unit, let.span, f"`let {let.name}`")
+        return self.with_unit(node, let.unit, let.span, let.name)
 
     def align_units(self, left: Node, right: Node, span: Span, what: str) -> tuple[Node, Node]:
         """Two operands in one unit: the right one converted to the left one's."""

@@ -421,8 +421,8 @@ class _Builder(Transformer):
         return ast.OutputDecl(str(name), value, span=self.s(meta))
 
     # ---- definitions --------------------------------------------------------------------------
-    def let_stmt(self, meta, name, value):
-        return ast.Let(str(name), value, span=self.s(meta))
+    def let_stmt(self, meta, name, unit, value):
+        return ast.Let(str(name), value, unit=unit, span=self.s(meta))
 
     def def_stmt(self, meta, name, *rest):
         *params, unit, body = rest

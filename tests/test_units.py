@@ -130,3 +130,16 @@ def test_library_parameters_convert_units_of_one_kind_and_refuse_the_others():
     rules = program.score(["", ""], urea=[10.0, 10.0], rate=[20.0, 20.0], sbp=[11.9, 12.1], dbp=[70.0, 70.0],
                           age=[50, 50], confused=[False, False], dtype=torch.float64).rules
     assert rules["r"].tolist() == [1.0, 0.0]
+
+
+def test_a_let_converts_to_its_unit_or_states_it():
+    text = ("spec u version 1\ninput {\n  size: float mm\n  other: float\n}\n"
+            "let size_cm: cm = size\nlet stated: cm = other * 2\nlevel l {\n"
+            "  rule r: size_cm > 1\n  rule s: stated > size\n}\n")
+    program = kdsl.loads(text, "u.kd")
+    scores = program.score(["", ""], size=[12.0, 8.0], other=[1.0, 0.3], dtype=torch.float64)
+    assert scores.values["size_cm"].tolist() == pytest.approx([1.2, 0.8])
+    assert scores.rules["r"].tolist() == [1.0, 0.0]
+    assert scores.rules["s"].tolist() == [1.0, 0.0]  # 2 cm > 12 mm; 0.6 cm < 8 mm
+    bad = text.replace("let size_cm: cm = size", "let size_cm: kPa = size")
+    assert "`let size_cm`: `mm` and `kPa` do not convert" in check_source(bad, "u.kd").errors[0].message
