@@ -322,7 +322,64 @@ def summarise(options: AblationOptions, variants: Sequence[Variant], metric: str
             "steps_to_target": {"reached": sum(r is not None for r in reached), "of": len(reached),
                                 "mean": statistics.fmean([r for r in reached if r is not None])
                                 if any(r is not None for r in reached) else None}}
+    result["comparisons"] = compare(result)
     return result
+
+
+# Two-sided 95% quantiles of Student's t, by degrees of freedom (more than 30: the normal's).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+        18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def _t95(df: int) -> float:
+    if df in _T95:
+        return _T95[df]
+    return next((_T95[k] for k in sorted(_T95) if k >= df), 1.960)
+
+
+def _area(curve: list[dict]) -> float | None:
+    """The mean held-out metric over the evaluated steps (trapezoids over the steps, divided by
+    the span): sample efficiency in one number, higher when the metric rises earlier."""
+    if len(curve) < 2:
+        return None
+    total = sum((b["step"] - a["step"]) * (a["metric"] + b["metric"]) / 2 for a, b in zip(curve, curve[1:]))
+    return total / (curve[-1]["step"] - curve[0]["step"])
+
+
+def compare(result: dict) -> dict:
+    """Each variant against the first, paired by seed (same data, folds and seed): the mean
+    difference of the final metric and of the area under its curve, with a 95% t interval over
+    the seeds both finished."""
+    names = list(result["variants"])
+    if len(names) < 2:
+        return {}
+    base = result["variants"][names[0]]["seeds"]
+    out = {}
+    for name in names[1:]:
+        other = result["variants"][name]["seeds"]
+        pairs = {"final": [], "area": []}
+        for seed, mine in other.items():
+            theirs = base.get(seed)
+            if not (theirs and mine["finished"] and theirs["finished"] and mine["curve"] and theirs["curve"]):
+                continue
+            pairs["final"].append(mine["curve"][-1]["metric"] - theirs["curve"][-1]["metric"])
+            a, b = _area(mine["curve"]), _area(theirs["curve"])
+            if a is not None and b is not None:
+                pairs["area"].append(a - b)
+        out[name] = {"against": names[0], **{kind: _difference(values) for kind, values in pairs.items()}}
+    return out
+
+
+def _difference(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": round(mean, 4), "low": None, "high": None, "n": 1}
+    half = _t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return {"mean": round(mean, 4), "low": round(mean - half, 4), "high": round(mean + half, 4),
+            "n": len(values)}
 
 
 def _spread(values: list[float]) -> dict:
@@ -355,6 +412,17 @@ def render(result: dict, console) -> None:
                          if target["mean"] is not None else f"not reached (0/{target['of']})")
         table.add_row(*cells)
     console.print(table)
+    for name, diff in result.get("comparisons", {}).items():
+        parts = []
+        for kind, label in (("final", "final"), ("area", "area under the curve")):
+            d = diff[kind]
+            if d["mean"] is None:
+                continue
+            interval = f" (95% interval {d['low']:+.3f} to {d['high']:+.3f})" if d["low"] is not None else ""
+            parts.append(f"{label} {d['mean']:+.3f}{interval}")
+        if parts:
+            console.print(f"{name} - {diff['against']}, paired by seed over {diff['final']['n']} seeds: "
+                          + "; ".join(parts))
 
 
 def _cell(value) -> str:

@@ -118,3 +118,24 @@ def test_a_prompt_variant_tells_the_rules_it_no_longer_rewards():
     assert folder.name == "seed-0" and folder.parent.name == "prompt-knowledge"
     chat = ablation.with_guidance([{"prompt": [{"role": "user", "content": "hi"}]}], "G")
     assert chat[0]["prompt"][0] == {"role": "system", "content": "G"}
+
+
+def test_variants_are_compared_with_the_first_paired_by_seed():
+    from kdsl.ablation import compare
+
+    def seed(values, finished=True):
+        return {"finished": finished, "curve": [{"step": 10 * i, "metric": v} for i, v in enumerate(values)]}
+
+    result = {"variants": {
+        "full": {"seeds": {"0": seed([0.2, 0.6, 0.8]), "1": seed([0.2, 0.4, 0.6]), "2": seed([0.2, 0.5, 0.7])}},
+        "without knowledge": {"seeds": {"0": seed([0.2, 0.3, 0.7]), "1": seed([0.2, 0.3, 0.6]),
+                                        "2": seed([0.2, 0.2, 0.9], finished=False)}},
+    }}
+    diff = compare(result)["without knowledge"]
+    assert diff["against"] == "full"
+    # Seed 2 is not finished, so two pairs: final -0.1 and 0.0.
+    assert diff["final"]["n"] == 2 and diff["final"]["mean"] == pytest.approx(-0.05)
+    half = 12.706 * 0.0707107 / 2 ** 0.5
+    assert diff["final"]["low"] == pytest.approx(-0.05 - half, abs=1e-3)
+    # Areas (trapezoids over 20 steps, divided by 20): full 0.55 and 0.4, without 0.375 and 0.35.
+    assert diff["area"]["mean"] == pytest.approx(((0.375 - 0.55) + (0.35 - 0.4)) / 2)
