@@ -438,15 +438,27 @@ def cmd_score(args, console: Console) -> int:
         raise _UsageError("give --completion TEXT (repeatable) or --data FILE")
     program = kdsl.load(spec)
     completions = list(args.completion)
-    columns = {}
-    for item in args.set:
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise _UsageError(f"--set takes COLUMN=VALUE, not `{item}`")
-        columns[name] = [_parse_value(value)] * len(completions)
+    columns = {name: [value] * len(completions) for name, value in _set_values(args.set, program).items()}
     scores = program.score(completions, **columns)
     _print_scores(console, program, completions, scores, as_json=args.json)
     return 0
+
+
+def _set_values(items: list[str], program) -> dict:
+    """`--set COLUMN=VALUE` options as {input: value}: the value read as JSON when it parses,
+    else as a string; a column that is not an input of the spec is a usage error."""
+    from kdsl.errors import did_you_mean
+
+    values = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise _UsageError(f"--set takes COLUMN=VALUE, not `{item}`")
+        if name not in program.input_names:
+            raise _UsageError(f"--set {name}: `{name}` is not an input of {program.name}"
+                              f"{did_you_mean(name, program.input_names)}")
+        values[name] = _parse_value(value)
+    return values
 
 
 def _print_scores(console: Console, program, completions, scores, as_json: bool = False) -> None:
@@ -696,22 +708,13 @@ def cmd_describe(args, console: Console) -> int:
 def cmd_explain(args, console: Console) -> int:
     import kdsl
     from kdsl import explain as explaining
-    from kdsl.errors import KdslDataError, Span, did_you_mean
+    from kdsl.errors import KdslDataError, Span
 
     spec = _existing(args.file)
     if (args.data is None) == (args.completion is None):
         raise _UsageError("give --data FILE [--row N] or --completion TEXT [--set COLUMN=VALUE ...]")
-    overrides = {}
-    for item in args.set:
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise _UsageError(f"--set takes COLUMN=VALUE, not `{item}`")
-        overrides[name] = _parse_value(value)
     program = kdsl.load(spec)
-    for name in overrides:
-        if name not in program.input_names:
-            raise _UsageError(f"--set {name}: `{name}` is not an input of {program.name}"
-                              f"{did_you_mean(name, program.input_names)}")
+    overrides = _set_values(args.set, program)
     if args.data is not None:
         data = _existing(args.data)
         if args.row < 0:

@@ -129,3 +129,13 @@ def test_version():
 @pytest.mark.parametrize("argv", [["check", "--help"], ["--help"]])
 def test_help_exits_0(argv):
     assert run(*argv)[0] == 0
+
+
+def test_set_names_an_unknown_input_in_score_as_in_explain(capsys):
+    from pathlib import Path
+
+    spec = str(Path(__file__).resolve().parents[1] / "examples" / "landsat_landcover.kd")
+    for command in ("score", "explain"):
+        assert main([command, spec, "--completion", "<answer>Water</answer>", "--set", "lable=Water"]) == 2
+        assert "--set lable: `lable` is not an input of landsat_landcover (did you mean `label`?)" in \
+            capsys.readouterr().err
