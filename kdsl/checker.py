@@ -595,12 +595,12 @@ class Checker:
                              "substance's molar mass: write that conversion as a def (as "
                              "medical/curb65 does for urea and BUN)") from None
         out = node
-        if factor != 1.0:
-            out = self.node("mul", (out, self.node("const", (), T.FLOAT, span, value=factor)),
-                            T.FLOAT if out.type.kind in ("int", "bool", "float") else out.type, span)
-        if offset != 0.0:
-            out = self.node("add", (out, self.node("const", (), T.FLOAT, span, value=offset)),
-                            out.type if out.type.kind != "int" else T.FLOAT, span)
+        for op, value in (("mul", factor), ("add", offset)):
+            if value == (1.0 if op == "mul" else 0.0):
+                continue
+            left, const, shape = self.broadcast(out, self.node("const", (), T.FLOAT, span, value=value), span)
+            kind = shape if shape.extra_dims else T.FLOAT
+            out = self.node(op, (left, const), kind, span)
         self._units[out.id] = target
         return out
 

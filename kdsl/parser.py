@@ -383,13 +383,13 @@ class _Builder(Transformer):
                              self._tok(token))
         return int(value)
 
-    def vector_type(self, meta, size, bands, range_):
-        return ast.TypeExpr("vector", size=self._size(size), bands=bands or (),
+    def vector_type(self, meta, size, bands, unit, range_):
+        return ast.TypeExpr("vector", size=self._size(size), bands=bands or (), unit=unit,
                             **self._range_fields(range_), span=self.s(meta))
 
-    def raster_type(self, meta, size, bands, nodata, range_):
+    def raster_type(self, meta, size, bands, nodata, unit, range_):
         return ast.TypeExpr("raster", size=self._size(size), bands=bands or (), nodata=nodata,
-                            **self._range_fields(range_), span=self.s(meta))
+                            unit=unit, **self._range_fields(range_), span=self.s(meta))
 
     def _declared_range(self, meta, low, high, low_open: bool, high_open: bool):
         if low.value > high.value or (low.value == high.value and (low_open or high_open)):

@@ -143,3 +143,12 @@ def test_a_let_converts_to_its_unit_or_states_it():
     assert scores.rules["s"].tolist() == [1.0, 0.0]  # 2 cm > 12 mm; 0.6 cm < 8 mm
     bad = text.replace("let size_cm: cm = size", "let size_cm: kPa = size")
     assert "`let size_cm`: `mm` and `kPa` do not convert" in check_source(bad, "u.kd").errors[0].message
+
+
+def test_a_vector_with_a_unit_converts_element_by_element():
+    text = ("spec u version 1\ninput {\n  sizes: vector[3] mm\n  limit: float cm\n}\n"
+            "level l {\n  rule r: mean(sizes as cm) > limit\n  rule s: sizes[0] > limit\n}\n")
+    program = kdsl.loads(text, "u.kd")
+    scores = program.score([""], sizes=[[10.0, 20.0, 30.0]], limit=[1.5], dtype=torch.float64)
+    assert scores.rules["r"].tolist() == [1.0]  # 2 cm > 1.5 cm
+    assert scores.rules["s"].tolist() == [0.0]  # 10 mm < 15 mm
