@@ -106,6 +106,10 @@ output name whose format is unknown).""")
     train.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft)")
     train.add_argument("--lora-r", type=int, default=8)
     train.add_argument("--lora-alpha", type=int, default=16)
+    train.add_argument("--lora-init", default="default", metavar="NAME",
+                       help="how the adapter starts (PEFT's init_lora_weights): default, gaussian, "
+                            "orthogonal, pissa, pissa_niter_N, olora; PiSSA and OLoRA adapters are "
+                            "saved converted for the original base")
     train.add_argument("--lora-targets", default="", help="comma-separated module names "
                        "(default: all linear layers)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint "
@@ -570,6 +574,12 @@ def cmd_train(args, console: Console) -> int:
     _require_training_extra("train")
     from kdsl import train as training
 
+    if args.lora:
+        try:
+            training.lora_init_weights(args.lora_init)
+        except KdslError as err:
+            raise _UsageError(err.message) from None
+
     _existing(args.file)
     _dataset_file(args.dataset)
     _dataset_file(args.eval_dataset)
@@ -579,7 +589,8 @@ def cmd_train(args, console: Console) -> int:
     options = training.TrainOptions(
         spec=args.file, model=args.model, dataset=args.dataset, config=args.config,
         output_dir=args.output_dir, lora=args.lora, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_targets=[t for t in args.lora_targets.split(",") if t], resume=args.resume,
+        lora_targets=[t for t in args.lora_targets.split(",") if t], lora_init=args.lora_init,
+        resume=args.resume,
         table_every=args.table_every, overrides=overrides, evaluate=not args.no_eval,
         strict=args.strict, eval_dataset=args.eval_dataset, eval_every=args.eval_every,
         eval_rows=args.eval_rows, metric=args.metric)

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -38,6 +39,7 @@ class TrainOptions:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: list[str] = field(default_factory=list)
+    lora_init: str = "default"  # PEFT's init_lora_weights: default, gaussian, orthogonal, pissa, ...
     resume: bool = False
     table_every: int = 10
     overrides: dict = field(default_factory=dict)
@@ -164,6 +166,9 @@ def write_run_folder(out: Path, program, spec_path: Path, config, options: Train
 
     run = {"argv": list(argv or sys.argv), "spec": str(spec_path), "model": options.model or "embedded",
            "dataset": options.dataset or "embedded", "lora": options.lora, "kdsl": kdsl.__version__,
+           "adapter": ({"r": options.lora_r, "alpha": options.lora_alpha,
+                        "targets": options.lora_targets or "all-linear", "init": options.lora_init}
+                       if options.lora else None),
            "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (folder / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     return folder
@@ -253,6 +258,53 @@ def _quiet_progress_bar(trainer) -> None:
 
 
 # ---- the run ------------------------------------------------------------------------------------
+
+# ---- LoRA initialisations -----------------------------------------------------------------------
+
+# The choices of PEFT's `init_lora_weights` that need nothing but the model. PiSSA and OLoRA also
+# move the base weights (the adapter starts from the principal part of each layer, the base keeps
+# the rest), so their adapters are converted at save time to adapters of the original base.
+LORA_INITS = ("default", "gaussian", "orthogonal", "pissa", "olora")
+BASE_CHANGING_INITS = ("pissa", "olora")
+
+
+def lora_init_weights(name: str):
+    """`--lora-init NAME` as PEFT's `init_lora_weights` value (`pissa_niter_N`: fast PiSSA)."""
+    if name == "default":
+        return True
+    if name in LORA_INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", name):
+        return name
+    raise KdslError(f"--lora-init {name}: choose one of {', '.join(LORA_INITS)} or pissa_niter_N "
+                    "(initialisations that need data or a quantisation config, such as eva, corda "
+                    "and loftq, are not offered)")
+
+
+def _base_changing(name: str) -> bool:
+    return name in BASE_CHANGING_INITS or name.startswith("pissa_niter_")
+
+
+def _save_initial_adapter(trainer, folder: Path, resume_from) -> Path:
+    """The adapter as initialised, before any step: what converts the trained one back to an
+    adapter of the original base (PEFT's path_initial_model_for_weight_conversion)."""
+    path = folder / "initial_adapter"
+    if resume_from is not None and (path / "adapter_config.json").is_file():
+        return path  # saved when the run started; the model now holds a checkpoint
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    config = model.peft_config["default"]
+    chosen, config.init_lora_weights = config.init_lora_weights, True  # loads without re-running it
+    model.save_pretrained(str(path))
+    config.init_lora_weights = chosen
+    return path
+
+
+def _save_converted_adapter(trainer, output_dir: Path, initial: Path) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(str(output_dir), path_initial_model_for_weight_conversion=str(initial))
+    processing = getattr(trainer, "processing_class", None)
+    if processing is not None and trainer.accelerator.is_main_process:
+        processing.save_pretrained(str(output_dir))
+
 
 def build_config(options: TrainOptions, defaults: dict, output_dir: Path):
     from trl import GRPOConfig
@@ -380,7 +432,8 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha,
-                                 target_modules=options.lora_targets or "all-linear", task_type="CAUSAL_LM")
+                                 target_modules=options.lora_targets or "all-linear", task_type="CAUSAL_LM",
+                                 init_lora_weights=lora_init_weights(options.lora_init))
     from kdsl.trl import KdslGRPOTrainer
 
     if str(model).lower().endswith(".gguf"):
@@ -408,10 +461,16 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         callback.trainer = trainer
     _quiet_progress_bar(trainer)
     _warn_beyond_context(trainer, dataset, config.max_completion_length, console)
+    initial_adapter = None
+    if options.lora and _base_changing(options.lora_init):
+        initial_adapter = _save_initial_adapter(trainer, folder, resume_from)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
-    trainer.save_model(str(output_dir))
+    if initial_adapter is not None:
+        _save_converted_adapter(trainer, output_dir, initial_adapter)
+    else:
+        trainer.save_model(str(output_dir))
     trainer.state.save_to_json(str(folder / "trainer_state.json"))
     evaluation: dict = {}
     for callback in held_out_callbacks:

@@ -388,3 +388,45 @@ def test_resuming_a_model_with_tied_weights_loads_them_without_a_warning(tmp_pat
         logging.getLogger("transformers").removeHandler(handler)
     assert seen == {"tied": True, "loaded": True}
     assert not [m for m in records if "missing keys" in m]
+
+
+@pytest.mark.parametrize("init", ["gaussian", "pissa"])
+def test_lora_initialisations_and_adapters_that_load_on_the_original_base(workspace, tmp_path, init):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    probe = torch.tensor([[5, 6, 7, 8, 9]])
+    seen = {}
+
+    class FinalLogits(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            with torch.no_grad():
+                seen["logits"] = model(probe.to(model.device)).logits.float().cpu()
+
+    out = tmp_path / init
+    train(TrainOptions(spec=str(workspace / "spec.kd"), model=str(workspace / "model"),
+                       dataset=str(workspace / "data.jsonl"), config=str(workspace / "train.yaml"),
+                       output_dir=str(out), lora=True, lora_r=4, lora_init=init, table_every=0,
+                       overrides={"max_steps": 2}, callbacks=[FinalLogits()]))
+    run = json.loads((out / "kdsl_run" / "run.json").read_text())
+    assert run["adapter"] == {"r": 4, "alpha": 16, "targets": "all-linear", "init": init}
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    # A PiSSA adapter is saved converted (rank 2r) for the base as it was, not the residual one.
+    assert adapter["r"] == (8 if init == "pissa" else 4)
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(workspace / "model")
+        loaded = PeftModel.from_pretrained(base, out)(probe).logits
+    # The saved adapter on the original base is the trained model.
+    assert torch.allclose(loaded, seen["logits"], atol=1e-4)
+    if init == "pissa":
+        # Unconverted, a PiSSA adapter on the original base would count the principal part twice.
+        with torch.no_grad():
+            base = AutoModelForCausalLM.from_pretrained(workspace / "model")
+            unconverted = PeftModel.from_pretrained(base, out / "kdsl_run" / "initial_adapter")(probe).logits
+        assert not torch.allclose(unconverted, seen["logits"], atol=1e-3)
+
+
+def test_an_unknown_lora_initialisation_is_a_usage_error(workspace, tmp_path, capsys):
+    assert run_cli(workspace, tmp_path / "x", "--lora", "--lora-init", "eva") == 2
+    assert "--lora-init eva: choose one of default, gaussian, orthogonal, pissa, olora" in capsys.readouterr().err
