@@ -211,6 +211,20 @@ command again to resume what did not finish.""")
     ablate.add_argument("--lora", action="store_true")
     ablate.add_argument("--output-dir", default="runs/ablation", metavar="OUT")
 
+    merge = sub.add_parser("merge", help="merge LoRA experts trained from one base into one adapter "
+                                         "(PEFT's add_weighted_adapter)")
+    merge.add_argument("experts", nargs="+", metavar="RUN",
+                       help="`kdsl train --lora` output folders (or PEFT adapter folders)")
+    merge.add_argument("--method", default="ties",
+                       help="linear, ties, dare_ties, dare_linear, magnitude_prune, cat, svd (and the "
+                            "*_svd variants); default ties")
+    merge.add_argument("--weights", default=None, metavar="W1,W2,...",
+                       help="one weight per expert (default: equal, summing to 1)")
+    merge.add_argument("--density", type=float, default=None,
+                       help="the share of each update kept, for ties, dare_* and magnitude_prune")
+    merge.add_argument("--base", default=None, help="the base model (default: the experts' own)")
+    merge.add_argument("--out", required=True, metavar="DIR")
+
     describe = sub.add_parser("describe", help="the rules of a spec in plain language")
     describe.add_argument("file", metavar="SPEC")
     describe.add_argument("--level", action="append", default=[], metavar="LEVEL",
@@ -702,6 +716,26 @@ def _table_width(console: Console) -> int | None:
     return None if getattr(console.out, "isatty", lambda: False)() else 120
 
 
+def cmd_merge(args, console: Console) -> int:
+    _require_training_extra("merge")
+    from kdsl import merging
+
+    for expert in args.experts:
+        if not Path(expert).is_dir():
+            raise _UsageError(f"no such expert folder: {expert}")
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise _UsageError(f"--weights takes numbers separated by commas, not `{args.weights}`") from None
+    if args.method not in merging.METHODS:
+        raise _UsageError(f"--method {args.method}: choose one of {', '.join(merging.METHODS)}")
+    out = merging.merge(args.experts, args.method, weights, args.density, args.out, base=args.base)
+    console.print(f"merged {len(args.experts)} experts ({args.method}) into {out}")
+    return 0
+
+
 def cmd_describe(args, console: Console) -> int:
     import kdsl
     from kdsl import describe
@@ -768,7 +802,7 @@ def cmd_report(args, console: Console) -> int:
 
 _COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "test": cmd_test,
              "explain": cmd_explain, "eval": cmd_eval, "ablate": cmd_ablate,
-             "describe": cmd_describe,
+             "describe": cmd_describe, "merge": cmd_merge,
              "train": cmd_train,
              "report": cmd_report}
 

@@ -1,0 +1,91 @@
+"""`kdsl merge`: LoRA experts of one base combined through PEFT, with the checks before loading."""
+
+import json
+
+import pytest
+import torch
+
+from kdsl.cli import main
+
+
+def expert(base_dir, out, seed: int, r: int = 4, targets=("q_proj", "v_proj")):
+    """A LoRA adapter with random A and B (peft's init_lora_weights=False), standing for a trained
+    expert: training the tiny model for real would change these weights the same way."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    data = json.loads((out / "adapter_config.json").read_text())
+    data["base_model_name_or_path"] = str(base_dir)
+    (out / "adapter_config.json").write_text(json.dumps(data))
+    return out
+
+
+def deltas(folder, scaling: float) -> dict:
+    """Each layer's update B @ A x scaling, from the saved adapter."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    out = {}
+    for name, a in weights.items():
+        if "lora_A" in name:
+            b = weights[name.replace("lora_A", "lora_B")]
+            out[name.replace(".lora_A.weight", "")] = (b @ a) * scaling
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from tests.tiny import byte_level_tokenizer, tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("merge")
+    tokenizer = byte_level_tokenizer()
+    tiny_causal_lm(tokenizer).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    return root
+
+
+def test_cat_merges_the_weighted_sum_of_the_updates(base, tmp_path):
+    a = expert(base / "base", tmp_path / "a", seed=1)
+    b = expert(base / "base", tmp_path / "b", seed=2)
+    out = tmp_path / "merged"
+    assert main(["merge", str(a), str(b), "--method", "cat", "--weights", "0.7,0.3", "--out", str(out)]) == 0
+    merged = json.loads((out / "adapter_config.json").read_text())
+    assert merged["r"] == 8 and merged["base_model_name_or_path"] == str(base / "base")
+    da, db, dm = deltas(a, 2.0), deltas(b, 2.0), deltas(out, merged["lora_alpha"] / merged["r"])
+    assert set(dm) == set(da)
+    for name in dm:
+        assert torch.allclose(dm[name], 0.7 * da[name] + 0.3 * db[name], atol=1e-5)
+    provenance = json.loads((out / "kdsl_merge.json").read_text())
+    assert provenance["method"] == "cat" and provenance["weights"] == [0.7, 0.3]
+    # The merged adapter loads like any other.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base / "base"), out)
+
+
+def test_ties_keeps_the_given_density(base, tmp_path):
+    a = expert(base / "base", tmp_path / "a", seed=3)
+    b = expert(base / "base", tmp_path / "b", seed=4)
+    assert main(["merge", str(a), str(b), "--method", "ties", "--density", "0.5", "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "kdsl_merge.json").read_text())["density"] == 0.5
+
+
+def test_experts_that_cannot_merge_are_refused_before_loading(base, tmp_path, capsys):
+    a = expert(base / "base", tmp_path / "a", seed=5, r=4)
+    b = expert(base / "base", tmp_path / "b", seed=6, r=8)
+    assert main(["merge", str(a), str(b), "--method", "linear", "--out", str(tmp_path / "x")]) == 1
+    assert "--method linear needs adapters of one rank" in capsys.readouterr().err
+    data = json.loads((b / "adapter_config.json").read_text())
+    data["base_model_name_or_path"] = "someone/else"
+    (b / "adapter_config.json").write_text(json.dumps(data))
+    assert main(["merge", str(a), str(b), "--method", "cat", "--out", str(tmp_path / "x")]) == 1
+    assert "experts must share their base model" in capsys.readouterr().err
+    assert main(["merge", str(a), str(a), "--method", "ties", "--out", str(tmp_path / "x")]) == 1
+    assert "--method ties needs --density" in capsys.readouterr().err
+    assert main(["merge", str(a), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
