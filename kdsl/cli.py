@@ -223,7 +223,10 @@ command again to resume what did not finish.""")
     merge.add_argument("--density", type=float, default=None,
                        help="the share of each update kept, for ties, dare_* and magnitude_prune")
     merge.add_argument("--base", default=None, help="the base model (default: the experts' own)")
-    merge.add_argument("--out", required=True, metavar="DIR")
+    merge.add_argument("--out", metavar="DIR", help="where the merged adapter goes (not needed with --report)")
+    merge.add_argument("--report", action="store_true",
+                       help="only report how the experts' updates conflict (a table and, with --out, "
+                            "a PNG), without merging")
 
     describe = sub.add_parser("describe", help="the rules of a spec in plain language")
     describe.add_argument("file", metavar="SPEC")
@@ -731,8 +734,21 @@ def cmd_merge(args, console: Console) -> int:
             raise _UsageError(f"--weights takes numbers separated by commas, not `{args.weights}`") from None
     if args.method not in merging.METHODS:
         raise _UsageError(f"--method {args.method}: choose one of {', '.join(merging.METHODS)}")
-    out = merging.merge(args.experts, args.method, weights, args.density, args.out, base=args.base)
-    console.print(f"merged {len(args.experts)} experts ({args.method}) into {out}")
+    if not args.report and not args.out:
+        raise _UsageError("give --out DIR for the merged adapter, or --report to see the conflicts only")
+    from rich.console import Console as RichConsole
+
+    experts = [merging.read_expert(p) for p in args.experts]
+    report = merging.conflicts(experts, args.density)
+    merging.render_conflicts(report, RichConsole(file=console.out, width=_table_width(console)))
+    if args.out:
+        out = Path(args.out)
+        if not args.report:
+            merging.merge(args.experts, args.method, weights, args.density, out, base=args.base)
+            console.print(f"merged {len(args.experts)} experts ({args.method}) into {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "kdsl_conflicts.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        console.print(f"conflicts: {merging.plot_conflicts(report, out / 'kdsl_conflicts.png')}")
     return 0
 
 

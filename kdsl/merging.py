@@ -137,3 +137,120 @@ def merge(paths: list[str], method: str, weights: list[float] | None, density: f
                   "experts": [{"folder": str(e.folder), "r": e.rank} for e in experts]}
     (out / "kdsl_merge.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+# ---- conflicts between experts ------------------------------------------------------------------
+
+def expert_deltas(expert: Expert) -> dict:
+    """Each adapted layer's update ``B @ A x alpha / r`` (float32, on the CPU), by module name."""
+    from safetensors.torch import load_file
+
+    files = [expert.folder / "adapter_model.safetensors"]
+    if not files[0].is_file():
+        raise KdslError(f"{expert.folder}: no adapter_model.safetensors")
+    weights = load_file(str(files[0]))
+    alpha = float(expert.config.get("lora_alpha", expert.config.get("r", 1)))
+    out = {}
+    for name, a in weights.items():
+        if ".lora_A." not in name:
+            continue
+        b = weights.get(name.replace(".lora_A.", ".lora_B."))
+        if b is None:
+            continue
+        module = name.split(".lora_A.")[0].removeprefix("base_model.model.")
+        rank = a.shape[0]
+        scale = alpha / rank if not expert.config.get("use_rslora") else alpha / rank ** 0.5
+        out[module] = (b.float() @ a.float()) * scale
+    return out
+
+
+def _layer_type(module: str) -> str:
+    return module.rsplit(".", 1)[-1]
+
+
+def conflicts(experts: list[Expert], density: float | None = None) -> dict:
+    """How much the experts' updates disagree, per layer, per layer type and overall: the share of
+    parameters with opposite signs among those every expert changes, the mean cosine between
+    each pair of experts' updates, and (at ``density``) the share of the kept values that TIES's
+    sign election drops."""
+    import torch
+
+    deltas = [expert_deltas(e) for e in experts]
+    shared = sorted(set.intersection(*(set(d) for d in deltas)))
+    if not shared:
+        raise KdslError("the experts adapt no layer in common")
+    keep = density if density is not None else 0.2
+    rows = []
+    for module in shared:
+        stack = torch.stack([d[module].reshape(-1) for d in deltas])
+        changed = (stack != 0).all(0)
+        signs = torch.sign(stack)
+        opposite = changed & (signs.max(0).values != signs.min(0).values)
+        pairs = [(i, j) for i in range(len(deltas)) for j in range(i + 1, len(deltas))]
+        cosines = [float(torch.nn.functional.cosine_similarity(stack[i], stack[j], dim=0)) for i, j in pairs]
+        # TIES: keep each expert's top `keep` share by magnitude, elect a sign per parameter by the
+        # sum of the kept values, and drop kept values of the other sign.
+        k = max(1, int(round(keep * stack.shape[1])))
+        kept = torch.zeros_like(stack, dtype=torch.bool)
+        top = stack.abs().topk(k, dim=1).indices
+        kept.scatter_(1, top, True)
+        trimmed = torch.where(kept, stack, torch.zeros_like(stack))
+        elected = torch.sign(trimmed.sum(0))
+        dropped = kept & (torch.sign(trimmed) != elected) & (elected != 0)
+        rows.append({"module": module, "type": _layer_type(module), "params": int(stack.shape[1]),
+                     "both_changed": int(changed.sum()), "opposite": int(opposite.sum()),
+                     "cosine": sum(cosines) / len(cosines), "kept": int(kept.sum()),
+                     "ties_dropped": int(dropped.sum())})
+
+    def summary(selected: list[dict]) -> dict:
+        changed = sum(r["both_changed"] for r in selected)
+        kept = sum(r["kept"] for r in selected)
+        weight = sum(r["params"] for r in selected)
+        return {"layers": len(selected),
+                "opposite_sign_share": sum(r["opposite"] for r in selected) / changed if changed else 0.0,
+                "cosine": sum(r["cosine"] * r["params"] for r in selected) / weight if weight else 0.0,
+                "ties_dropped_share": sum(r["ties_dropped"] for r in selected) / kept if kept else 0.0}
+
+    types = sorted({r["type"] for r in rows})
+    for r in rows:
+        r["opposite_sign_share"] = r["opposite"] / r["both_changed"] if r["both_changed"] else 0.0
+        r["ties_dropped_share"] = r["ties_dropped"] / r["kept"] if r["kept"] else 0.0
+    return {"experts": [str(e.folder) for e in experts], "density": keep, "layers": rows,
+            "by_type": {t: summary([r for r in rows if r["type"] == t]) for t in types},
+            "overall": summary(rows)}
+
+
+def render_conflicts(report: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"conflicts between {len(report['experts'])} experts (TIES at density "
+                        f"{report['density']:g})")
+    for column in ("layer type", "layers", "opposite signs", "cosine", "TIES drops"):
+        table.add_column(column, justify="left" if column == "layer type" else "right")
+    for name, s in [*report["by_type"].items(), ("all", report["overall"])]:
+        table.add_row(name, str(s["layers"]), f"{s['opposite_sign_share']:.1%}", f"{s['cosine']:+.3f}",
+                      f"{s['ties_dropped_share']:.1%}")
+    console.print(table)
+
+
+def plot_conflicts(report: dict, path: Path) -> Path:
+    """A heat map over layers: opposite-sign share, cosine and TIES drops per adapted module."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["layers"]
+    columns = (("opposite_sign_share", "opposite signs"), ("cosine", "cosine"),
+               ("ties_dropped_share", "TIES drops"))
+    values = [[r[key] for key, _ in columns] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.22 * len(rows) + 1.5)))
+    image = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(columns)), [label for _, label in columns])
+    ax.set_yticks(range(len(rows)), [r["module"] for r in rows], fontsize=6)
+    ax.set_title("conflicts between experts, per adapted layer")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

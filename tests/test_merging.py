@@ -89,3 +89,31 @@ def test_experts_that_cannot_merge_are_refused_before_loading(base, tmp_path, ca
     assert "--method ties needs --density" in capsys.readouterr().err
     assert main(["merge", str(a), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_conflicts_are_measured_per_layer_type(base, tmp_path, capsys):
+    from kdsl.merging import conflicts, read_expert
+
+    a = expert(base / "base", tmp_path / "a", seed=7)
+    same = tmp_path / "same"
+    import shutil
+
+    shutil.copytree(a, same)
+    report = conflicts([read_expert(a), read_expert(same)], density=0.5)
+    assert report["overall"]["opposite_sign_share"] == 0.0
+    assert report["overall"]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert report["overall"]["ties_dropped_share"] == 0.0
+    # The negated expert disagrees everywhere.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(same / "adapter_model.safetensors"))
+    save_file({k: -v if "lora_B" in k else v for k, v in weights.items()}, str(same / "adapter_model.safetensors"))
+    report = conflicts([read_expert(a), read_expert(same)], density=0.5)
+    assert report["overall"]["opposite_sign_share"] == 1.0
+    assert report["overall"]["cosine"] == pytest.approx(-1.0, abs=1e-6)
+    assert set(report["by_type"]) == {"q_proj", "v_proj"}
+    assert main(["merge", str(a), str(same), "--report", "--density", "0.5", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "q_proj" in out and "100.0%" in out and "-1.000" in out
+    assert (tmp_path / "r" / "kdsl_conflicts.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "r" / "adapter_config.json").exists()  # --report does not merge
