@@ -224,6 +224,13 @@ command again to resume what did not finish.""")
                        help="the share of each update kept, for ties, dare_* and magnitude_prune")
     merge.add_argument("--base", default=None, help="the base model (default: the experts' own)")
     merge.add_argument("--out", metavar="DIR", help="where the merged adapter goes (not needed with --report)")
+    merge.add_argument("--select-on", action="append", default=[], metavar="SPEC=HELDOUT",
+                       help="choose the merge by the guidelines: evaluate a small grid of merges on "
+                            "each specialty's held-out rows with its spec (repeatable) and keep the best")
+    merge.add_argument("--select", choices=("worst", "mean"), default="worst",
+                       help="with --select-on: keep the best worst-case (default) or mean specialty score")
+    merge.add_argument("--max-new-tokens", type=int, default=64, help="with --select-on")
+    merge.add_argument("--rows", default=None, metavar="N|A:B", help="with --select-on: held-out rows used")
     merge.add_argument("--report", action="store_true",
                        help="only report how the experts' updates conflict (a table and, with --out, "
                             "a PNG), without merging")
@@ -741,9 +748,25 @@ def cmd_merge(args, console: Console) -> int:
     experts = [merging.read_expert(p) for p in args.experts]
     report = merging.conflicts(experts, args.density)
     merging.render_conflicts(report, RichConsole(file=console.out, width=_table_width(console)))
+    if args.select_on:
+        if not args.out or args.report:
+            raise _UsageError("--select-on writes the chosen adapter: give --out DIR (and no --report)")
+        specialties = []
+        for item in args.select_on:
+            spec, eq, heldout = item.partition("=")
+            if not eq or not spec or not heldout:
+                raise _UsageError(f"--select-on takes SPEC=HELDOUT, not `{item}`")
+            _existing(spec)
+            _dataset_file(heldout)
+            specialties.append((spec, heldout))
+        selection = merging.select(args.experts, specialties, args.out, criterion=args.select,
+                                   base=args.base, max_new_tokens=args.max_new_tokens, rows=args.rows,
+                                   console=console)
+        console.print(f"chosen: {selection['chosen']} ({args.select} specialty score); every "
+                      f"candidate in {Path(args.out) / 'kdsl_selection.json'}")
     if args.out:
         out = Path(args.out)
-        if not args.report:
+        if not args.report and not args.select_on:
             merging.merge(args.experts, args.method, weights, args.density, out, base=args.base)
             console.print(f"merged {len(args.experts)} experts ({args.method}) into {out}")
         out.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,7 @@ def merge(paths: list[str], method: str, weights: list[float] | None, density: f
     check_experts(experts, method, weights, density)
     model, processing_class = load_experts(experts, base, device)
     names = [f"expert{i}" for i in range(len(experts))]
+    _seeded()  # DARE drops at random: the same command gives the same adapter
     model.add_weighted_adapter(names, weights, adapter_name=MERGED, combination_type=method,
                                density=density)
     model.set_adapter(MERGED)
@@ -254,3 +255,90 @@ def plot_conflicts(report: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ---- choosing the merge by the guidelines ----------------------------------------------------------
+
+def _seeded(seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def default_grid(experts: list[Expert]) -> list[dict]:
+    """The candidates `--select-on` tries: equal weights; cat (exact), and where the ranks agree
+    linear; TIES at densities 0.3, 0.5 and 0.7; DARE-TIES and magnitude pruning at 0.5."""
+    equal = [1.0 / len(experts)] * len(experts)
+    same_rank = len({e.rank for e in experts}) == 1
+    grid = [{"method": "cat", "density": None}]
+    if same_rank:
+        grid.append({"method": "linear", "density": None})
+        grid += [{"method": "ties", "density": d} for d in (0.3, 0.5, 0.7)]
+        grid += [{"method": "dare_ties", "density": 0.5}, {"method": "magnitude_prune", "density": 0.5}]
+    else:
+        grid += [{"method": "ties_svd", "density": d} for d in (0.3, 0.5, 0.7)]
+    return [{**g, "weights": equal} for g in grid]
+
+
+def _label(candidate: dict) -> str:
+    density = f" d={candidate['density']:g}" if candidate["density"] is not None else ""
+    weights = ",".join(f"{w:g}" for w in candidate["weights"])
+    return f"{candidate['method']}{density} w={weights}"
+
+
+def select(paths: list[str], specialties: list[tuple[str, str]], out: str | Path, *,
+           criterion: str = "worst", grid: list[dict] | None = None, base: str | None = None,
+           max_new_tokens: int = 64, rows: str | None = None, batch_size: int = 16,
+           device: str | None = None, console=None) -> dict:
+    """Evaluate candidate merges on each specialty's held-out rows with its own spec (the spec's
+    metric: its `correct` rule, or else the mean reward) and keep the best by the worst-case (or
+    mean) specialty; writes the chosen adapter to ``out`` and every figure to
+    ``out/kdsl_selection.json``."""
+    import kdsl
+    from kdsl import evaluation
+    from kdsl.train import load_rows
+
+    if criterion not in ("worst", "mean"):
+        raise KdslError(f"--select must be worst or mean, not {criterion}")
+    experts = [read_expert(p) for p in paths]
+    grid = grid or default_grid(experts)
+    for candidate in grid:
+        check_experts(experts, candidate["method"], candidate["weights"], candidate["density"])
+    judges = []
+    for spec_path, heldout in specialties:
+        program = kdsl.load(spec_path)
+        held = evaluation.select_rows(evaluation.as_rows(load_rows(heldout)), rows)
+        for line in evaluation.check_rows(program, held, heldout):
+            if console is not None:
+                console.print(f"{heldout}: {line} (scored as invalid)")
+        judges.append((spec_path, program, held, evaluation.metric_name(program, None)))
+    model, processing_class = load_experts(experts, base, device)
+    names = [f"expert{i}" for i in range(len(experts))]
+    results = []
+    for index, candidate in enumerate(grid):
+        name = f"candidate{index}"
+        _seeded()  # as `merge` does, so the chosen candidate is the adapter written
+        model.add_weighted_adapter(names, candidate["weights"], adapter_name=name,
+                                   combination_type=candidate["method"], density=candidate["density"])
+        model.set_adapter(name)
+        scores = {}
+        for spec_path, program, held, metric in judges:
+            config = evaluation.EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                           metric=metric)
+            found = evaluation.evaluate(program, model, processing_class, held, config)
+            scores[spec_path] = found.metric_value if metric else found.reward
+        values = list(scores.values())
+        chosen_by = min(values) if criterion == "worst" else sum(values) / len(values)
+        results.append({**candidate, "label": _label(candidate), "scores": scores, "criterion": chosen_by})
+        if console is not None:
+            console.print(f"{_label(candidate)}: " + ", ".join(f"{Path(s).stem} {v:.3f}" for s, v in scores.items()))
+        model.set_adapter(names[0])
+        model.delete_adapter(name)
+    best = max(range(len(results)), key=lambda i: results[i]["criterion"])  # the first of equals
+    winner = results[best]
+    merge(paths, winner["method"], winner["weights"], winner["density"], out, base=base, device=device)
+    selection = {"criterion": criterion, "specialties": [s for s, _ in specialties],
+                 "metrics": {s: m or "reward" for s, _, _, m in judges},
+                 "candidates": results, "chosen": winner["label"]}
+    (Path(out) / "kdsl_selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
+    return selection

@@ -117,3 +117,51 @@ def test_conflicts_are_measured_per_layer_type(base, tmp_path, capsys):
     assert "q_proj" in out and "100.0%" in out and "-1.000" in out
     assert (tmp_path / "r" / "kdsl_conflicts.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "r" / "adapter_config.json").exists()  # --report does not merge
+
+
+SPEC_SHORT = """spec short version 1
+input { n: float }
+level l {
+  rule correct: length(completion, chars) < n
+}
+"""
+SPEC_VOWELS = """spec vowels version 1
+input { n: float }
+level l {
+  rule correct: occurrences(completion, "e") >= n
+}
+"""
+
+
+def test_select_on_keeps_the_best_worst_case_specialty(base, tmp_path, capsys):
+    from kdsl import evaluation
+    from kdsl.loading import load_model
+
+    a = expert(base / "base", tmp_path / "a", seed=11)
+    b = expert(base / "base", tmp_path / "b", seed=12)
+    rows = [{"prompt": f"row {i}: ", "n": float(n)} for i, n in enumerate([20, 30, 40, 50, 1, 2])]
+    specs = []
+    for name, text in (("short", SPEC_SHORT), ("vowels", SPEC_VOWELS)):
+        (tmp_path / f"{name}.kd").write_text(text)
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        specs += ["--select-on", f"{tmp_path / name}.kd={tmp_path / name}.jsonl"]
+    out = tmp_path / "chosen"
+    assert main(["merge", str(a), str(b), *specs, "--max-new-tokens", "24", "--out", str(out)]) == 0
+    selection = json.loads((out / "kdsl_selection.json").read_text())
+    labels = [c["label"] for c in selection["candidates"]]
+    assert labels == ["cat w=0.5,0.5", "linear w=0.5,0.5", "ties d=0.3 w=0.5,0.5", "ties d=0.5 w=0.5,0.5",
+                      "ties d=0.7 w=0.5,0.5", "dare_ties d=0.5 w=0.5,0.5", "magnitude_prune d=0.5 w=0.5,0.5"]
+    for c in selection["candidates"]:
+        assert c["criterion"] == min(c["scores"].values())
+    best = max(selection["candidates"], key=lambda c: c["criterion"])
+    assert selection["chosen"] == best["label"]
+    # The adapter written is the candidate chosen: evaluated again from disk, the same scores.
+    model, tokenizer = load_model(str(base / "base"), adapter=str(out))
+    import kdsl
+
+    for spec, score in best["scores"].items():
+        program = kdsl.load(spec)
+        again = evaluation.evaluate(program, model, tokenizer, rows,
+                                    evaluation.EvalConfig(max_new_tokens=24, metric="correct"))
+        assert again.metric_value == pytest.approx(score)
+    assert "chosen: " in capsys.readouterr().out
