@@ -560,13 +560,7 @@ class _Describer:
         grid = [["criterion", "condition", "points"]] + [
             [c.name, self._cond(c.condition, scope), self._written(c.span, c.points)]
             for c in sheet.criteria]
-        widths = [max(len(line[i]) for line in grid) for i in range(3)]
-        lines = [head]
-        for index, line in enumerate(grid):
-            lines.append("    " + " | ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip())
-            if index == 0:
-                lines.append("    " + "-+-".join("-" * w for w in widths))
-        return lines
+        return [head, *_grid(grid)]
 
     def _table(self, table: ast.Table, scope: _Scope) -> list[str]:
         columns = [p.name for p in table.params]
@@ -577,14 +571,7 @@ class _Describer:
             row.result if isinstance(row.result, str) else self._written(row.span, row.result)]
             for row in table.rows]
         result = "result" if table.result_type in ("float", "int") else table.result_type
-        grid = [[*columns, result], *rows]
-        widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
-        lines = [head]
-        for index, line in enumerate(grid):
-            lines.append("    " + " | ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip())
-            if index == 0:
-                lines.append("    " + "-+-".join("-" * w for w in widths))
-        return lines
+        return [head, *_grid([[*columns, result], *rows])]
 
     def _cell(self, cell: ast.Cell) -> str:
         written = re.sub(r"\s+", " ", self._source(cell.span) or "").strip()
@@ -1283,6 +1270,17 @@ def _advantage(settings: dict) -> str:
         return (f"{head}: {part} minus its mean over the completions for the same prompt{divided}; "
                 "the weighted sum of these is then normalised over the batch.")
     return f"{head}: the reward minus its mean over the completions for the same prompt{divided}."
+
+
+def _grid(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as an indented text table, the first row its header."""
+    widths = [max(len(line[i]) for line in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, line in enumerate(rows):
+        lines.append("    " + " | ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip())
+        if index == 0:
+            lines.append("    " + "-+-".join("-" * w for w in widths))
+    return lines
 
 
 def _ends(low_open: bool, high_open: bool) -> str:

@@ -103,6 +103,15 @@ class KdslCaseFailed(Exception):
         self.report = report
 
 
+class _ReportsKdslFailures:
+    """Items whose failure is a kdsl report, shown as it is (not as a Python traceback)."""
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, KdslCaseFailed):
+            return excinfo.value.report
+        return super().repr_failure(excinfo, style)
+
+
 class KdslCaseItem(pytest.Item):
     def __init__(self, *, spec: str, case_name: str, line: int, **kwargs):
         super().__init__(**kwargs)
@@ -134,7 +143,7 @@ class KdslCaseItem(pytest.Item):
         return self.path, self.line - 1, self.case_name
 
 
-class KdslMutationItem(pytest.Item):
+class KdslMutationItem(_ReportsKdslFailures, pytest.Item):
     """Mutation-tests one spec's cases; fails when its score is under the threshold, naming
     every surviving mutant by its spec line."""
 
@@ -154,16 +163,11 @@ class KdslMutationItem(pytest.Item):
         if report.score < self.threshold:
             raise KdslCaseFailed(format_report(self.spec, report, self.threshold))
 
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, KdslCaseFailed):
-            return excinfo.value.report
-        return super().repr_failure(excinfo, style)
-
     def reportinfo(self):
         return self.path, 0, self.name
 
 
-class KdslProblemItem(pytest.Item):
+class KdslProblemItem(_ReportsKdslFailures, pytest.Item):
     """Stands for a spec or case file that could not be loaded, and fails with the reason."""
 
     def __init__(self, *, error, **kwargs):
@@ -172,11 +176,6 @@ class KdslProblemItem(pytest.Item):
 
     def runtest(self):
         raise KdslCaseFailed(str(self.error))
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, KdslCaseFailed):
-            return excinfo.value.report
-        return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
         return self.path, 0, f"{self.path.name}::{self.name}"
