@@ -291,9 +291,11 @@ def _save_initial_adapter(trainer, folder: Path, resume_from) -> Path:
         return path  # saved when the run started; the model now holds a checkpoint
     model = trainer.accelerator.unwrap_model(trainer.model)
     config = model.peft_config["default"]
-    chosen, config.init_lora_weights = config.init_lora_weights, True  # loads without re-running it
-    model.save_pretrained(str(path))
-    config.init_lora_weights = chosen
+    if trainer.accelerator.is_main_process:
+        chosen, config.init_lora_weights = config.init_lora_weights, True  # loads without re-running it
+        model.save_pretrained(str(path))
+        config.init_lora_weights = chosen
+    trainer.accelerator.wait_for_everyone()
     return path
 
 
@@ -503,7 +505,8 @@ def _warn_beyond_context(trainer, dataset, completion_length: int, console) -> N
     if not isinstance(limit, int) or "prompt" not in dataset.column_names:
         return
     try:
-        longest = longest_prompt(trainer.processing_class, dataset["prompt"])
+        head = dataset.select(range(min(len(dataset), 256)))  # not the whole column of a large set
+        longest = longest_prompt(trainer.processing_class, head["prompt"])
     except (TypeError, ValueError, KeyError, AttributeError):  # a processor this check does not
         # know: training itself will say what is wrong, if anything is
         return
