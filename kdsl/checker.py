@@ -590,10 +590,13 @@ class Checker:
         try:
             factor, offset = units.conversion(source, target)
         except units.IncompatibleUnits as err:
+            concentrations = {source.dimension, target.dimension} == {"mass concentration",
+                                                                       "molar concentration"}
+            notes = ("a mass and a molar concentration convert only through the substance's "
+                     "molar mass: write that conversion as a def with a result unit (as "
+                     "medical/curb65 does for urea and BUN)",) if concentrations else ()
             raise self.error(f"{what}: `{source.name}` and `{target.name}` do not convert ({err})",
-                             span, "a mass and a molar concentration convert only through the "
-                             "substance's molar mass: write that conversion as a def (as "
-                             "medical/curb65 does for urea and BUN)") from None
+                             span, *notes) from None
         out = node
         for op, value in (("mul", factor), ("add", offset)):
             if value == (1.0 if op == "mul" else 0.0):

@@ -112,6 +112,12 @@ def merge(paths: list[str], method: str, weights: list[float] | None, density: f
     weights = list(weights) if weights else [1.0 / len(experts)] * len(experts)
     check_experts(experts, method, weights, density)
     model, processing_class = load_experts(experts, base, device)
+    return write_merged(model, processing_class, experts, method, weights, density, out, base)
+
+
+def write_merged(model, processing_class, experts: list[Expert], method: str, weights: list[float],
+                 density: float | None, out: str | Path, base: str | None = None) -> Path:
+    """Merge the loaded experts (adapters ``expert0``...) and write the result as a plain adapter."""
     names = [f"expert{i}" for i in range(len(experts))]
     _seeded()  # DARE drops at random: the same command gives the same adapter
     model.add_weighted_adapter(names, weights, adapter_name=MERGED, combination_type=method,
@@ -336,7 +342,10 @@ def select(paths: list[str], specialties: list[tuple[str, str]], out: str | Path
         model.delete_adapter(name)
     best = max(range(len(results)), key=lambda i: results[i]["criterion"])  # the first of equals
     winner = results[best]
-    merge(paths, winner["method"], winner["weights"], winner["density"], out, base=base, device=device)
+    # The base and the experts are loaded already: merge the winner from them (seeded as each
+    # candidate was) instead of loading them again.
+    write_merged(model, processing_class, experts, winner["method"], winner["weights"],
+                 winner["density"], out, base)
     selection = {"criterion": criterion, "specialties": [s for s, _ in specialties],
                  "metrics": {s: m or "reward" for s, _, _, m in judges},
                  "candidates": results, "chosen": winner["label"]}
