@@ -98,15 +98,15 @@ class Checker:
         self.program.nodes = list(self.graph.order)
         return self.program
 
-    def error(self, message: str, span: Span, *notes: str) -> _Failed:
-        self.sink.error(message, span, *notes)
+    def error(self, code: str, message: str, span: Span, *notes: str) -> _Failed:
+        self.sink.error(code, message, span, *notes)
         return _Failed()
 
     # ---- pass: declare_names -------------------------------------------------------------------
     def declare_names(self) -> None:
         spec = self.spec
         if spec.logic not in LOGICS:
-            self.sink.error(f"unknown logic `{spec.logic}`; choose one of {', '.join(LOGICS)}"
+            self.sink.error("KD031", f"unknown logic `{spec.logic}`; choose one of {', '.join(LOGICS)}"
                             f"{did_you_mean(spec.logic, LOGICS)}", spec.span)
             self.program.logic = "product"
         for enum in spec.enums:
@@ -118,10 +118,10 @@ class Checker:
         for decl in (*spec.inputs, *spec.outputs, *spec.lets):
             name = decl.name
             if name in seen:
-                self.sink.error(f"`{name}` is already defined at line {seen[name].span.line}", decl.span)
+                self.sink.error("KD032", f"`{name}` is already defined at line {seen[name].span.line}", decl.span)
                 continue
             if name in self.scope.imports:
-                self.sink.error(f"`{name}` is already the name of an import", decl.span)
+                self.sink.error("KD032", f"`{name}` is already the name of an import", decl.span)
                 continue
             seen[name] = decl
             self._variables[name] = decl
@@ -134,7 +134,7 @@ class Checker:
                     decl.type.low_open, decl.type.high_open, unit)
         for d in spec.defs:
             if d.name in self.scope.defs:
-                self.sink.error(f"def `{d.name}` is already defined at line "
+                self.sink.error("KD032", f"def `{d.name}` is already defined at line "
                                 f"{self.scope.defs[d.name].span.line}", d.span)
             self.scope.defs[d.name] = d
         for table in spec.tables:
@@ -144,12 +144,12 @@ class Checker:
 
     def declare_enum(self, decl: ast.EnumDecl) -> None:
         if decl.name in self.scope.enums or decl.name in SCALAR_TYPE_NAMES:
-            self.sink.error(f"enum `{decl.name}` is already defined", decl.span)
+            self.sink.error("KD032", f"enum `{decl.name}` is already defined", decl.span)
             return
         names = [m.name for m in decl.members]
         for i, member in enumerate(decl.members):
             if member.name in names[:i]:
-                self.sink.error(f"enum `{decl.name}` lists `{member.name}` twice", member.span)
+                self.sink.error("KD033", f"enum `{decl.name}` lists `{member.name}` twice", member.span)
         # An imported spec's enum is named with its alias (`fleischner.FollowUp`): that is how
         # messages show it, and it keeps it apart from an enum of the same name here.
         self.scope.enums[decl.name] = EnumType(
@@ -161,37 +161,37 @@ class Checker:
         if name is None:
             return None
         if units.unit_named(name) is None:
-            self.sink.error(f"unknown unit `{name}`{did_you_mean(name, units.UNITS)}", span,
+            self.sink.error("KD034", f"unknown unit `{name}`{did_you_mean(name, units.UNITS)}", span,
                             f"kdsl knows: {units.known_units()}")
             return None
         if type_ is not None and type_.kind not in ("float", "int", "vector", "raster"):
-            self.sink.error(f"only numbers have units; this is {type_}", span)
+            self.sink.error("KD035", f"only numbers have units; this is {type_}", span)
             return None
         return name
 
     def resolve_type(self, t: ast.TypeExpr) -> Type | None:
         if t.kind == "vector":
             if t.bands and len(t.bands) != t.size:
-                self.sink.error(f"vector[{t.size}] names {len(t.bands)} bands", t.span)
+                self.sink.error("KD036", f"vector[{t.size}] names {len(t.bands)} bands", t.span)
             return Type("vector", size=t.size, bands=t.bands)
         if t.kind == "raster":
             if t.bands and len(t.bands) != t.size:
-                self.sink.error(f"raster[{t.size}] names {len(t.bands)} bands; name all "
+                self.sink.error("KD036", f"raster[{t.size}] names {len(t.bands)} bands; name all "
                                 f"{t.size} or none", t.span)
                 return None
             if len(set(t.bands)) != len(t.bands):
-                self.sink.error("a raster names the same band twice", t.span)
+                self.sink.error("KD037", "a raster names the same band twice", t.span)
             return Type("raster", size=t.size, bands=t.bands, nodata=t.nodata)
         if t.kind in ("float", "int"):
             if t.low is not None and t.high is not None and t.low > t.high:
-                self.sink.error(f"empty range {t.low:g}..{t.high:g}", t.span)
+                self.sink.error("KD011", f"empty range {t.low:g}..{t.high:g}", t.span)
             return Type(t.kind)
         if t.low is not None:
-            self.sink.error(f"only float and int inputs take a range, not {t.kind}", t.span)
+            self.sink.error("KD038", f"only float and int inputs take a range, not {t.kind}", t.span)
         if t.kind in ("bool", "str", "box", "boxes"):
             return Type(t.kind)
         if t.kind in ("text",):
-            self.sink.error("an input cannot be text: inputs are dataset columns; use `str`", t.span)
+            self.sink.error("KD039", "an input cannot be text: inputs are dataset columns; use `str`", t.span)
             return None
         enum = enum_named(t.kind, self.scope)
         if enum is not None:
@@ -199,7 +199,7 @@ class Checker:
         if self.scope.through_failed_import(t.kind):
             return None
         candidates = (*SCALAR_TYPE_NAMES, "vector", "raster", *self.scope.enums)
-        self.sink.error(f"unknown type `{t.kind}`{did_you_mean(t.kind, candidates)}", t.span)
+        self.sink.error("KD040", f"unknown type `{t.kind}`{did_you_mean(t.kind, candidates)}", t.span)
         return None
 
     def declare_table(self, table: ast.Table, scope: Scope) -> None:
@@ -213,19 +213,19 @@ class Checker:
         if result is None:
             return
         if table.name in scope.tables:
-            self.sink.error(f"table `{table.name}` is already defined", table.span)
+            self.sink.error("KD032", f"table `{table.name}` is already defined", table.span)
             return
         ok = True
         for row in table.rows:
             if isinstance(row.result, str):
                 if result.kind != "enum":
-                    self.sink.error(f"table `{table.name}` gives a {result}, not `{row.result}`", row.span)
+                    self.sink.error("KD090", f"table `{table.name}` gives a {result}, not `{row.result}`", row.span)
                     ok = False
                 elif row.result not in result.enum.members:
-                    self.sink.error(not_a_member(row.result, result.enum), row.span)
+                    self.sink.error("KD065", not_a_member(row.result, result.enum), row.span)
                     ok = False
             elif result.kind == "enum":
-                self.sink.error(f"table `{table.name}` gives a {result.enum.name}, not a number", row.span)
+                self.sink.error("KD090", f"table `{table.name}` gives a {result.enum.name}, not a number", row.span)
                 ok = False
         column_units = tuple(self.declared_unit(p.unit, t, p.span) for p, (_, t) in zip(table.params, params))
         ir_table = TableIR(scope.prefix + table.name, params, result, list(table.rows), table.span,
@@ -240,7 +240,7 @@ class Checker:
         domains = []
         for declared, (_, t) in zip(table.params, params):
             if declared.low is not None and t.kind not in ("float", "int"):
-                self.sink.error(f"only a number column has a range; `{declared.name}` is {t}",
+                self.sink.error("KD038", f"only a number column has a range; `{declared.name}` is {t}",
                                 declared.span)
             if t.kind == "enum":
                 domains.append(table_analysis.EnumDomain(t.enum.members))
@@ -255,9 +255,9 @@ class Checker:
             if finding.kind == "gap":
                 notes = ("add a row for it, or a last row with `_` in every column",)
             if severity == "warning":
-                self.sink.warning(finding.message, finding.span, *notes)
+                self.sink.warning(finding.code, finding.message, finding.span, *notes)
             else:
-                self.sink.error(finding.message, finding.span, *notes)
+                self.sink.error(finding.code, finding.message, finding.span, *notes)
 
     def _type_by_name(self, name: str, scope: Scope, span: Span, allow: tuple[str, ...]) -> Type | None:
         if name in allow:
@@ -267,7 +267,7 @@ class Checker:
             return T.enum_type(enum)
         if scope.through_failed_import(name):
             return None
-        self.sink.error(f"unknown type `{name}`{did_you_mean(name, (*allow, *scope.enums))}", span)
+        self.sink.error("KD040", f"unknown type `{name}`{did_you_mean(name, (*allow, *scope.enums))}", span)
         return None
 
     # ---- pass: lower_definitions ----------------------------------------------------------------
@@ -292,7 +292,7 @@ class Checker:
         decl = self._variables[name]
         if name in self._lowering:
             cycle = " -> ".join([*self._lowering[self._lowering.index(name):], name])
-            raise self.error(f"`{name}` is defined in terms of itself: {cycle}", span)
+            raise self.error("KD041", f"`{name}` is defined in terms of itself: {cycle}", span)
         self._lowering.append(name)
         try:
             if isinstance(decl, ast.InputDecl):
@@ -317,14 +317,14 @@ class Checker:
         names: dict[str, Span] = {}
         for level in self.spec.levels:
             if level.name in names:
-                self.sink.error(f"level `{level.name}` is already defined", level.span)
+                self.sink.error("KD032", f"level `{level.name}` is already defined", level.span)
             names[level.name] = level.span
             if level.weight < 0:
-                self.sink.error("a level's weight cannot be negative", level.span)
+                self.sink.error("KD043", "a level's weight cannot be negative", level.span)
             rules = []
             for rule in level.rules:
                 if rule.name in names:
-                    self.sink.error(f"`{rule.name}` is already the name of a rule or level "
+                    self.sink.error("KD032", f"`{rule.name}` is already the name of a rule or level "
                                     f"(line {names[rule.name].line})", rule.span)
                     continue
                 names[rule.name] = rule.span
@@ -332,42 +332,42 @@ class Checker:
                 if lowered is not None:
                     rules.append(lowered)
             if not level.rules:
-                self.sink.error(f"level `{level.name}` has no rules", level.span)
+                self.sink.error("KD044", f"level `{level.name}` has no rules", level.span)
             if sum(max(float(r.weight), 0.0) for r in level.rules) > MAX_NUMBER:
-                self.sink.error(f"the rule weights of level `{level.name}` add up to more than "
+                self.sink.error("KD045", f"the rule weights of level `{level.name}` add up to more than "
                                 f"{MAX_NUMBER:.4g}, so its weighted mean would overflow float32",
                                 level.span)
             self.program.levels.append(LevelIR(level.name, level.gate, level.weight, rules, level.span))
         if sum(max(float(lv.weight), 0.0) for lv in self.spec.levels) > MAX_NUMBER:
-            self.sink.error(f"the level weights add up to more than {MAX_NUMBER:.4g}, so the "
+            self.sink.error("KD045", f"the level weights add up to more than {MAX_NUMBER:.4g}, so the "
                             "reward would overflow float32", self.spec.levels[0].span)
         if not self.spec.levels:
-            self.sink.warning("this spec has no levels, so it gives no reward; it can still be "
+            self.sink.warning("KD046", "this spec has no levels, so it gives no reward; it can still be "
                               "imported for its enums, defs and tables", self.spec.span)
 
     def lower_rule(self, rule: ast.Rule, level: str) -> RuleIR | None:
         if rule.weight < 0:
-            self.sink.error("a rule's weight cannot be negative", rule.span)
+            self.sink.error("KD043", "a rule's weight cannot be negative", rule.span)
         when = None
         try:
             if rule.when is not None:
                 when = self.lower(rule.when, _Ctx(self.scope))
                 if when.type.kind != "bool":
-                    raise self.error(f"a `when` condition must be true or false, not {self._kind(when)}",
+                    raise self.error("KD047", f"a `when` condition must be true or false, not {self._kind(when)}",
                                      rule.when.span)
             body = self.lower(rule.body, _Ctx(self.scope, soft=rule.soft))
         except _Failed:
             return None
         kind = body.type.kind
         if kind in ("field", "raster") or (kind == "vector"):
-            self.sink.error(
+            self.sink.error("KD048", 
                 f"rule `{rule.name}` gives a {self._kind(body)}, not one truth value per sample; "
                 "reduce it first, e.g. frac(...), mean(...), min(...) or max(...)", rule.body.span)
             return None
         if kind in ("int", "float"):
             body = self.graph.node("truth", (body,), T.BOOL, {}, rule.body.span)
         elif kind != "bool":
-            self.sink.error(f"rule `{rule.name}` must be a condition or a number in 0..1, not "
+            self.sink.error("KD049", f"rule `{rule.name}` must be a condition or a number in 0..1, not "
                             f"{self._kind(body)}", rule.body.span)
             return None
         if rule.on is not None:
@@ -376,11 +376,11 @@ class Checker:
             if target is None or node is None or node.op not in ("tag", "regex", "regex_group"):
                 outputs = [o.name for o in self.spec.outputs]
                 if rule.on in outputs:
-                    self.sink.error(f"`on {rule.on}`: `{rule.on}` is a value read from the text, not "
+                    self.sink.error("KD050", f"`on {rule.on}`: `{rule.on}` is a value read from the text, not "
                                     "a span of it; name the tag or regex output it is read from",
                                     rule.span)
                 else:
-                    self.sink.error(f"`on {rule.on}`: expected the name of a tag or regex output"
+                    self.sink.error("KD050", f"`on {rule.on}`: expected the name of a tag or regex output"
                                     f"{did_you_mean(rule.on, outputs)}", rule.span)
             else:
                 self._used.add(rule.on)
@@ -393,7 +393,7 @@ class Checker:
         if adv is not None:
             options = ESTIMATORS.get(adv.estimator)
             if options is None:
-                self.sink.error(f"unknown advantage estimator `{adv.estimator}`; choose "
+                self.sink.error("KD051", f"unknown advantage estimator `{adv.estimator}`; choose "
                                 f"{' or '.join(ESTIMATORS)}{did_you_mean(adv.estimator, ESTIMATORS)}",
                                 adv.span)
             else:
@@ -401,10 +401,10 @@ class Checker:
                 for s in adv.settings:
                     allowed = options.get(s.name)
                     if allowed is None:
-                        self.sink.error(f"`{adv.estimator}` has no setting `{s.name}`; it takes "
+                        self.sink.error("KD052", f"`{adv.estimator}` has no setting `{s.name}`; it takes "
                                         f"{', '.join(options)}{did_you_mean(s.name, options)}", s.span)
                     elif s.value not in allowed:
-                        self.sink.error(f"`{s.name}` takes {', '.join(allowed)}, not `{s.value}`"
+                        self.sink.error("KD053", f"`{s.name}` takes {', '.join(allowed)}, not `{s.value}`"
                                         f"{did_you_mean(str(s.value), allowed)}", s.span)
                     else:
                         settings[s.name] = s.value
@@ -412,7 +412,7 @@ class Checker:
         self.program.masks = [(m.mode, m.marker) for m in self.spec.masks]
         for m in self.spec.masks:
             if not m.marker:
-                self.sink.error("a mask marker cannot be empty", m.span)
+                self.sink.error("KD054", "a mask marker cannot be empty", m.span)
         self.check_examples()
 
     def check_examples(self) -> None:
@@ -422,20 +422,20 @@ class Checker:
         titles: set[str] = set()
         for example in self.spec.examples:
             if example.title in titles:
-                self.sink.error(f"two examples are called \"{example.title}\"", example.span)
+                self.sink.error("KD032", f"two examples are called \"{example.title}\"", example.span)
             titles.add(example.title)
         for example in self.spec.examples:
             for e in example.expectations:
                 if e.kind == "relative" and e.other not in titles:
-                    self.sink.error(f"example \"{example.title}\" is compared with \"{e.other}\", which "
+                    self.sink.error("KD055", f"example \"{example.title}\" is compared with \"{e.other}\", which "
                                     f"is not an example of this spec{did_you_mean(e.other, titles)}",
                                     e.span)
                 elif e.kind == "relative" and e.other == example.title:
-                    self.sink.error(f"example \"{example.title}\" is compared with itself", e.span)
+                    self.sink.error("KD055", f"example \"{example.title}\" is compared with itself", e.span)
             columns = set(self.program.inputs) | {"completion"}
             for f in example.fields:
                 if f.name not in columns:
-                    self.sink.error(f"example sets `{f.name}`, which is not an input of this spec"
+                    self.sink.error("KD056", f"example sets `{f.name}`, which is not an input of this spec"
                                     f"{did_you_mean(f.name, columns)}", f.span)
                 elif f.name in self.program.inputs:
                     self.check_example_value(f.name, self.program.inputs[f.name].type, f.value)
@@ -443,7 +443,7 @@ class Checker:
                 head, *rest = e.target
                 if head == "reward" and not rest:
                     if e.kind not in ("compare", "relative"):
-                        self.sink.error("expect a comparison for the reward, e.g. `reward >= 1`", e.span)
+                        self.sink.error("KD057", "expect a comparison for the reward, e.g. `reward >= 1`", e.span)
                     continue
                 if head in ("level", "rule", "let") and rest:
                     pool = {"level": levels, "rule": rules, "let": lets}[head]
@@ -451,10 +451,10 @@ class Checker:
                 else:
                     pool, name = rules | levels | lets, head
                 if name not in pool:
-                    self.sink.error(f"example expects `{'.'.join(e.target)}`, which is not a rule, "
+                    self.sink.error("KD058", f"example expects `{'.'.join(e.target)}`, which is not a rule, "
                                     f"level or let{did_you_mean(name, pool)}", e.span)
                 elif e.kind in ("holds", "violated", "inapplicable") and name not in rules:
-                    self.sink.error(f"`{name}` is not a rule; compare it instead, e.g. "
+                    self.sink.error("KD059", f"`{name}` is not a rule; compare it instead, e.g. "
                                     f"`{name} >= 0.5`", e.span)
 
     def check_example_value(self, name: str, type_: Type, value: ast.ExampleValue) -> None:
@@ -492,20 +492,20 @@ class Checker:
                     self.check_example_numbers(name, type_, box, 4, "a box [x1, y1, x2, y2]")
                 return
         if problem is not None:
-            self.sink.error(f"`{name}` is {_a(str(type_))} input: expected {problem}, got "
+            self.sink.error("KD060", f"`{name}` is {_a(str(type_))} input: expected {problem}, got "
                             f"{_shown(value)}", value.span)
 
     def check_example_numbers(self, name: str, type_: Type, value: ast.ExampleValue, size: int,
                               expected: str) -> None:
         head = f"`{name}` is {_a(str(type_))} input: expected"
         if value.kind != "list":
-            self.sink.error(f"{head} {expected}, got {_shown(value)}", value.span)
+            self.sink.error("KD060", f"{head} {expected}, got {_shown(value)}", value.span)
             return
         for element in value.value:
             if element.kind not in ("number", "none"):
-                self.sink.error(f"{head} numbers, got {_shown(element)}", element.span)
+                self.sink.error("KD060", f"{head} numbers, got {_shown(element)}", element.span)
         if len(value.value) != size:
-            self.sink.error(f"{head} {expected}, got {len(value.value)}", value.span)
+            self.sink.error("KD060", f"{head} {expected}, got {len(value.value)}", value.span)
 
     def check_example_member(self, name: str, enum: EnumType, value: ast.ExampleValue) -> None:
         from kdsl.runtime.text import normalize_term
@@ -514,18 +514,18 @@ class Checker:
         if value.kind == "number":
             if float(value.value).is_integer() and 0 <= value.value < len(enum.members):
                 return
-            self.sink.error(f"`{name}` is enum {enum.name}: expected one of {members} (or an index "
+            self.sink.error("KD060", f"`{name}` is enum {enum.name}: expected one of {members} (or an index "
                             f"below {len(enum.members)}), got {_shown(value)}", value.span)
             return
         if value.kind not in ("name", "string"):
-            self.sink.error(f"`{name}` is enum {enum.name}: expected one of {members}, got "
+            self.sink.error("KD060", f"`{name}` is enum {enum.name}: expected one of {members}, got "
                             f"{_shown(value)}", value.span)
             return
         spellings = {normalize_term(m) for m in enum.members}
         for synonyms in enum.synonyms:
             spellings.update(normalize_term(s) for s in synonyms)
         if normalize_term(str(value.value)) not in spellings:
-            self.sink.error(not_a_member(str(value.value), enum), value.span)
+            self.sink.error("KD065", not_a_member(str(value.value), enum), value.span)
 
     # ---- pass: report_unused ---------------------------------------------------------------------
     def report_unused(self) -> None:
@@ -549,7 +549,7 @@ class Checker:
             for decl in decls:
                 if decl.name not in reachable:
                     reachable.add(decl.name)  # one warning per name, even if it is defined twice
-                    self.sink.warning(f"{kind} `{decl.name}` is never used", decl.span)
+                    self.sink.warning("KD061", f"{kind} `{decl.name}` is never used", decl.span)
 
     # ---- expressions -------------------------------------------------------------------------------
     def node(self, op: str, args: tuple[Node, ...], type_: Type, span: Span, **attrs) -> Node:
@@ -561,7 +561,7 @@ class Checker:
             if unit is not None:
                 self._units[node.id] = unit
         if node.depth > MAX_NESTING:
-            raise self.error(f"this value is computed through more than {MAX_NESTING} nested "
+            raise self.error("KD005", f"this value is computed through more than {MAX_NESTING} nested "
                              "operations (counting the lets and defs it uses); compute less of it "
                              "in one chain", span)
         return node
@@ -595,7 +595,7 @@ class Checker:
             notes = ("a mass and a molar concentration convert only through the substance's "
                      "molar mass: write that conversion as a def with a result unit (as "
                      "medical/curb65 does for urea and BUN)",) if concentrations else ()
-            raise self.error(f"{what}: `{source.name}` and `{target.name}` do not convert ({err})",
+            raise self.error("KD062", f"{what}: `{source.name}` and `{target.name}` do not convert ({err})",
                              span, *notes) from None
         out = node
         for op, value in (("mul", factor), ("add", offset)):
@@ -612,7 +612,7 @@ class Checker:
         so the same formula used elsewhere keeps its own unit)."""
         unit = units.unit_named(name)
         if unit is None:
-            raise self.error(f"unknown unit `{name}` for the result of `{qualified}`"
+            raise self.error("KD034", f"unknown unit `{name}` for the result of `{qualified}`"
                              f"{did_you_mean(name, units.UNITS)}", span)
         self._require_numeric(node, span, f"the unit of `{qualified}`")
         one = self.node("const", (), T.FLOAT, span, value=1.0)
@@ -626,7 +626,7 @@ class Checker:
         to be in it."""
         unit = units.unit_named(let.unit)
         if unit is None:
-            raise self.error(f"unknown unit `{let.unit}`{did_you_mean(let.unit, units.UNITS)}", let.span)
+            raise self.error("KD034", f"unknown unit `{let.unit}`{did_you_mean(let.unit, units.UNITS)}", let.span)
         if node.id in self._units:
             return self.in_unit(node, unit, let.span, f"`let {let.name}`")
         return self.with_unit(node, let.unit, let.span, let.name)
@@ -651,7 +651,7 @@ class Checker:
         # Lowering recurses through expressions and into the defs they call; bounding it keeps a
         # deep chain of defs a located error instead of a RecursionError.
         if self._depth >= MAX_NESTING:
-            raise self.error(f"this expression nests more than {MAX_NESTING} levels deep, counting "
+            raise self.error("KD005", f"this expression nests more than {MAX_NESTING} levels deep, counting "
                              "the defs it calls; split it into lets", expr.span)
         self._depth += 1
         try:
@@ -669,7 +669,7 @@ class Checker:
         return self.node("str_const", (), T.STR, e.span, value=e.value)
 
     def lower_strings(self, e: ast.Strings, ctx: _Ctx, hint) -> Node:
-        raise self.error("a set of strings (`\"a\" | \"b\"`) can only be an argument of mentions() "
+        raise self.error("KD064", "a set of strings (`\"a\" | \"b\"`) can only be an argument of mentions() "
                          "or mention_count()", e.span)
 
     def lower_name(self, e: ast.Name, ctx: _Ctx, hint: Type | None) -> Node:
@@ -688,13 +688,13 @@ class Checker:
         if hint is not None and hint.enum is not None and e.id[:1].isupper() and \
                 e.id not in ctx.scope.enums:
             # Compared with an enum value: a capitalised unknown name is a misspelled member.
-            raise self.error(not_a_member(e.id, hint.enum), e.span)
+            raise self.error("KD065", not_a_member(e.id, hint.enum), e.span)
         names = list(ctx.locals) + (list(self._variables) if ctx.scope is self.scope else [])
         members = [m for enum in ctx.scope.enums.values() for m in enum.members]
         hint_text = ""
         if e.id in ctx.scope.defs or e.id in ctx.scope.tables or e.id in BUILTINS:
             hint_text = f"; `{e.id}` is a function: call it with arguments"
-        raise self.error(f"unknown name `{e.id}`{did_you_mean(e.id, names + members)}{hint_text}",
+        raise self.error("KD066", f"unknown name `{e.id}`{did_you_mean(e.id, names + members)}{hint_text}",
                          e.span)
 
     def _enum_member(self, name: str, scope: Scope, hint: Type | None, span: Span) -> Node | None:
@@ -704,7 +704,7 @@ class Checker:
         if len(owners) == 1:
             return self._member_node(owners[0], name, span)
         if len(owners) > 1:
-            raise self.error(f"`{name}` is a member of {' and '.join(o.name for o in owners)}; "
+            raise self.error("KD067", f"`{name}` is a member of {' and '.join(o.name for o in owners)}; "
                              f"write {owners[0].name}.{name}", span)
         return None
 
@@ -724,23 +724,23 @@ class Checker:
             # alias.Enum.Member: a member of an imported enum, written in full
             enum = ctx.scope.imports[inner.obj.id].enums.get(inner.name)
             if enum is None:
-                raise self.error(f"`{inner.obj.id}` has no enum `{inner.name}`"
+                raise self.error("KD068", f"`{inner.obj.id}` has no enum `{inner.name}`"
                                  f"{did_you_mean(inner.name, ctx.scope.imports[inner.obj.id].enums)}",
                                  inner.span)
             if e.name not in enum.members:
-                raise self.error(not_a_member(e.name, enum), e.span)
+                raise self.error("KD065", not_a_member(e.name, enum), e.span)
             return self._member_node(enum, e.name, e.span)
         if isinstance(e.obj, ast.Name) and e.obj.id not in ctx.locals and not (
                 ctx.scope is self.scope and e.obj.id in self._variables):
             enum = ctx.scope.enums.get(e.obj.id)
             if enum is not None:
                 if e.name not in enum.members:
-                    raise self.error(not_a_member(e.name, enum), e.span)
+                    raise self.error("KD065", not_a_member(e.name, enum), e.span)
                 return self._member_node(enum, e.name, e.span)
             imported = ctx.scope.imports.get(e.obj.id)
             if imported is not None:
                 enum = imported.enums.get(e.name)
-                raise self.error(f"`{e.obj.id}.{e.name}` is "
+                raise self.error("KD069", f"`{e.obj.id}.{e.name}` is "
                                  f"{'an enum' if enum else 'a def or table'}: "
                                  f"{'use one of its members' if enum else 'call it with arguments'}",
                                  e.span)
@@ -748,7 +748,7 @@ class Checker:
         kind = obj.type.kind
         if kind in ("raster", "vector") and obj.type.bands:
             if e.name not in obj.type.bands:
-                raise self.error(f"{obj.type} has no band `{e.name}`"
+                raise self.error("KD070", f"{obj.type} has no band `{e.name}`"
                                  f"{did_you_mean(e.name, obj.type.bands)}", e.span)
             index = obj.type.bands.index(e.name)
             out = T.FIELD if kind == "raster" else T.FLOAT
@@ -757,30 +757,30 @@ class Checker:
         if kind == "box":
             coords = ("x1", "y1", "x2", "y2")
             if e.name not in coords:
-                raise self.error(f"a box has x1, y1, x2, y2, not `{e.name}`"
+                raise self.error("KD070", f"a box has x1, y1, x2, y2, not `{e.name}`"
                                  f"{did_you_mean(e.name, coords)}", e.span)
             return self.node("element", (obj,), T.FLOAT, e.span, index=coords.index(e.name), band=e.name)
         if kind == "record":
             if e.name not in obj.type.groups:
-                raise self.error(f"the regex has no named group `{e.name}`"
+                raise self.error("KD070", f"the regex has no named group `{e.name}`"
                                  f"{did_you_mean(e.name, obj.type.groups)}", e.span)
             return self.node("regex_group", (obj,), T.TEXT, e.span, group=e.name)
         if kind in ("raster", "vector"):
-            raise self.error(f"{obj.type} has no band names; declare them with bands(...) "
+            raise self.error("KD070", f"{obj.type} has no band names; declare them with bands(...) "
                              "or index it like x[0]", e.span)
-        raise self.error(f"a {obj.type} has no attribute `{e.name}`", e.span)
+        raise self.error("KD070", f"a {obj.type} has no attribute `{e.name}`", e.span)
 
     def lower_index(self, e: ast.Index, ctx: _Ctx, hint) -> Node:
         obj = self.lower(e.obj, ctx)
         if obj.type.kind not in ("vector", "raster", "box"):
-            raise self.error(f"only vectors, rasters and boxes can be indexed, not {obj.type}", e.span)
+            raise self.error("KD071", f"only vectors, rasters and boxes can be indexed, not {obj.type}", e.span)
         if not (isinstance(e.index, ast.Number) and e.index.is_int):
-            raise self.error("an index must be a whole number written in the spec, like x[0]",
+            raise self.error("KD071", "an index must be a whole number written in the spec, like x[0]",
                              e.index.span)
         size = 4 if obj.type.kind == "box" else obj.type.size
         index = int(e.index.value)
         if not 0 <= index < size:
-            raise self.error(f"index {index} is out of range for {obj.type} (0..{size - 1})",
+            raise self.error("KD071", f"index {index} is out of range for {obj.type} (0..{size - 1})",
                              e.index.span)
         if obj.type.kind == "raster":
             return self.node("band", (obj,), T.FIELD, e.span, index=index, band=str(index))
@@ -792,14 +792,14 @@ class Checker:
         unit = units.unit_named(target)
         if unit is not None and target not in ctx.scope.enums and obj.type.is_numeric:
             if obj.id not in self._units:
-                raise self.error(f"`as {target}` converts a value that has a unit; this one has "
+                raise self.error("KD063", f"`as {target}` converts a value that has a unit; this one has "
                                  "none (give its input a unit, e.g. `size: float mm`)", e.span)
             return self.in_unit(obj, unit, e.span, f"`as {target}`")
         if not obj.type.is_text:
             if target in ("float", "int") and obj.type.kind in ("float", "int", "bool"):
                 return obj if target == "float" or obj.type.kind != "float" else self.node(
                     "floor", (obj,), T.INT, e.span)
-            raise self.error(f"`as {target}` converts text taken from the completion; this is a "
+            raise self.error("KD063", f"`as {target}` converts text taken from the completion; this is a "
                              f"{obj.type} already", e.span)
         return self.convert_text(obj, target, ctx.scope, e.span)
 
@@ -819,7 +819,7 @@ class Checker:
         if enum is None and scope.through_failed_import(target):
             raise _Failed()
         if enum is None:
-            raise self.error(f"unknown type `{target}`"
+            raise self.error("KD040", f"unknown type `{target}`"
                              f"{did_you_mean(target, (*SCALAR_TYPE_NAMES, *scope.enums))}", span)
         return self.node("to_enum", (text,), T.enum_type(enum), span, enum=enum.name)
 
@@ -839,7 +839,7 @@ class Checker:
         try:
             compiled = compile_regex(e.pattern)
         except RegexError as err:
-            raise self.error(f"this regex is not accepted ({err.reason}); kdsl regexes use RE2 "
+            raise self.error("KD072", f"this regex is not accepted ({err.reason}); kdsl regexes use RE2 "
                              "syntax, which runs in linear time: no backreferences or lookaround",
                              e.span) from None
         groups = tuple(sorted(compiled.groupindex, key=compiled.groupindex.get))
@@ -848,7 +848,7 @@ class Checker:
     def _text_arg(self, expr: ast.Expr, ctx: _Ctx) -> Node:
         node = self.lower(expr, ctx)
         if not node.type.is_text:
-            raise self.error(f"expected text from the completion (a tag or regex), not {node.type}",
+            raise self.error("KD073", f"expected text from the completion (a tag or regex), not {node.type}",
                              expr.span)
         return self._as_text(node)
 
@@ -891,38 +891,38 @@ class Checker:
         """Lift a per-sample scalar against a vector or field operand; shapes must agree."""
         da, db = a.type.extra_dims, b.type.extra_dims
         if a.type.kind == "box" or b.type.kind == "box":
-            raise self.error("boxes take no arithmetic; use iou(), area() or .x1/.y1/.x2/.y2", span)
+            raise self.error("KD074", "boxes take no arithmetic; use iou(), area() or .x1/.y1/.x2/.y2", span)
         if a.type.kind == "boxes" or b.type.kind == "boxes":
-            raise self.error("a list of boxes takes no arithmetic; use box_count() or "
+            raise self.error("KD074", "a list of boxes takes no arithmetic; use box_count() or "
                              "matched_boxes()", span)
         if a.type.kind == "raster" or b.type.kind == "raster":
             raster = a if a.type.kind == "raster" else b
-            raise self.error(f"{raster.type} holds {raster.type.size} bands: select one "
+            raise self.error("KD074", f"{raster.type} holds {raster.type.size} bands: select one "
                              "(`pixels.B08` or `pixels[7]`) before computing with it", span)
         if da == db:
             if a.type.kind == "vector" and b.type.kind == "vector" and a.type.size != b.type.size:
-                raise self.error(f"vector sizes differ: {a.type} and {b.type}", span)
+                raise self.error("KD074", f"vector sizes differ: {a.type} and {b.type}", span)
             shape = a.type if da else T.BOOL
             return a, b, shape
         if da and db:
-            raise self.error(f"cannot combine a {a.type} with a {b.type}", span)
+            raise self.error("KD074", f"cannot combine a {a.type} with a {b.type}", span)
         if da:
             return a, self.node("lift", (b,), b.type, span, dims=da), a.type
         return self.node("lift", (a,), a.type, span, dims=db), b, b.type
 
     def _require_numeric(self, node: Node, span: Span, what: str) -> None:
         if node.type.is_text:
-            raise self.error(f"{what} needs a number, but this is text from the completion; "
+            raise self.error("KD075", f"{what} needs a number, but this is text from the completion; "
                              "convert it, e.g. `answer as float` or number(answer)", span)
         if not node.type.is_numeric:
-            raise self.error(f"{what} needs a number, not {node.type}", span)
+            raise self.error("KD075", f"{what} needs a number, not {node.type}", span)
 
     def _require_truth(self, node: Node, span: Span, what: str) -> None:
         if not node.type.is_truth and not (node.type.kind == "vector" and node.type.element == "bool"):
             hint = ""
             if node.type.is_text:
                 hint = "; test text with present(...), mentions(...) or matches(...)"
-            raise self.error(f"{what} needs a condition (true or false), not {node.type}{hint}", span)
+            raise self.error("KD076", f"{what} needs a condition (true or false), not {node.type}{hint}", span)
 
     def lower_compare(self, e: ast.Compare, ctx: _Ctx, hint) -> Node:
         result = None
@@ -959,20 +959,20 @@ class Checker:
             # per-pixel classes (a table applied to per-pixel values) against a class
             enums = {t.enum for t in (left.type, right.type)}
             if len(enums) != 1 or not {left.type.kind, right.type.kind} <= {"field", "enum"}:
-                raise self.error(f"cannot compare {left.type} with {right.type}", span)
+                raise self.error("KD077", f"cannot compare {left.type} with {right.type}", span)
             if op not in ("==", "!="):
-                raise self.error(f"{left.type} values can only be compared with == or !=", span)
+                raise self.error("KD077", f"{left.type} values can only be compared with == or !=", span)
             left, right = (self.node("lift", (n,), n.type, n.span, dims=2)
                            if n.type.kind == "enum" else n for n in (left, right))
             return self.node(name, (left, right), T.BOOL_FIELD, span, soft=0.0)
         if "enum" in kinds or "str" in kinds or kinds == {"bool"}:
             if left.type != right.type and not (kinds <= {"bool"}):
-                raise self.error(f"cannot compare {left.type} with {right.type}", span)
+                raise self.error("KD077", f"cannot compare {left.type} with {right.type}", span)
             if op not in ("==", "!="):
-                raise self.error(f"{left.type} values can only be compared with == or !=", span)
+                raise self.error("KD077", f"{left.type} values can only be compared with == or !=", span)
             return self.node(name, (left, right), T.BOOL, span, soft=0.0)
         if left.type.is_text or right.type.is_text:
-            raise self.error("convert text before comparing it, e.g. `answer as float`", span)
+            raise self.error("KD077", "convert text before comparing it, e.g. `answer as float`", span)
         self._require_numeric(left, span, f"`{op}`")
         self._require_numeric(right, span, f"`{op}`")
         left, right = self.align_units(left, right, span, f"`{op}`")
@@ -994,7 +994,7 @@ class Checker:
             return self.node("to_enum", (text,), target, span, enum=target.enum.name)
         if target.kind in ("float", "int", "str", "bool", "box", "boxes"):
             return self.convert_text(text, target.kind, ctx.scope, span)
-        raise self.error(f"cannot compare text with {target}", span)
+        raise self.error("KD077", f"cannot compare text with {target}", span)
 
     def lower_in(self, e: ast.In, ctx: _Ctx, hint) -> Node:
         element = self.lower(e.element, ctx)
@@ -1009,7 +1009,7 @@ class Checker:
         else:
             items = e.collection.items
             if not items:
-                raise self.error("an empty set: `in {}` can never hold", e.collection.span)
+                raise self.error("KD078", "an empty set: `in {}` can never hold", e.collection.span)
             if element.type.is_text:
                 first = self._try_member_type(items[0], ctx)
                 element = self._parse_as(element, first or T.STR, ctx, e.span) if first else (
@@ -1018,12 +1018,12 @@ class Checker:
             for item in items:
                 node = self.lower(item, ctx, element.type)
                 if node.op not in ("const", "str_const"):
-                    raise self.error("a set lists values written in the spec", item.span)
+                    raise self.error("KD078", "a set lists values written in the spec", item.span)
                 per_pixel_member = element.type.element == "enum" and node.type.kind == "enum" and (
                     node.type.enum == element.type.enum)
                 if node.type != element.type and not per_pixel_member and not (
                         node.type.kind in ("int", "float") and element.type.kind in ("int", "float")):
-                    raise self.error(f"{node.type} in a set of {element.type} values", item.span)
+                    raise self.error("KD078", f"{node.type} in a set of {element.type} values", item.span)
                 values.append(node.attr("value"))
             op = "in_str" if element.type.kind == "str" else "in_set"
             out = T.BOOL if not element.type.extra_dims else Type(
@@ -1051,7 +1051,7 @@ class Checker:
         if then.type.is_numeric and other.type.is_numeric:
             then, other = self.align_units(then, other, e.span, "the branches of `if`")
         if then.type.kind != other.type.kind and not (then.type.is_numeric and other.type.is_numeric):
-            raise self.error(f"the branches of `if` differ: {then.type} and {other.type}", e.span)
+            raise self.error("KD080", f"the branches of `if` differ: {then.type} and {other.type}", e.span)
         if then.type.is_numeric:
             then, other, shape = self.broadcast(then, other, e.span)
             out = self._arith_type(then.type, other.type, "+", shape)
@@ -1060,18 +1060,18 @@ class Checker:
             if cond.type.extra_dims < shape.extra_dims:
                 cond = self.node("lift", (cond,), cond.type, e.span, dims=shape.extra_dims)
             elif cond.type.extra_dims > shape.extra_dims:
-                raise self.error("a per-pixel condition needs per-pixel branches", e.span)
+                raise self.error("KD080", "a per-pixel condition needs per-pixel branches", e.span)
         else:
             if cond.type.extra_dims:
-                raise self.error("a per-pixel condition needs numeric branches", e.span)
+                raise self.error("KD080", "a per-pixel condition needs numeric branches", e.span)
             out = then.type
         return self.node("if", (cond, then, other), out, e.span)
 
     def lower_setliteral(self, e: ast.SetLiteral, ctx: _Ctx, hint) -> Node:
-        raise self.error("a set `{...}` can only follow `in`", e.span)
+        raise self.error("KD079", "a set `{...}` can only follow `in`", e.span)
 
     def lower_rangeliteral(self, e: ast.RangeLiteral, ctx: _Ctx, hint) -> Node:
-        raise self.error("a range `a..b` can only follow `in`", e.span)
+        raise self.error("KD079", "a range `a..b` can only follow `in`", e.span)
 
     # ---- calls -------------------------------------------------------------------------------------
     def lower_call(self, e: ast.Call, ctx: _Ctx, hint) -> Node:
@@ -1081,11 +1081,11 @@ class Checker:
             if scope is None and ctx.scope.through_failed_import(func.obj.id):
                 raise _Failed()
             if scope is None:
-                raise self.error(f"unknown import `{func.obj.id}`"
+                raise self.error("KD030", f"unknown import `{func.obj.id}`"
                                  f"{did_you_mean(func.obj.id, ctx.scope.imports)}", func.obj.span)
             return self.call_named(func.name, e, ctx, scope, f"{func.obj.id}.")
         if not isinstance(func, ast.Name):
-            raise self.error("only named functions, defs and tables can be called", func.span)
+            raise self.error("KD081", "only named functions, defs and tables can be called", func.span)
         return self.call_named(func.id, e, ctx, ctx.scope, "")
 
     def call_named(self, name: str, e: ast.Call, ctx: _Ctx, scope: Scope, prefix: str) -> Node:
@@ -1098,35 +1098,35 @@ class Checker:
         candidates = [prefix + c for c in (*scope.defs, *scope.tables)]
         if not prefix:
             candidates += BUILTINS
-        raise self.error(f"unknown function `{prefix}{name}`{did_you_mean(prefix + name, candidates)}",
+        raise self.error("KD082", f"unknown function `{prefix}{name}`{did_you_mean(prefix + name, candidates)}",
                          e.func.span)
 
     def expand_def(self, d: ast.Def, e: ast.Call, ctx: _Ctx, scope: Scope, qualified: str) -> Node:
         if qualified in ctx.calls:
-            raise self.error(f"def `{qualified}` calls itself; defs cannot be recursive", e.span)
+            raise self.error("KD042", f"def `{qualified}` calls itself; defs cannot be recursive", e.span)
         params = [p.name for p in d.params]
         if len(e.args) > len(params):
-            raise self.error(f"`{qualified}` takes {len(params)} arguments, got {len(e.args)}", e.span)
+            raise self.error("KD083", f"`{qualified}` takes {len(params)} arguments, got {len(e.args)}", e.span)
         bound: dict[str, Node] = {}
         for p, arg in zip(d.params, e.args):
             bound[p.name] = self.lower(arg, ctx)
         for kw in e.kwargs:
             if kw.name not in params:
-                raise self.error(f"`{qualified}` has no parameter `{kw.name}`"
+                raise self.error("KD083", f"`{qualified}` has no parameter `{kw.name}`"
                                  f"{did_you_mean(kw.name, params)}; it takes {', '.join(params)}",
                                  kw.span)
             if kw.name in bound:
-                raise self.error(f"`{kw.name}` is given twice", kw.span)
+                raise self.error("KD083", f"`{kw.name}` is given twice", kw.span)
             bound[kw.name] = self.lower(kw.value, ctx)
         for p in d.params:
             if p.name not in bound:
                 if p.default is None:
-                    raise self.error(f"`{qualified}` needs a value for `{p.name}`", e.span)
+                    raise self.error("KD083", f"`{qualified}` needs a value for `{p.name}`", e.span)
                 bound[p.name] = self.node("const", (), T.FLOAT, p.span, value=float(p.default))
             elif p.unit is not None:
                 unit = units.unit_named(p.unit)
                 if unit is None:
-                    raise self.error(f"unknown unit `{p.unit}` for `{p.name}` of `{qualified}`"
+                    raise self.error("KD034", f"unknown unit `{p.unit}` for `{p.name}` of `{qualified}`"
                                      f"{did_you_mean(p.unit, units.UNITS)}", p.span)
                 bound[p.name] = self.in_unit(bound[p.name], unit, e.span,
                                              f"`{p.name}` of `{qualified}`")
@@ -1165,9 +1165,9 @@ class Checker:
 
     def call_table(self, table: TableIR, e: ast.Call, ctx: _Ctx) -> Node:
         if e.kwargs:
-            raise self.error("table arguments are given in column order, without names", e.span)
+            raise self.error("KD084", "table arguments are given in column order, without names", e.span)
         if len(e.args) != len(table.params):
-            raise self.error(f"table `{table.name}` takes {len(table.params)} arguments "
+            raise self.error("KD084", f"table `{table.name}` takes {len(table.params)} arguments "
                              f"({', '.join(p for p, _ in table.params)}), got {len(e.args)}", e.span)
         args = []
         for (pname, ptype), arg in zip(table.params, e.args):
@@ -1182,7 +1182,7 @@ class Checker:
                     ptype.kind == "bool" and t.element == "bool") or (
                     ptype.kind == "enum" and t.element == "enum" and t.enum == ptype.enum)
             if not ok:
-                raise self.error(f"column `{pname}` of table `{table.name}` is {ptype}, "
+                raise self.error("KD084", f"column `{pname}` of table `{table.name}` is {ptype}, "
                                  f"not {node.type}", arg.span)
             column_unit = table.units[len(args)] if len(table.units) > len(args) else None
             if column_unit is not None:
@@ -1207,7 +1207,7 @@ class Checker:
             return (self._as_text(node),), None
         if node.op == "input" and node.type.kind == "str":
             return (), node.attr("name")
-        raise self.error(f"{wanted}, not {node.type}", expr.span)
+        raise self.error("KD085", f"{wanted}, not {node.type}", expr.span)
 
     @staticmethod
     def _literal(expr: ast.Expr, ctx: _Ctx) -> float | None:
@@ -1223,14 +1223,14 @@ class Checker:
 
     def call_builtin(self, name: str, e: ast.Call, ctx: _Ctx) -> Node:
         if e.kwargs:
-            raise self.error(f"{name}() takes no keyword arguments", e.kwargs[0].span)
+            raise self.error("KD083", f"{name}() takes no keyword arguments", e.kwargs[0].span)
         args = e.args
         span = e.span
 
         def arity(*counts: int) -> None:
             if len(args) not in counts:
                 want = " or ".join(str(c) for c in counts)
-                raise self.error(f"{name}() takes {want} argument{'s' if counts != (1,) else ''}, "
+                raise self.error("KD083", f"{name}() takes {want} argument{'s' if counts != (1,) else ''}, "
                                  f"got {len(args)}", span)
 
         if name in ("present", "valid"):
@@ -1247,7 +1247,7 @@ class Checker:
             arity(1)
             x = self.lower(args[0], ctx)
             if x.op != "tag":
-                raise self.error("count() counts the occurrences of a tag, e.g. count(answer) for "
+                raise self.error("KD086", "count() counts the occurrences of a tag, e.g. count(answer) for "
                                  "`answer: tag \"answer\"`", args[0].span)
             return self.node("tag_count", x.args, T.INT, span, name=x.attr("name"))
         if name == "length":
@@ -1259,7 +1259,7 @@ class Checker:
                 unit = unit_expr.id if isinstance(unit_expr, ast.Name) else (
                     unit_expr.value if isinstance(unit_expr, ast.String) else None)
                 if unit not in LENGTH_UNITS:
-                    raise self.error(f"length() counts {', '.join(LENGTH_UNITS)}"
+                    raise self.error("KD086", f"length() counts {', '.join(LENGTH_UNITS)}"
                                      f"{did_you_mean(str(unit), LENGTH_UNITS)}", unit_expr.span)
             return self.node("length", (text,), T.INT, span, unit=unit)
         if name in ("mentions", "mention_count"):
@@ -1271,9 +1271,9 @@ class Checker:
             elif isinstance(terms, ast.Strings):
                 values = terms.values
             else:
-                raise self.error(f"{name}() takes the terms as strings: \"a\" | \"b\"", terms.span)
+                raise self.error("KD086", f"{name}() takes the terms as strings: \"a\" | \"b\"", terms.span)
             if any(not v.strip() for v in values):
-                raise self.error("an empty term can never be mentioned", terms.span)
+                raise self.error("KD086", "an empty term can never be mentioned", terms.span)
             out = T.BOOL if name == "mentions" else T.INT
             return self.node(name, (text,), out, span, terms=tuple(values))
         if name == "repetition":
@@ -1283,7 +1283,7 @@ class Checker:
             if len(args) == 2:
                 value = self._literal(args[1], ctx)
                 if value is None or not float(value).is_integer() or value < 1:
-                    raise self.error("repetition() takes the n-gram size as a whole number >= 1",
+                    raise self.error("KD086", "repetition() takes the n-gram size as a whole number >= 1",
                                      args[1].span)
                 n = int(value)
             return self.node("repetition", (text,), T.FLOAT, span, n=n)
@@ -1291,11 +1291,11 @@ class Checker:
             arity(2)
             text = self._text_arg(args[0], ctx)
             if not isinstance(args[1], ast.String) or not args[1].value:
-                raise self.error("choice() takes the letters as a string, e.g. choice(answer, \"ABCD\")",
+                raise self.error("KD086", "choice() takes the letters as a string, e.g. choice(answer, \"ABCD\")",
                                  args[1].span)
             letters = args[1].value
             if len(set(letters)) != len(letters) or not letters.isalnum():
-                raise self.error("choice() letters must be distinct letters or digits", args[1].span)
+                raise self.error("KD086", "choice() letters must be distinct letters or digits", args[1].span)
             return self.node("choice", (text,), T.STR, span, letters=letters)
         if name == "number":
             arity(1)
@@ -1305,7 +1305,7 @@ class Checker:
             text = self._text_arg(args[0], ctx)
             pattern = args[1]
             if not isinstance(pattern, ast.String):
-                raise self.error("matches() takes a regex written as a string", pattern.span)
+                raise self.error("KD086", "matches() takes a regex written as a string", pattern.span)
             regex = self.lower_regexextractor(ast.RegexExtractor(pattern.value, span=pattern.span),
                                               ctx, None)
             del regex  # compiled only to validate the pattern at check time
@@ -1315,7 +1315,7 @@ class Checker:
             text = self._text_arg(args[0], ctx)
             pattern = args[1]
             if not isinstance(pattern, ast.String):
-                raise self.error("match_count() takes a regex written as a string", pattern.span)
+                raise self.error("KD086", "match_count() takes a regex written as a string", pattern.span)
             self.lower_regexextractor(ast.RegexExtractor(pattern.value, span=pattern.span), ctx, None)
             return self.node("match_count", (text,), T.INT, span, pattern=pattern.value)
         if name == "occurrences":
@@ -1323,7 +1323,7 @@ class Checker:
             text = self._text_arg(args[0], ctx)
             literal = args[1]
             if not isinstance(literal, ast.String) or not literal.value:
-                raise self.error("occurrences() takes the text to count as a non-empty string, "
+                raise self.error("KD086", "occurrences() takes the text to count as a non-empty string, "
                                  "e.g. occurrences(completion, \"<think>\\n\")", literal.span)
             return self.node("occurrences", (text,), T.INT, span, literal=literal.value)
         if name == "normalize":
@@ -1344,7 +1344,7 @@ class Checker:
                 if len(args) == 3:
                     mode = args[2]
                     if not isinstance(mode, ast.String) or mode.value not in MATH_VERIFY_MODES:
-                        raise self.error("math_verify() takes a mode: "
+                        raise self.error("KD086", "math_verify() takes a mode: "
                                          + " or ".join(f'"{m}"' for m in MATH_VERIFY_MODES), mode.span)
                     attrs["mode"] = mode.value
             out = T.BOOL if name == "math_verify" else T.FLOAT
@@ -1353,7 +1353,7 @@ class Checker:
             arity(1)
             x = self.lower(args[0], ctx)
             if not (x.type.is_numeric and x.type.extra_dims == 0):
-                raise self.error(f"{name}() reduces one number per sample over the batch, not "
+                raise self.error("KD087", f"{name}() reduces one number per sample over the batch, not "
                                  f"{x.type}", args[0].span)
             return self.node(name, (x,), T.FLOAT, span)
         if name in UNARY_MATH:
@@ -1368,7 +1368,7 @@ class Checker:
             if len(args) == 1:
                 x = self.lower(args[0], ctx)
                 if x.type.kind not in ("vector", "field") or x.type.element == "enum":
-                    raise self.error(f"{name}() of one argument reduces a vector or per-pixel "
+                    raise self.error("KD087", f"{name}() of one argument reduces a vector or per-pixel "
                                      f"numbers; this is {x.type}", args[0].span)
                 return self.node(f"reduce_{name}", (x,), T.FLOAT, span)
             if not args:
@@ -1385,22 +1385,22 @@ class Checker:
             arity(2 if name == "quantile" else 1)
             x = self.lower(args[0], ctx)
             if x.type.kind == "raster":
-                raise self.error(f"{name}() of a whole {x.type}: select a band first, "
+                raise self.error("KD087", f"{name}() of a whole {x.type}: select a band first, "
                                  "e.g. pixels.B08", args[0].span)
             if x.type.kind not in ("vector", "field"):
-                raise self.error(f"{name}() reduces a vector or per-pixel values, not {x.type}",
+                raise self.error("KD087", f"{name}() reduces a vector or per-pixel values, not {x.type}",
                                  args[0].span)
             if x.type.element == "enum":
-                raise self.error(f"{name}() needs a number, not {x.type}; count classes with "
+                raise self.error("KD087", f"{name}() needs a number, not {x.type}; count classes with "
                                  "frac(... == Member)", args[0].span)
             if name == "frac" and not (x.type.element == "bool"):
-                raise self.error("frac() gives the fraction of valid pixels where a condition "
+                raise self.error("KD087", "frac() gives the fraction of valid pixels where a condition "
                                  "holds, e.g. frac(ndvi > 0.3)", args[0].span)
             attrs = {}
             if name == "quantile":
                 q = self._literal(args[1], ctx)
                 if q is None or not 0 <= q <= 1:
-                    raise self.error("quantile() takes q as a number in 0..1 written in the spec",
+                    raise self.error("KD086", "quantile() takes q as a number in 0..1 written in the spec",
                                      args[1].span)
                 attrs["q"] = float(q)
             return self.node(f"reduce_{name}", (x,), T.FLOAT, span, **attrs)
@@ -1421,7 +1421,7 @@ class Checker:
                 if node.type.is_text:
                     node = self.convert_text(node, "box", ctx.scope, arg.span)
                 if node.type.kind != "box":
-                    raise self.error(f"{name}() takes boxes, not {node.type}", arg.span)
+                    raise self.error("KD088", f"{name}() takes boxes, not {node.type}", arg.span)
                 boxes.append(node)
             return self.node(name, tuple(boxes), T.FLOAT, span)
         if name in ("box_count", "matched_boxes"):
@@ -1432,14 +1432,14 @@ class Checker:
                 if node.type.is_text:
                     node = self.convert_text(node, "boxes", ctx.scope, arg.span)
                 if node.type.kind != "boxes":
-                    raise self.error(f"{name}() takes lists of boxes (a `boxes` input or text read "
+                    raise self.error("KD088", f"{name}() takes lists of boxes (a `boxes` input or text read "
                                      f"`as boxes`), not {node.type}", arg.span)
                 lists.append(node)
             if name == "box_count":
                 return self.node("box_count", tuple(lists), T.INT, span)
             threshold = self._literal(args[2], ctx)
             if threshold is None or not 0 < threshold <= 1:
-                raise self.error("matched_boxes() takes the IoU threshold as a number in (0, 1] "
+                raise self.error("KD086", "matched_boxes() takes the IoU threshold as a number in (0, 1] "
                                  "written in the spec, e.g. 0.5", args[2].span)
             return self.node("matched_boxes", tuple(lists), T.INT, span, threshold=float(threshold))
         if name == "default":
@@ -1447,14 +1447,14 @@ class Checker:
             x = self.lower(args[0], ctx)
             y = self.lower(args[1], ctx, x.type)
             if x.type.is_text or y.type.is_text:
-                raise self.error("default() takes values, not text; convert the text first", span)
+                raise self.error("KD089", "default() takes values, not text; convert the text first", span)
             if x.type.kind != y.type.kind and not (x.type.is_numeric and y.type.is_numeric):
-                raise self.error(f"default() needs two values of one type, not {x.type} and {y.type}",
+                raise self.error("KD089", f"default() needs two values of one type, not {x.type} and {y.type}",
                                  span)
             if x.type.extra_dims != y.type.extra_dims:
                 x, y, _ = self.broadcast(x, y, span)
             return self.node("default", (x, y), x.type if x.type.kind != "int" else y.type, span)
-        raise self.error(f"unknown function `{name}`", span)  # pragma: no cover
+        raise self.error("KD082", f"unknown function `{name}`", span)  # pragma: no cover
 
 
 def enum_named(name: str, scope: Scope) -> EnumType | None:

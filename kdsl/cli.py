@@ -49,7 +49,9 @@ def _build_parser() -> _Parser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     check = sub.add_parser("check", help="check specs and print every problem")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="*", metavar="FILE")
+    check.add_argument("--explain", metavar="KD0xx", help="print what a diagnostic code means, "
+                       "with an example and the fix (docs/errors.md), and exit")
     check.add_argument("--no-warnings", action="store_true", help="print errors only")
     check.add_argument("--werror", action="store_true", help="treat warnings as errors")
 
@@ -365,17 +367,27 @@ def _dataset_file(source: str | None) -> None:
 
 def cmd_check(args, console: Console) -> int:
     from kdsl.compiler import check_file
+    from kdsl.errors import explain
 
+    if args.explain:
+        console.out.write(explain(args.explain))
+        return 0
+    if not args.files:
+        raise KdslError("kdsl check: give the spec files to check (or --explain KD0xx)")
     failed = False
+    first_code = None
     for name in args.files:
         result = check_file(_existing(name))
         shown = result.errors if args.no_warnings else result.diagnostics
         console.diagnostics(shown)
+        first_code = first_code or next((d.code for d in shown if d.code), None)
         if result.errors or (args.werror and result.warnings):
             failed = True
         else:
             note = f" ({len(result.warnings)} warnings)" if result.warnings else ""
             console.print(f"{name}: ok{note}")
+    if first_code:
+        console.error(f"`kdsl check --explain {first_code}` explains a code, with an example and the fix")
     return 1 if failed else 0
 
 

@@ -115,26 +115,26 @@ def read_spec_file(path: Path) -> str:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise KdslError(f"{shown} is {what}, not a spec file", Span(shown))
+            raise KdslError(f"{shown} is {what}, not a spec file", Span(shown), code="KD020")
         size = info.st_size
         if size > MAX_SPEC_BYTES:
             raise KdslError(f"{shown} has {size:,} bytes; a spec file has at most "
-                            f"{MAX_SPEC_BYTES:,}", Span(shown))
+                            f"{MAX_SPEC_BYTES:,}", Span(shown), code="KD021")
         with path.open("rb") as handle:
             data = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
-        raise KdslError(f"cannot read {shown}: {err.strerror or err}", Span(shown)) from None
+        raise KdslError(f"cannot read {shown}: {err.strerror or err}", Span(shown), code="KD022") from None
     except ValueError:  # a NUL byte in the name, which no file system allows
         raise KdslError(f"cannot read {shown}: a file name cannot hold a NUL byte",
-                        Span(shown)) from None
+                        Span(shown), code="KD022") from None
     if len(data) > MAX_SPEC_BYTES:
         raise KdslError(f"{shown} has more than {MAX_SPEC_BYTES:,} bytes; a spec file has at most "
-                        f"{MAX_SPEC_BYTES:,}", Span(shown))
+                        f"{MAX_SPEC_BYTES:,}", Span(shown), code="KD021")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise KdslError(f"{shown} is not UTF-8 text (byte {err.start} is not), so it is not a "
-                        "spec file", Span(shown)) from None
+                        "spec file", Span(shown), code="KD023") from None
 
 
 class _Importer:
@@ -148,7 +148,7 @@ class _Importer:
         importer_dir = stack[-1].parent if stack else None
         for imp in spec.imports:
             if imp.alias in scope.imports or imp.alias in scope.unavailable:
-                self.sink.error(f"the import name `{imp.alias}` is used twice", imp.span)
+                self.sink.error("KD024", f"the import name `{imp.alias}` is used twice", imp.span)
                 continue
             # Until it is loaded, the alias counts as failed: every error below is reported
             # once, here, and not again at each use of the alias.
@@ -156,11 +156,11 @@ class _Importer:
             try:
                 found = resolve_import(imp.path, root, importer_dir, self.spec_path)
             except ImportRefused as refused:
-                self.sink.error(f"cannot import \"{_shown(imp.path)}\": {refused}", imp.span)
+                self.sink.error("KD025", f"cannot import \"{_shown(imp.path)}\": {refused}", imp.span)
                 continue
             if found is None:
                 suggestion = _closest_spec(imp.path, importer_dir, self.spec_path)
-                self.sink.error(f"cannot find the spec \"{_shown(imp.path)}\""
+                self.sink.error("KD026", f"cannot find the spec \"{_shown(imp.path)}\""
                                 + (f" (did you mean \"{suggestion}\"?)" if suggestion else "")
                                 + f"; looked beside {Path(spec.file).name}, in --spec-path and "
                                 "KDSL_PATH folders and in kdsl's domain_specs library", imp.span)
@@ -168,21 +168,21 @@ class _Importer:
             target = found.path
             if target in stack:
                 chain = " -> ".join(p.name for p in (*stack[stack.index(target):], target))
-                self.sink.error(f"import cycle: {chain}", imp.span)
+                self.sink.error("KD027", f"import cycle: {chain}", imp.span)
                 continue
             if target not in self.loaded:
                 file = _display_name(target)
                 try:
                     text = read_spec_file(target)
                 except KdslError as err:
-                    self.sink.error(f"cannot import \"{_shown(imp.path)}\": {err.message}", imp.span)
+                    self.sink.error("KD028", f"cannot import \"{_shown(imp.path)}\": {err.message}", imp.span)
                     continue
                 self.sink.sources[file] = text
                 try:
                     imported = _parse_import(text, file)
                 except KdslError as err:
                     self.sink.diagnostics.extend(err.diagnostics)
-                    self.sink.error(f"the imported spec \"{_shown(imp.path)}\" has errors", imp.span)
+                    self.sink.error("KD029", f"the imported spec \"{_shown(imp.path)}\" has errors", imp.span)
                     continue
                 child = Scope(file, prefix=f"{imp.alias}.")
                 self.resolve(imported, child, (*stack, target), found.root)

@@ -4,6 +4,7 @@ compiler's (``file:line:col: error: message``, the source line, a caret under th
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,14 +33,18 @@ class Diagnostic:
     span: Span = NO_SPAN
     source_line: str | None = None
     notes: tuple[str, ...] = ()
+    # A spec diagnostic's stable code (``KD041``), explained in docs/errors.md and by
+    # ``kdsl check --explain``; data errors have none.
+    code: str = ""
 
     def render(self) -> str:
+        message = f"{self.message} [{self.code}]" if self.code else self.message
         if self.span.line:
-            head = f"{self.span}: {self.severity}: {self.message}"
+            head = f"{self.span}: {self.severity}: {message}"
         elif self.span.file in ("", "<string>"):  # no place to name: data given from Python
-            head = f"{self.severity}: {self.message}"
+            head = f"{self.severity}: {message}"
         else:
-            head = f"{self.span.file}: {self.severity}: {self.message}"
+            head = f"{self.span.file}: {self.severity}: {message}"
         lines = [head]
         if self.source_line is not None and self.span.line:
             text = self.source_line.rstrip("\n").expandtabs(1)
@@ -62,9 +67,10 @@ class KdslError(Exception):
     one); ``str(error)`` renders them all the way ``kdsl check`` prints them.
     """
 
-    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic] | str, span: Span = NO_SPAN):
+    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic] | str, span: Span = NO_SPAN,
+                 code: str = ""):
         if isinstance(diagnostics, str):
-            diagnostics = [Diagnostic("error", diagnostics, span)]
+            diagnostics = [Diagnostic("error", diagnostics, span, code=code)]
         elif isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics: list[Diagnostic] = list(diagnostics)
@@ -75,6 +81,7 @@ class KdslError(Exception):
         self.end_line = first.span.end_line
         self.end_column = first.span.end_column
         self.message = first.message
+        self.code = first.code
         super().__init__(self.render())
 
     @property
@@ -114,11 +121,11 @@ class DiagnosticSink:
         lines = self._lines[span.file]
         return lines[span.line - 1] if span.line <= len(lines) else None
 
-    def error(self, message: str, span: Span, *notes: str) -> None:
-        self.diagnostics.append(Diagnostic("error", message, span, self._line(span), notes))
+    def error(self, code: str, message: str, span: Span, *notes: str) -> None:
+        self.diagnostics.append(Diagnostic("error", message, span, self._line(span), notes, code))
 
-    def warning(self, message: str, span: Span, *notes: str) -> None:
-        self.diagnostics.append(Diagnostic("warning", message, span, self._line(span), notes))
+    def warning(self, code: str, message: str, span: Span, *notes: str) -> None:
+        self.diagnostics.append(Diagnostic("warning", message, span, self._line(span), notes, code))
 
     @property
     def has_errors(self) -> bool:
@@ -158,3 +165,33 @@ def _split_lines(text: str) -> list[str]:
 def source_line(text: str, line: int) -> str | None:
     lines = _split_lines(text)
     return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+_SECTION = re.compile(r"^## (KD\d{3}): ", re.MULTILINE)
+
+
+def error_pages() -> dict[str, str]:
+    """Every diagnostic code's section of docs/errors.md (``## KD041: title`` up to the next
+    section), the text ``kdsl check --explain`` prints."""
+    from kdsl.resources import data_dir
+
+    text = (data_dir("docs") / "errors.md").read_text(encoding="utf-8")
+    starts = list(_SECTION.finditer(text))
+    pages = {}
+    for match, following in zip(starts, [*starts[1:], None]):
+        end = following.start() if following is not None else len(text)
+        pages[match.group(1)] = text[match.start():end].rstrip() + "\n"
+    return pages
+
+
+def explain(code: str) -> str:
+    """The page of one diagnostic code, or ``KdslError`` naming the closest codes."""
+    pages = error_pages()
+    wanted = code.strip().upper()
+    if wanted.isdigit():  # `--explain 41` for KD041
+        wanted = f"KD{int(wanted):03d}"
+    if wanted not in pages:
+        raise KdslError(f"no diagnostic has the code `{printable(code)}`"
+                        f"{did_you_mean(wanted, pages)}; the codes run from {min(pages)} to "
+                        f"{max(pages)} (docs/errors.md)")
+    return pages[wanted]

@@ -31,8 +31,9 @@ from kdsl.resources import grammar_path
 
 
 class _SpecError(Exception):
-    def __init__(self, message: str, span: Span):
+    def __init__(self, code: str, message: str, span: Span):
         super().__init__(message)
+        self.code = code
         self.span = span
 
 
@@ -207,7 +208,7 @@ def _forbidden_character(text: str, file: str) -> KdslSyntaxError | None:
         what = f"the control character {_char_name(char)}"
     span = Span(file, line, column, line, column + 1)
     return KdslSyntaxError(Diagnostic("error", f"the spec holds {what}{hint}", span,
-                                      source_line(text, line)))
+                                      source_line(text, line), code="KD004"))
 
 
 def _unquote(token: Token, file: str) -> str:
@@ -255,14 +256,14 @@ def _unquote(token: Token, file: str) -> str:
 
 def _string_error(token: Token, offset: int, width: int, message: str, file: str) -> _SpecError:
     column = token.column + 1 + offset  # the opening quote is column `token.column`
-    return _SpecError(message, Span(file, token.line, column, token.line, column + width))
+    return _SpecError("KD007", message, Span(file, token.line, column, token.line, column + width))
 
 
 def _number_value(token: Token, file: str) -> float:
     value = float(str(token))
     if value > MAX_NUMBER:
         text = str(token) if len(str(token)) <= 24 else str(token)[:20] + "..."
-        raise _SpecError(f"the number {text} is too large: numbers in a spec are at most "
+        raise _SpecError("KD008", f"the number {text} is too large: numbers in a spec are at most "
                          f"{MAX_NUMBER:.4g} (the float32 range reward programs compute in)",
                          Span(file, token.line, token.column, token.end_line, token.end_column))
     return value
@@ -312,16 +313,16 @@ class _Builder(Transformer):
                 groups["examples"].append(item)
             elif isinstance(item, ast.Advantage):
                 if advantage is not None:
-                    raise _SpecError("a spec has at most one `advantage` statement", item.span)
+                    raise _SpecError("KD012", "a spec has at most one `advantage` statement", item.span)
                 advantage = item
         return ast.Spec(name=name, version=version, logic=logic, advantage=advantage, file=self.file,
                         span=header_span, **{k: tuple(v) for k, v in groups.items()})
 
     def header(self, meta, name, version, logic):
         if "." in str(version) or "e" in str(version).lower():
-            raise _SpecError("a spec version is a whole number, such as `version 1`", self._tok(version))
+            raise _SpecError("KD010", "a spec version is a whole number, such as `version 1`", self._tok(version))
         if len(str(version).lstrip("0")) > 10 or int(str(version)) > MAX_VERSION:
-            raise _SpecError(f"a spec version is at most {MAX_VERSION}", self._tok(version))
+            raise _SpecError("KD010", f"a spec version is at most {MAX_VERSION}", self._tok(version))
         # The header's span stands for the whole spec in messages: the file's start may be a
         # comment, which would put a caret at the end of an unrelated line.
         return str(name), int(str(version)), logic or "product", self.s(meta)
@@ -377,9 +378,9 @@ class _Builder(Transformer):
     def _size(self, token: Token) -> int:
         value = _number_value(token, self.file)
         if not value.is_integer() or value < 1:
-            raise _SpecError(f"a size must be a positive whole number, not `{token}`", self._tok(token))
+            raise _SpecError("KD009", f"a size must be a positive whole number, not `{token}`", self._tok(token))
         if value > MAX_BANDS:
-            raise _SpecError(f"a vector or raster has at most {MAX_BANDS} bands, not {value:.0f}",
+            raise _SpecError("KD009", f"a vector or raster has at most {MAX_BANDS} bands, not {value:.0f}",
                              self._tok(token))
         return int(value)
 
@@ -393,7 +394,7 @@ class _Builder(Transformer):
 
     def _declared_range(self, meta, low, high, low_open: bool, high_open: bool):
         if low.value > high.value or (low.value == high.value and (low_open or high_open)):
-            raise _SpecError("an empty range: no value lies in it", self.s(meta))
+            raise _SpecError("KD011", "an empty range: no value lies in it", self.s(meta))
         return (low.value, high.value, low_open, high_open)
 
     def range(self, meta, low, high):
@@ -434,12 +435,12 @@ class _Builder(Transformer):
         criteria = tuple(r for r in rest if isinstance(r, ast.Criterion))
         span = self.s(meta)
         if not criteria:
-            raise _SpecError(f"points sheet `{name}` has no criteria; write one per line, "
+            raise _SpecError("KD013", f"points sheet `{name}` has no criteria; write one per line, "
                              "`name: condition -> points`", span)
         seen: dict[str, ast.Criterion] = {}
         for c in criteria:
             if c.name in seen:
-                raise _SpecError(f"criterion `{c.name}` is already on this sheet (line "
+                raise _SpecError("KD014", f"criterion `{c.name}` is already on this sheet (line "
                                  f"{seen[c.name].span.line})", c.span)
             seen[c.name] = c
         body: ast.Expr | None = None
@@ -493,14 +494,14 @@ class _Builder(Transformer):
 
     def cell_range(self, meta, low, high):
         if low.value > high.value:
-            raise _SpecError(f"empty range `{low.value:g}..{high.value:g}`: the low end is above the high end",
+            raise _SpecError("KD011", f"empty range `{low.value:g}..{high.value:g}`: the low end is above the high end",
                              self.s(meta))
         return ast.Cell("range", low=low.value, high=high.value, span=self.s(meta))
 
     def _interval_cell(self, meta, low, high, low_open: bool, high_open: bool):
         written = f"{'(' if low_open else '['}{low.value:g}, {high.value:g}{')' if high_open else ']'}"
         if low.value > high.value or (low.value == high.value and (low_open or high_open)):
-            raise _SpecError(f"empty interval `{written}`: no number lies in it", self.s(meta))
+            raise _SpecError("KD011", f"empty interval `{written}`: no number lies in it", self.s(meta))
         return ast.Cell("range", low=low.value, high=high.value, low_open=low_open,
                         high_open=high_open, span=self.s(meta))
 
@@ -535,7 +536,7 @@ class _Builder(Transformer):
 
     def soft(self, meta, value):
         if value.value <= 0:
-            raise _SpecError("`soft` needs a width above 0", self.s(meta))
+            raise _SpecError("KD016", "`soft` needs a width above 0", self.s(meta))
         return ("soft", value.value)
 
     def on_span(self, meta, name):
@@ -543,7 +544,7 @@ class _Builder(Transformer):
 
     def invalid_policy(self, meta, name):
         if str(name) not in ("fail", "pass", "skip"):
-            raise _SpecError(f"`invalid` takes fail, pass or skip, not `{name}`", self._tok(name))
+            raise _SpecError("KD015", f"`invalid` takes fail, pass or skip, not `{name}`", self._tok(name))
         return ("invalid", str(name))
 
     def rule_decl(self, meta, name, when, body, *options):
@@ -564,7 +565,7 @@ class _Builder(Transformer):
 
     def mask_stmt(self, meta, mode, marker):
         if str(mode) not in ("after", "before"):
-            raise _SpecError(f"`mask` takes `after` or `before`, not `{mode}`", self._tok(mode))
+            raise _SpecError("KD015", f"`mask` takes `after` or `before`, not `{mode}`", self._tok(mode))
         return ast.Mask(str(mode), _unquote(marker, self.file), span=self.s(meta))
 
     # ---- examples -----------------------------------------------------------------------------
@@ -694,7 +695,7 @@ class _Builder(Transformer):
             if isinstance(a, ast.KeywordArg):
                 seen_keyword = True
             elif seen_keyword:
-                raise _SpecError("a positional argument cannot follow a keyword argument", a.span)
+                raise _SpecError("KD017", "a positional argument cannot follow a keyword argument", a.span)
         return ast.Call(func, positional, keywords, span=self.s(meta))
 
     def keyword_arg(self, meta, name, value):
@@ -735,7 +736,7 @@ class _Builder(Transformer):
     def tag_extractor(self, meta, position, tag, within):
         name = _unquote(tag, self.file)
         if not name or any(c in name for c in "<>/ \t\n"):
-            raise _SpecError(f"a tag name is a bare word such as \"answer\", not {tag}", self._tok(tag))
+            raise _SpecError("KD018", f"a tag name is a bare word such as \"answer\", not {tag}", self._tok(tag))
         return ast.TagExtractor(position or "first", name, within, span=self.s(meta))
 
     def regex_extractor(self, meta, pattern, within):
@@ -793,7 +794,8 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
         inner = err.orig_exc
         if isinstance(inner, _SpecError):
             raise KdslSyntaxError(Diagnostic("error", str(inner), inner.span,
-                                             source_line(text, inner.span.line))) from None
+                                             source_line(text, inner.span.line),
+                                             code=inner.code)) from None
         raise
 
 
@@ -823,7 +825,7 @@ def _parse_bounded(text: str, file: str) -> lark.Tree:
 def _too_deep(span: Span, text: str) -> KdslSyntaxError:
     return KdslSyntaxError(Diagnostic(
         "error", f"this expression nests more than {MAX_NESTING} levels deep; split it into lets",
-        span, source_line(text, span.line)))
+        span, source_line(text, span.line), code="KD005"))
 
 
 def _first_too_deep(tree: lark.Tree) -> lark.Tree | None:
@@ -859,17 +861,19 @@ def _unclosed_brace(brace: Token, where: str, text: str, file: str) -> KdslSynta
     span = Span(file, brace.line, brace.column, brace.line, brace.column + 1)
     return KdslSyntaxError(Diagnostic(
         "error", f"this `{{` is not closed ({where} before its `}}`)", span,
-        source_line(text, brace.line)))
+        source_line(text, brace.line), code="KD002"))
 
 
 def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
     line, column = getattr(err, "line", 0) or 0, getattr(err, "column", 0) or 0
+    code = "KD001"
     if isinstance(err, UnexpectedCharacters):
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
         if char == "'":
-            message = "strings are written in double quotes, like \"answer\""
+            message, code = "strings are written in double quotes, like \"answer\"", "KD003"
         elif char in _LOOK_ALIKES:
             message = f"`{char}` ({_LOOK_ALIKES[char][0]}) is not kdsl syntax; write `{_LOOK_ALIKES[char][1]}`"
+            code = "KD003"
         elif char == "\n":
             message = f"unexpected end of line; expected {_expected(set(err.allowed or ()))}"
         else:
@@ -908,11 +912,11 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         prev = err.token_history[-1] if getattr(err, "token_history", None) else None
         if prev is not None and prev.type == "NAME" and str(prev) in _KEYWORDS:
             token, line, column = prev, prev.line, prev.column
-            message = f"unexpected `{prev}` (a keyword cannot be used here)"
+            message, code = f"unexpected `{prev}` (a keyword cannot be used here)", "KD006"
         else:
             message = f"unexpected {found}; expected {_expected(expected)}"
         if _POSTLEX.open and token.type != "$END":
-            bracket = _POSTLEX.open[-1]
+            bracket, code = _POSTLEX.open[-1], "KD002"
             closing = ")" if str(bracket) == "(" else "]"
             message = (f"unexpected {found}: the `{bracket}` at {bracket.line}:{bracket.column} "
                        f"is not closed (expected `{closing}` before it)")
@@ -920,4 +924,4 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         span = Span(file, line, column, line, end)
     else:  # pragma: no cover - Lark raises only the three kinds above
         message, span = str(err), Span(file, line, column)
-    return KdslSyntaxError(Diagnostic("error", message, span, source_line(text, span.line)))
+    return KdslSyntaxError(Diagnostic("error", message, span, source_line(text, span.line), code=code))

@@ -29,6 +29,7 @@ def test_wheel_ships_grammar_and_library(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "kdsl/_data/grammars/kdsl.lark" in names
     assert "kdsl/_data/domain_specs/common/formats.kd" in names
+    assert "kdsl/_data/docs/errors.md" in names  # what `kdsl check --explain` prints
     assert "kdsl/runtime/ops.py" in names
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert f"kdsl/models/tiny_landcover/{name}" in names

@@ -582,7 +582,7 @@ def analyze(program: ProgramIR, sink: DiagnosticSink) -> None:
             r = ranges.of(den)
             if r is None or 0.0 not in r or (r.lo == r.hi == 0.0 and den.op == "const"):
                 if den.op == "const" and den.attr("value") == 0:
-                    sink.error(f"division by zero: `{show(node)}`", node.span)
+                    sink.error("KD096", f"division by zero: `{show(node)}`", node.span)
                 continue
             example = _zero_example(den, ranges, show)
             where = f", e.g. when {example}" if example else ""
@@ -591,7 +591,7 @@ def analyze(program: ProgramIR, sink: DiagnosticSink) -> None:
             if site is not None and site.file != node.span.file:
                 # Inside an imported def: say it where this spec calls it, the library line a note.
                 span, notes = site, [f"the division is in the imported def, at {node.span}"]
-            sink.warning(f"denominator `{show(den)}` can be zero{where}", span, *notes,
+            sink.warning("KD097", f"denominator `{show(den)}` can be zero{where}", span, *notes,
                          "there the value is invalid (a masked safe division), so rules using it "
                          "fail unless they say `invalid pass` or `invalid skip`")
 
@@ -666,32 +666,32 @@ def _check_rule(rule: RuleIR, ranges: Ranges, show: Printer, sink: DiagnosticSin
     if rule.when is not None:
         wlo, whi = _truth(rule.when, ranges)
         if whi < 0.5:
-            sink.warning(f"rule `{rule.name}` never applies: `{show(rule.when)}` never holds"
+            sink.warning("KD098", f"rule `{rule.name}` never applies: `{show(rule.when)}` never holds"
                          f"{_reason(rule.when, ranges, show)}", rule.span)
             return
         clash = _contradiction(_atoms(rule.when), ranges)
         if clash is not None:
-            sink.warning(f"rule `{rule.name}` never applies: {_clash_text(clash, show)}", rule.span)
+            sink.warning("KD098", f"rule `{rule.name}` never applies: {_clash_text(clash, show)}", rule.span)
             return
     lo, hi = _truth(body, ranges)
     soft = rule.soft is not None
     if hi <= 0.0:  # with `soft`, not even the ramp below the threshold is ever reached
-        sink.error(f"rule `{rule.name}` can never be satisfied: `{show(body)}` never holds"
+        sink.error("KD099", f"rule `{rule.name}` can never be satisfied: `{show(body)}` never holds"
                    f"{_reason(body, ranges, show)}", rule.span)
         return
     clash = _contradiction(_atoms(body), ranges)
     if clash is not None:
         message = f"rule `{rule.name}` can never be satisfied: {_clash_text(clash, show)}"
-        (sink.warning if soft else sink.error)(message, rule.span)
+        (sink.warning if soft else sink.error)("KD099", message, rule.span)
         return
     if rule.when is not None:
         clash = _contradiction(_atoms(rule.when) + _atoms(body), ranges)
         if clash is not None:
-            sink.error(f"rule `{rule.name}` can never be satisfied when it applies: "
+            sink.error("KD099", f"rule `{rule.name}` can never be satisfied when it applies: "
                        f"{_clash_text(clash, show)}", rule.span)
             return
     if lo >= 1.0:
-        sink.warning(f"rule `{rule.name}` always holds (whenever its values are present): "
+        sink.warning("KD100", f"rule `{rule.name}` always holds (whenever its values are present): "
                      f"`{show(body)}`{_reason(body, ranges, show)}", rule.span,
                      "it adds the same amount to its level for every completion")
 

@@ -48,6 +48,7 @@ class TableFinding:
     span: Span
     severity: str = "error"
     example: dict = field(default_factory=dict)
+    code: str = ""  # the diagnostic's KD code (docs/errors.md)
 
 
 def fmt(value) -> str:
@@ -145,13 +146,13 @@ def _bad_cells(table: ast.Table, domains: Sequence[Domain]) -> tuple[list[TableF
         if len(row.cells) != len(domains):
             findings.append(TableFinding(
                 "bad_cell", f"row {index + 1} of table `{table.name}` has {len(row.cells)} cells, "
-                f"but the table has {len(domains)} columns ({', '.join(names)})", row.span))
+                f"but the table has {len(domains)} columns ({', '.join(names)})", row.span, code="KD091"))
             bad_rows.add(index)
             continue
         for cell, domain, column in zip(row.cells, domains, names):
             message = _cell_problem(cell, domain, column)
             if message:
-                findings.append(TableFinding("bad_cell", message, cell.span))
+                findings.append(TableFinding("bad_cell", message, cell.span, code="KD092"))
                 bad_rows.add(index)
     return findings, bad_rows
 
@@ -224,7 +225,8 @@ def _overlaps(table, rows, pieces, names) -> list[TableFinding]:
                                f"({fmt(row_a.result)} and {fmt(row_b.result)}); the first matching "
                                "row wins, so make the rows disjoint")
                 found.append(TableFinding("overlap", message, row_b.span,
-                                          "warning" if same else "error", dict(zip(names, example))))
+                                          "warning" if same else "error", dict(zip(names, example)),
+                                          "KD094" if same else "KD093"))
     return found
 
 
@@ -259,9 +261,10 @@ def _gaps(table, rows, pieces, names) -> list[TableFinding]:
                       f"{_describe(free, example[decided:])})")
         findings.append(TableFinding(
             "gap", f"table `{table.name}` has no row for {where}", table.span,
-            "error", dict(zip(names, example))))
+            "error", dict(zip(names, example)), "KD095"))
     if count > len(gaps):
         more = f"at least {count - len(gaps)}" if count >= GAP_COUNT_LIMIT else str(count - len(gaps))
         findings.append(TableFinding(
-            "gap", f"table `{table.name}` leaves {more} more uncovered regions", table.span))
+            "gap", f"table `{table.name}` leaves {more} more uncovered regions", table.span,
+            code="KD095"))
     return findings
