@@ -8,7 +8,10 @@ variants are measured with one yardstick:
 - ``without LEVEL...``: those levels removed from the reward (``without knowledge`` leaves the
   accuracy-only reward);
 - ``prompt LEVEL...``: those levels removed from the reward and their rules written into the
-  prompt (``kdsl describe``'s guidance) instead: knowledge in the input, not in the reward.
+  prompt (``kdsl describe``'s guidance) instead: knowledge in the input, not in the reward;
+- ``advantage sum|per_level|per_rule``: the same reward, with the advantages aggregated another
+  way (``advantage sum`` against a spec's ``per_level``: summed rewards against per-perspective
+  advantages).
 
 Each run is a ``kdsl train`` run folder under ``OUT/VARIANT/seed-S[/fold-F]``; a run that
 finished is kept and one that was stopped resumes from its last checkpoint, so ``kdsl ablate``
@@ -30,13 +33,19 @@ from pathlib import Path
 from kdsl.errors import KdslError, did_you_mean
 
 
+AGGREGATES = ("sum", "per_level", "per_rule")
+
+
 @dataclass
 class Variant:
-    kind: str  # full, without or prompt
+    kind: str  # full, without, prompt or advantage
     levels: tuple[str, ...] = ()
+    aggregate: str = ""  # for `advantage`
 
     @property
     def name(self) -> str:
+        if self.kind == "advantage":
+            return f"advantage {self.aggregate}"
         return self.kind if self.kind == "full" else f"{self.kind} {' '.join(self.levels)}"
 
     @property
@@ -56,7 +65,12 @@ def parse_variant(text: str, level_names: Sequence[str]) -> Variant:
         if len(set(words[1:])) == len(level_names):
             raise KdslError(f"variant `{text}` removes every level: nothing would be left to reward")
         return Variant(words[0], tuple(words[1:]))
-    raise KdslError(f"unknown variant `{text}`: write `full`, `without LEVEL...` or `prompt LEVEL...`")
+    if words[:1] == ["advantage"]:
+        if len(words) != 2 or words[1] not in AGGREGATES:
+            raise KdslError(f"variant `{text}`: write `advantage` and one of {', '.join(AGGREGATES)}")
+        return Variant("advantage", aggregate=words[1])
+    raise KdslError(f"unknown variant `{text}`: write `full`, `without LEVEL...`, `prompt LEVEL...` "
+                    f"or `advantage {'|'.join(AGGREGATES)}`")
 
 
 def default_variants(program, metric: str | None) -> list[Variant]:
@@ -99,13 +113,41 @@ def without_levels(program, levels: Sequence[str]) -> str:
     return source
 
 
+def with_aggregate(program, aggregate: str) -> str:
+    """The spec's text with its ``advantage`` statement (or the default one) aggregating the
+    advantages as ``aggregate``; estimator and scale as the spec has them. The statement is
+    rewritten in place on its first line, so every other line keeps its number."""
+    from kdsl.parser import parse
+
+    settings = {**program.ir.advantage, "aggregate": aggregate}
+    estimator = settings.pop("estimator")
+    statement = f"advantage {estimator}({', '.join(f'{k} = {v}' for k, v in settings.items())})"
+    source = program.ir.sources[program.ir.file]
+    written = parse(source, program.ir.file).advantage
+    if written is None:
+        return source.rstrip("\n") + "\n" + statement + "\n"
+    lines = source.split("\n")
+    span = written.span
+    head = lines[span.line - 1][:span.column - 1]
+    tail = lines[span.end_line - 1][span.end_column - 1:]
+    lines[span.line - 1:span.end_line] = [head + statement + tail] + [""] * (span.end_line - span.line)
+    return "\n".join(lines)
+
+
+def variant_text(program, variant: Variant) -> str:
+    """The spec text a variant other than ``full`` trains with."""
+    if variant.kind == "advantage":
+        return with_aggregate(program, variant.aggregate)
+    return without_levels(program, variant.levels)
+
+
 def variant_program(program, variant: Variant):
     """The program a variant trains with (imports resolve as for the spec itself)."""
     import kdsl
 
     if variant.kind == "full":
         return program
-    return kdsl.loads(without_levels(program, variant.levels), program.ir.file)
+    return kdsl.loads(variant_text(program, variant), program.ir.file)
 
 
 def with_guidance(rows: Sequence[dict], text: str) -> list[dict]:
@@ -244,8 +286,7 @@ def run(options: AblationOptions, console=None) -> dict:
     for variant in variants:
         if variant.kind != "full":
             (out / variant.folder).mkdir(parents=True, exist_ok=True)
-            (out / variant.folder / "spec.kd").write_text(without_levels(program, variant.levels),
-                                                          encoding="utf-8")
+            (out / variant.folder / "spec.kd").write_text(variant_text(program, variant), encoding="utf-8")
     for variant, seed, fold, folder, train_rows, held, trained_with in _runs(options, program, variants, console):
         if (folder / "kdsl_run" / "summary.json").is_file():
             continue

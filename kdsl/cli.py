@@ -173,11 +173,12 @@ Without --model and --dataset: the embedded tiny model on the embedded held-out 
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ablate = sub.add_parser(
-        "ablate", help="train variants of a spec (full, without LEVEL, prompt LEVEL) over seeds "
+        "ablate", help="train variants of a spec (full, without LEVEL, prompt LEVEL, advantage A) over seeds "
                        "and compare them on the same held-out rows",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
 Variants: `full` (the spec), `without LEVEL...` (those levels removed from the reward), `prompt
-LEVEL...` (removed from the reward and written into the prompt as `kdsl describe` guidance).
+LEVEL...` (removed from the reward and written into the prompt as `kdsl describe` guidance),
+`advantage sum|per_level|per_rule` (the same reward, its advantages aggregated that way).
 Every run is evaluated with the full spec on the same held-out rows every --eval-every steps.
 Writes OUT/ablation.json (every figure), OUT/ablation.png (held-out metric over steps, mean and
 min-max band over seeds) and one `kdsl train` run folder per variant, seed and fold; run the same
@@ -380,7 +381,9 @@ def cmd_check(args, console: Console) -> int:
         result = check_file(_existing(name))
         shown = result.errors if args.no_warnings else result.diagnostics
         console.diagnostics(shown)
-        first_code = first_code or next((d.code for d in shown if d.code), None)
+        # Point at an error's code when there is one: that is what stops the spec.
+        first_code = first_code or next((d.code for d in sorted(shown, key=lambda d: d.severity != "error")
+                                         if d.code), None)
         if result.errors or (args.werror and result.warnings):
             failed = True
         else:

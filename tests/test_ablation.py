@@ -87,6 +87,26 @@ def test_variants_are_checked_against_the_levels():
     assert text.count("\n") == program.ir.sources[program.ir.file].count("\n")  # lines keep their numbers
 
 
+def test_an_advantage_variant_keeps_the_reward_and_changes_the_aggregation():
+    program = kdsl.load("domain_specs/medical/pneumonia_perspectives.kd")
+    assert program.ir.advantage["aggregate"] == "per_level"
+    variant = ablation.parse_variant("advantage sum", program.level_names)
+    assert (variant.name, variant.folder) == ("advantage sum", "advantage-sum")
+    summed = ablation.variant_program(program, variant)
+    assert summed.ir.advantage == {**program.ir.advantage, "aggregate": "sum"}
+    assert summed.advantage_config.aggregate == "sum"
+    assert summed.level_names == program.level_names
+    assert [r.name for r in summed.ir.rules] == [r.name for r in program.ir.rules]
+    text = ablation.variant_text(program, variant)
+    assert text.count("\n") == program.ir.sources[program.ir.file].count("\n")
+    # a spec without an `advantage` statement gets one, with the default estimator
+    bare = kdsl.loads("spec b version 1\ninput {\n  x: float\n}\nlevel l {\n  rule r: x > 0\n}\n")
+    per_rule = ablation.variant_program(bare, ablation.parse_variant("advantage per_rule", ["l"]))
+    assert per_rule.ir.advantage == {**bare.ir.advantage, "aggregate": "per_rule"}
+    with pytest.raises(KdslError, match="one of sum, per_level, per_rule"):
+        ablation.parse_variant("advantage mean", program.level_names)
+
+
 def test_folds_hold_out_every_row_once_and_labels_can_be_scarce():
     rows = [{"prompt": str(i), "label": "AB"[i % 2]} for i in range(20)]
     folds = ablation.folds_of(rows, 4, seed=0, stratify="label")
