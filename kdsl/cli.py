@@ -214,6 +214,29 @@ command again to resume what did not finish.""")
     ablate.add_argument("--lora", action="store_true")
     ablate.add_argument("--output-dir", default="runs/ablation", metavar="OUT")
 
+    serve = sub.add_parser(
+        "serve", help="serve a spec's reward over HTTP (kdsl's JSON shape and OpenRLHF's)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+POST /score {"rows": [{"completion": ..., INPUT: value, ...}]} -> {"results": [{"reward", "levels",
+"rules"}]}; POST /get_reward (OpenRLHF's --remote_rm_url) {"query", "prompts", "labels"} ->
+{"rewards", "scores", "extra_logs"}; GET /health. Concurrent requests are scored together in one
+program call. Listens on 127.0.0.1 unless --host says otherwise, and elsewhere only with a token
+(clients send `Authorization: Bearer TOKEN`).""")
+    serve.add_argument("file", metavar="SPEC")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token-file", metavar="F", help="require this bearer token (the file's "
+                       "text); needed to listen on anything but loopback")
+    serve.add_argument("--max-batch", type=int, default=4096, metavar="N",
+                       help="rows per request, and per program call (default 4096)")
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20, metavar="B",
+                       help="largest request body (default 16 MiB)")
+    serve.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                       help="a request's longest wait for its scores, in seconds (default 60)")
+    serve.add_argument("--label-input", metavar="NAME", help="the input an OpenRLHF label fills "
+                       "when it is not an object of inputs (default: the only input)")
+    serve.add_argument("--workers", type=int, default=1, metavar="W", help="server processes")
+
     merge = sub.add_parser("merge", help="merge LoRA experts trained from one base into one adapter "
                                          "(PEFT's add_weighted_adapter)")
     merge.add_argument("experts", nargs="+", metavar="RUN",
@@ -315,7 +338,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         return 0
     if args.command is None:
         console.error(parser.format_usage().rstrip())
-        console.error("kdsl: error: choose a command: check, compile, score, test, explain, describe, eval, train, ablate or report")
+        console.error("kdsl: error: choose a command: check, compile, score, test, explain, describe, eval, train, ablate, merge, serve or report")
         return 2
     # Options that reach the code that reads them through the environment, in this process and in
     # scoring workers alike, for the length of the command.
@@ -374,7 +397,7 @@ def cmd_check(args, console: Console) -> int:
         console.out.write(explain(args.explain))
         return 0
     if not args.files:
-        raise KdslError("kdsl check: give the spec files to check (or --explain KD0xx)")
+        raise _UsageError("kdsl check: give the spec files to check (or --explain KD0xx)")
     failed = False
     first_code = None
     for name in args.files:
@@ -741,6 +764,25 @@ def _table_width(console: Console) -> int | None:
     return None if getattr(console.out, "isatty", lambda: False)() else 120
 
 
+def cmd_serve(args, console: Console) -> int:
+    import importlib.util
+
+    missing = [name for name in ("uvicorn", "starlette") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _UsageError(f"`kdsl serve` needs the serve extra: pip install 'kdsl[serve]' "
+                          f"(not installed: {', '.join(missing)})")
+    from kdsl.serve import ServeOptions, serve
+
+    options = ServeOptions(spec=str(_existing(args.file)), host=args.host, port=args.port,
+                           token_file=args.token_file, max_batch=args.max_batch,
+                           max_body_bytes=args.max_body_bytes, timeout_s=args.timeout,
+                           label_input=args.label_input, workers=args.workers)
+    where = f"http://{args.host}:{args.port}"
+    console.error(f"kdsl serve: {args.file} on {where} (POST /score, POST /get_reward, GET /health)")
+    serve(options)
+    return 0
+
+
 def cmd_merge(args, console: Console) -> int:
     _require_training_extra("merge")
     from kdsl import merging
@@ -856,7 +898,7 @@ def cmd_report(args, console: Console) -> int:
 
 _COMMANDS = {"check": cmd_check, "compile": cmd_compile, "score": cmd_score, "test": cmd_test,
              "explain": cmd_explain, "eval": cmd_eval, "ablate": cmd_ablate,
-             "describe": cmd_describe, "merge": cmd_merge,
+             "describe": cmd_describe, "merge": cmd_merge, "serve": cmd_serve,
              "train": cmd_train,
              "report": cmd_report}
 

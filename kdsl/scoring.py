@@ -354,10 +354,7 @@ class ChunkScorer:
 
     # -- scoring --
     def score(self, chunk: Chunk) -> ChunkResult:
-        import torch
-
         from kdsl.runtime import columns as col
-        from kdsl.runtime import execute
 
         problems: dict[int, list[tuple[str | None, str]]] = {}
         if chunk.batch is None:
@@ -366,24 +363,8 @@ class ChunkScorer:
         else:
             columns, texts = self._parse_parquet(chunk, problems)
         n = len(texts)
-        column_problems: list[tuple[int, str, str]] = []
         invalid = col.InvalidValues(keep=None if self.job.strict else col.FIRST_ROWS)
-        with torch.no_grad():
-            out = execute.run(self.program.module, texts, columns, problems=column_problems,
-                              evaluate=getattr(self.program, "_evaluate", None),
-                              similarity_model=getattr(self.program, "similarity_model", None),
-                              invalid=invalid)
-        for i, name, message in column_problems:
-            problems.setdefault(i, []).append((name, message))
-        if self.job.strict:
-            for i, found in invalid.by_row().items():
-                for name, reason in found:
-                    problems.setdefault(i, []).append((name, f"{reason} (--strict)"))
-
-        values = torch.stack([out["reward"]] + [out[f"level.{name}"] for name in self.levels]
-                             + [out[f"rule.{name}"] for name in self.rules], 1).to(torch.float32).numpy()
-        applies = (torch.stack([out[f"applies.{name}"] for name in self.rules], 1).numpy()
-                   if self.rules else np.zeros((n, 0), dtype=bool))
+        values, applies = evaluate_rows(self.program, texts, columns, problems, self.job.strict, invalid)
         bad = np.zeros(n, dtype=bool)
         if problems:
             bad[list(problems)] = True
@@ -521,6 +502,40 @@ class ChunkScorer:
                 {name: float(numbers[1 + levels + k]) if applies[i, k] else None
                  for k, name in enumerate(self.rules)})
         return "".join(line + "\n" for line in lines)
+
+
+def evaluate_rows(program, texts: list[str], columns: dict, problems: dict, strict: bool = False,
+                  invalid=None) -> tuple[np.ndarray, np.ndarray]:
+    """Score rows whose completions are already texts. Returns ``(values, applies)``: per row the
+    reward, the level scores and the rule truths (float32, one column each, in that order) and
+    whether each rule applied. A wrong column value does not raise: it is added to ``problems``
+    (row -> ``[(column, message)]``) and that row scores as invalid; with ``strict``, so is a
+    missing or non-finite value (counted in ``invalid``, a ``columns.InvalidValues``)."""
+    import torch
+
+    from kdsl.runtime import columns as col
+    from kdsl.runtime import execute
+
+    if invalid is None:
+        invalid = col.InvalidValues(keep=None if strict else col.FIRST_ROWS)
+    column_problems: list[tuple[int, str, str]] = []
+    with torch.no_grad():
+        out = execute.run(program.module, texts, columns, problems=column_problems,
+                          evaluate=getattr(program, "_evaluate", None),
+                          similarity_model=getattr(program, "similarity_model", None),
+                          invalid=invalid)
+    for i, name, message in column_problems:
+        problems.setdefault(i, []).append((name, message))
+    if strict:
+        for i, found in invalid.by_row().items():
+            for name, reason in found:
+                problems.setdefault(i, []).append((name, f"{reason} (--strict)"))
+    levels, rules = program.level_names, program.rule_names
+    values = torch.stack([out["reward"]] + [out[f"level.{name}"] for name in levels]
+                         + [out[f"rule.{name}"] for name in rules], 1).to(torch.float32).numpy()
+    applies = (torch.stack([out[f"applies.{name}"] for name in rules], 1).numpy()
+               if rules else np.zeros((len(texts), 0), dtype=bool))
+    return values, applies
 
 
 def _count_missing(column: list, bad: np.ndarray) -> int:
