@@ -32,7 +32,6 @@ from pathlib import Path
 
 from kdsl.errors import KdslError, did_you_mean
 
-
 AGGREGATES = ("sum", "per_level", "per_rule")
 
 

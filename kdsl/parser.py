@@ -25,7 +25,7 @@ from lark.exceptions import (
 )
 
 from kdsl import ast
-from kdsl.errors import Diagnostic, KdslError, KdslSyntaxError, Span, source_line
+from kdsl.errors import Diagnostic, KdslError, KdslSyntaxError, Span, printable, source_line
 from kdsl.limits import MAX_BANDS, MAX_NESTING, MAX_NUMBER, MAX_VERSION
 from kdsl.resources import grammar_path
 
@@ -877,7 +877,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         elif char == "\n":
             message = f"unexpected end of line; expected {_expected(set(err.allowed or ()))}"
         else:
-            message = f"unexpected character `{char}`"
+            message = f"unexpected character `{printable(char)}`"
             if err.allowed:
                 message += f"; expected {_expected(set(err.allowed))}"
         span = Span(file, line, column, line, column + 1)
@@ -910,6 +910,12 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         else:
             found = f"`{token}`"
         prev = err.token_history[-1] if getattr(err, "token_history", None) else None
+        if (prev is not None and _POSTLEX.blocks and str(prev) in _BLOCK_KEYWORDS
+                and prev.column == 1 and prev.line > _POSTLEX.blocks[-1].line):
+            # `input {` left open and `level` read as the next input's name: the brace is the
+            # mistake, not the keyword.
+            return _unclosed_brace(_POSTLEX.blocks[-1], f"`{prev}` at {prev.line}:{prev.column} comes",
+                                   text, file)
         if prev is not None and prev.type == "NAME" and str(prev) in _KEYWORDS:
             token, line, column = prev, prev.line, prev.column
             message, code = f"unexpected `{prev}` (a keyword cannot be used here)", "KD006"

@@ -68,7 +68,7 @@ def test_bad_cells_are_named():
     assert messages == [
         "`Soild` is not one of Solid, GroundGlass (column `kind`) (did you mean `Solid`?)",
         "column `size` holds numbers; `big` is not a number",
-        "row 3 of table `t` has 1 cells, but the table has 2 columns (kind, size)",
+        "row 3 of table `t` has 1 cell, but the table has 2 columns (kind, size)",
     ]
 
 

@@ -145,7 +145,7 @@ def _bad_cells(table: ast.Table, domains: Sequence[Domain]) -> tuple[list[TableF
     for index, row in enumerate(table.rows):
         if len(row.cells) != len(domains):
             findings.append(TableFinding(
-                "bad_cell", f"row {index + 1} of table `{table.name}` has {len(row.cells)} cells, "
+                "bad_cell", f"row {index + 1} of table `{table.name}` has {len(row.cells)} cell{'' if len(row.cells) == 1 else 's'}, "
                 f"but the table has {len(domains)} columns ({', '.join(names)})", row.span, code="KD091"))
             bad_rows.add(index)
             continue
