@@ -24,7 +24,11 @@ PER = ("level", "rule", "reward")
 
 class ScoreCache:
     """The scores of the last batch seen, keyed by the identity of TRL's ``completions`` list
-    (TRL hands the same list object to every reward function of one batch)."""
+    (TRL hands the same list object to every reward function of one batch).
+
+    It pickles as the spec's text and file name (and the tokenizer), and compiles the spec again
+    when unpickled, so reward functions can be sent to another process (TRL's asynchronous GRPO
+    trainer scores in a spawned child). Reward functions pickled together keep sharing one cache."""
 
     def __init__(self, program, tokenizer=None, device=None):
         self.program = program
@@ -33,7 +37,20 @@ class ScoreCache:
         self.completions: Sequence | None = None
         self.scores = None
 
-    def get(self, completions: Sequence, columns: dict, log_metric: Callable | None = None):
+    def __getstate__(self) -> dict:
+        ir = self.program.ir
+        return {"text": ir.sources[ir.file], "file": ir.file, "tokenizer": self.tokenizer,
+                "device": None if self.device is None else str(self.device)}
+
+    def __setstate__(self, state: dict) -> None:
+        import kdsl
+
+        # Compiled from the text, not read from the file again: the child scores with the very
+        # spec the parent was given (imports resolve from the spec's folder, as they did there).
+        self.__init__(kdsl.loads(state["text"], state["file"]), state["tokenizer"], state["device"])
+
+    def get(self, completions: Sequence, columns: dict, log_metric: Callable | None = None,
+            log_extra: Callable | None = None):
         if completions is self.completions and self.scores is not None:
             return self.scores
         missing = [name for name in self.program.input_names if name not in columns]
@@ -48,7 +65,32 @@ class ScoreCache:
         if log_metric is not None:
             for name, value in metrics(self.scores).items():
                 log_metric(name, value)
+        if log_extra is not None:  # a column of TRL's completions table (log_completions)
+            log_extra("kdsl", verdicts(self.program, self.scores))
         return self.scores
+
+
+def verdicts(program, scores) -> list[str]:
+    """One line per completion saying what decided its reward: the gate that closed (and its
+    failed rules), or the rules that failed, or that every rule held."""
+    rules = program.ir.rules
+    if not rules:
+        return ["no rules"] * len(scores.reward)
+    failed = torch.stack([(scores.rules[r.name] < 1.0 - 1e-6) & scores.applies[r.name].bool()
+                          for r in rules], 1).tolist()  # one host transfer for the batch
+    gates = {lv.name for lv in program.ir.levels if lv.gate}
+    out = []
+    for row in failed:
+        names: list[str] = []
+        verdict = None
+        for level in program.ir.levels:
+            here = [r.name for r, bad in zip(rules, row) if bad and r.level == level.name]
+            if level.name in gates and here:
+                verdict = f"gate {level.name} closed: {', '.join(here)} failed"
+                break
+            names += here
+        out.append(verdict or (f"failed: {', '.join(names)}" if names else "every rule that applies holds"))
+    return out
 
 
 def metrics(scores) -> dict[str, float]:
@@ -96,23 +138,35 @@ def reward_functions(program, per: str = "level", tokenizer=None, device=None,
         raise ValueError(f"per must be one of {', '.join(PER)}, not {per!r}")
     cache = cache or ScoreCache(program, tokenizer, device)
 
-    def make(name: str, pick: Callable) -> Callable:
-        def reward(prompts=None, completions=None, completion_ids=None, **columns):
-            if completions is None:
-                raise KdslDataError("a kdsl reward function needs `completions`")
-            scores = cache.get(completions, columns, columns.get("log_metric"))
-            return pick(scores)
-
-        reward.__name__ = reward.__qualname__ = name
-        reward.__doc__ = f"{name} of spec {program.name} (kdsl)"
-        reward.kdsl_cache = cache
-        return reward
-
     if per == "reward":
-        return [make(program.name, lambda s: s.reward.tolist())]
-    if per == "level":
-        return [make(name, lambda s, name=name: s.levels[name].tolist()) for name in program.level_names]
-    return [make(name, lambda s, name=name: _gated_rule(s, program, name)) for name in program.rule_names]
+        return [RewardFunction(cache, "reward", program.name)]
+    names = program.level_names if per == "level" else program.rule_names
+    return [RewardFunction(cache, per, name) for name in names]
+
+
+class RewardFunction:
+    """One reward function of a spec, called as TRL calls reward functions, named after what it
+    returns (so TRL logs ``rewards/<name>/mean``) and picklable (see ``ScoreCache``)."""
+
+    def __init__(self, cache: ScoreCache, kind: str, name: str):
+        self.kdsl_cache = cache
+        self.kind = kind  # reward | level | rule
+        self.__name__ = self.__qualname__ = name
+        self.__doc__ = f"{name} of spec {cache.program.name} (kdsl)"
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **columns):
+        if completions is None:
+            raise KdslDataError("a kdsl reward function needs `completions`")
+        scores = self.kdsl_cache.get(completions, columns, columns.get("log_metric"),
+                                     columns.get("log_extra"))
+        if self.kind == "reward":
+            return scores.reward.tolist()
+        if self.kind == "level":
+            return scores.levels[self.__name__].tolist()
+        return _gated_rule(scores, self.kdsl_cache.program, self.__name__)
+
+    def __repr__(self) -> str:
+        return f"<kdsl reward function {self.__name__} of {self.kdsl_cache.program.name}>"
 
 
 def reward_weights(program, per: str = "level") -> list[float]:

@@ -308,13 +308,42 @@ def _save_converted_adapter(trainer, output_dir: Path, initial: Path) -> None:
         processing.save_pretrained(str(output_dir))
 
 
-def build_config(options: TrainOptions, defaults: dict, output_dir: Path):
+# GRPOConfig fields that shape the advantages, which kdsl computes itself from the spec's
+# `advantage` statement: the spec setting each one corresponds to, value by value.
+_ADVANTAGE_FIELDS = {
+    "scale_rewards": ("scale", {"group": "group", True: "group", "true": "group", "batch": "batch",
+                                "none": "none", False: "none", "false": "none"}),
+    "multi_objective_aggregation": ("aggregate", {"sum_then_normalize": "sum",
+                                                  "normalize_then_sum": "per_level"}),
+}
+
+
+def check_advantage_fields(settings: dict, advantage: dict, where: str) -> None:
+    """A GRPOConfig field that would change the advantages, set to something other than what the
+    spec's ``advantage`` statement says, is an error: the kdsl trainer would silently ignore it."""
+    for name, (setting, meaning) in _ADVANTAGE_FIELDS.items():
+        if name not in settings:
+            continue
+        value = settings[name]
+        key = value.lower() if isinstance(value, str) else value
+        wanted = meaning.get(key)
+        if wanted is not None and advantage.get(setting) == wanted:
+            continue  # says what the spec says
+        spec_form = (f"advantage {advantage['estimator']}({setting} = {wanted})" if wanted
+                     else f"an `advantage` statement with `{setting}`")
+        raise KdslError(f"{where}: `{name}: {value}` contradicts the spec, whose advantages are "
+                        f"`{setting} = {advantage.get(setting)}`; kdsl computes the advantages from "
+                        f"the spec, so write {spec_form} in the spec instead, or leave {name} out")
+
+
+def build_config(options: TrainOptions, defaults: dict, output_dir: Path, advantage: dict | None = None):
     from trl import GRPOConfig
 
-    settings = dict(defaults)
-    if options.config:
-        settings.update(_read_config(options.config))
-    settings.update(options.overrides)
+    chosen = _read_config(options.config) if options.config else {}
+    chosen.update(options.overrides)
+    if advantage is not None:  # what the user set, not kdsl's own defaults
+        check_advantage_fields(chosen, advantage, options.config or "config")
+    settings = {**defaults, **chosen}
     settings["output_dir"] = str(output_dir)
     settings.setdefault("report_to", "none")
     settings.setdefault("logging_steps", 1)
@@ -425,7 +454,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
     resume_from = None
     if options.resume:
         resume_from = _resume_point(output_dir, console)
-    config = build_config(options, defaults, output_dir)
+    config = build_config(options, defaults, output_dir, program.ir.advantage)
     output_dir.mkdir(parents=True, exist_ok=True)
     folder = write_run_folder(output_dir, program, spec_path, config, options, argv or options.argv)
 
