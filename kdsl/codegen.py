@@ -208,6 +208,8 @@ class Generator:
                 options["size"] = t.size
             if t.kind == "raster" and t.nodata is not None:
                 options["nodata"] = float(t.nodata)
+            if t.kind == "raster" and t.bands:  # to pick a GeoTIFF's bands by name
+                options["bands"] = tuple(t.bands)
             w.line(f"({_lit(name)}, {_lit(t.kind)}, {node.id}, {_lit(options)}),", spec.span, indent=1)
         w.line(")")
         w.line("RULES = (")

@@ -436,10 +436,15 @@ def pack_boxes(lists: list[list | None], slots: int, device, dtype) -> tuple[Ten
 
 
 def rasters(column, name: str, n: int, bands: int, nodata: float | None, device, dtype,
-            problems: list | None = None, invalid: InvalidValues | None = None):
+            problems: list | None = None, invalid: InvalidValues | None = None,
+            band_names: tuple[str, ...] | None = None):
     """(B, C, H, W) values, as given (NaN and nodata pixels included), and a (B,) mask of the rows
     that have a raster at all. Pixel masks are made per band where a band is used (ops.band).
-    Rows of different sizes are padded with NaN (invalid) to the largest height and width."""
+    Rows of different sizes are padded with NaN (invalid) to the largest height and width.
+    A value that is a GeoTIFF path (or ``{"path", "window", "bands"}``) or an ``xarray.DataArray``
+    is read by :mod:`kdsl.runtime.geotiff`, its bands chosen by ``band_names``."""
+    from kdsl.runtime import geotiff
+
     del nodata  # applied per band in ops.band
     if isinstance(column, Tensor) and column.dim() == 4 and tuple(column.shape[:2]) == (n, bands):
         x = column.to(device=device, dtype=dtype)
@@ -451,6 +456,19 @@ def rasters(column, name: str, n: int, bands: int, nodata: float | None, device,
         if value is None:
             _invalid(invalid, name, row, MISSING)
             arrays.append(None)
+            continue
+        if geotiff.is_raster_reference(value):
+            try:
+                array = geotiff.read(value, band_names, bands)
+            except KdslDataError as err:
+                if problems is None:
+                    raise KdslDataError(f"row {row}, column `{name}`: {err.message}") from None
+                problems.append((row, name, err.message))
+                arrays.append(None)
+                continue
+            if invalid is not None and np.isinf(array).any():
+                invalid.note(name, row, NOT_FINITE)
+            arrays.append(array)
             continue
         try:
             array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)

@@ -95,7 +95,7 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
             x, m = col.box_lists(column, name, n, device, dtype, problems, invalid)
         elif kind == "raster":
             x, m = col.rasters(column, name, n, options["size"], options.get("nodata"), device, dtype,
-                               problems, invalid)
+                               problems, invalid, options.get("bands"))
         else:  # pragma: no cover - the checker admits no other input kinds
             raise KdslDataError(f"input `{name}` has an unknown kind {kind}")
         env[f"x{node}"], env[f"m{node}"] = x, m
