@@ -88,6 +88,11 @@ output name whose format is unknown).""")
                        help="rows read and scored at a time (default 4096)")
     score.add_argument("--workers", type=int, default=0, metavar="N",
                        help="processes that score (default: one per core for large files)")
+    score.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this machine's processes (default); ray: Ray actors through "
+                            "Ray Data (pip install 'kdsl[ray]'), --workers of them")
+    score.add_argument("--address", metavar="ADDR", help="with --engine ray: the Ray cluster to "
+                       "join (`auto` for the one this machine is in; default: start a local one)")
     score.add_argument("--max-bad-rows", type=int, default=0, metavar="N",
                        help="exit 0 as long as at most N rows are bad (default 0)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
@@ -479,7 +484,8 @@ def cmd_score(args, console: Console) -> int:
                 program, data, out=args.out, stream=console.out,
                 output="jsonl" if args.json else "text", batch_size=args.batch_size,
                 workers=args.workers, report=console.error,
-                progress=console.err if show_bar else None, spec=spec, strict=args.strict)
+                progress=console.err if show_bar else None, spec=spec, strict=args.strict,
+                engine=args.engine, address=args.address)
             if args.json and not rows_on_stdout:
                 console.print(json.dumps(summary.as_dict()))
             elif args.json:  # stdout carries the rows as JSON lines only

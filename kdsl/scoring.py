@@ -87,6 +87,7 @@ class Job:
     input_format: str  # jsonl | parquet
     output_format: str  # jsonl | csv | parquet | text (human-readable lines)
     strict: bool = False  # a row with an invalid value (missing, not finite) is a bad row
+    read_path: str | None = None  # where a worker opens the data file, if not at `source`
 
 
 @dataclass
@@ -280,7 +281,7 @@ class ChunkScorer:
         data = chunk.data
         if data is None:  # a worker reads its own chunk: only offsets travel between processes
             if self._file is None:
-                self._file = open(self.job.source, "rb")  # read for the worker's whole life
+                self._file = open(self.job.read_path or self.job.source, "rb")  # for the worker's life
             self._file.seek(chunk.offset)
             data = self._file.read(chunk.length)
         try:
@@ -724,7 +725,8 @@ class _Progress:
 def score_file(program, data: str | Path, *, out: str | Path | None = None,
                stream=None, output: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                workers: int = 0, report: Callable[[str], None] | None = None,
-               progress=None, spec: str | Path | None = None, strict: bool = False) -> Summary:
+               progress=None, spec: str | Path | None = None, strict: bool = False,
+               engine: str = "local", address: str | None = None) -> Summary:
     """Score every row of ``data`` (jsonl or parquet) with ``program``, writing per-row results to
     ``out`` (format from its suffix) or, without ``out``, to ``stream`` as ``output`` ("jsonl" or
     "text"). Bad rows are passed to ``report`` (the first ``SHOWN_PROBLEMS``), counted and written
@@ -732,8 +734,12 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     ``progress``: a terminal stream for a progress bar, or None. ``spec``: the spec's path, which
     worker processes that cannot inherit ``program`` compile again. Missing and non-finite column
     values are counted per column in the summary; ``strict`` makes each row holding one a bad
-    row."""
+    row. ``engine="ray"`` scores the chunks on Ray actors through Ray Data (``address``: the
+    cluster to join, ``"auto"`` for the one this machine belongs to; default: a local one) and
+    writes the same output."""
     global _parent_program
+    if engine not in ("local", "ray"):
+        raise KdslError(f"--engine takes local or ray, not {engine}")
     data = Path(data)
     input_format = data_format(data)
     out_format = output_format(out) if out is not None else (output or "jsonl")
@@ -760,7 +766,8 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     if workers <= 0:
         workers = available_cores() if large else 1
     if input_format == "jsonl":
-        chunks = _jsonl_chunks(data, batch_size, keep_data=workers == 1)
+        # Ray actors read their own chunks of the file, like worker processes do.
+        chunks = _jsonl_chunks(data, batch_size, keep_data=workers == 1 and engine == "local")
 
     target = Path(out) if out is not None else None
     partial = target.with_name(f".{target.name}.partial") if target is not None else None
@@ -801,7 +808,11 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
         else:
             sink = _TextSink(open(partial, "w", encoding="utf-8", newline=""),
                              scorer.csv_header() if out_format == "csv" else "", owned=True)
-        if workers == 1:
+        if engine == "ray":
+            from kdsl.ray_engine import score_on_ray
+
+            score_on_ray(program, job, chunks, workers, finish, start_bar, address)
+        elif workers == 1:
             start_bar()
             for chunk in chunks:
                 finish(scorer.score(chunk))
