@@ -52,6 +52,8 @@ class Scope:
     imports: dict[str, Scope] = field(default_factory=dict)
     # Aliases whose import failed (already reported): names through them are not errors again.
     unavailable: set[str] = field(default_factory=set)
+    # Tables declared with errors (already reported): calls to them are not errors again.
+    failed: set[str] = field(default_factory=set)
 
     def through_failed_import(self, name: str) -> bool:
         """Whether ``name`` (``alias`` or ``alias.rest``) goes through an import that failed."""
@@ -137,6 +139,15 @@ class Checker:
                 self.sink.error("KD032", f"def `{d.name}` is already defined at line "
                                 f"{self.scope.defs[d.name].span.line}", d.span)
             self.scope.defs[d.name] = d
+            # Units are checked where the def is written, whether or not anything calls it.
+            named = [(p.unit, f"`{p.name}` of `{d.name}`", p.span) for p in d.params if p.unit]
+            if d.unit:
+                named.append((d.unit, f"the result of `{d.name}`", d.span))
+            for unit, what, span in named:
+                if units.unit_named(unit) is None:
+                    self.sink.error("KD034", f"unknown unit `{unit}` for {what}"
+                                    f"{did_you_mean(unit, units.UNITS)}", span)
+                    self.scope.failed.add(d.name)
         for table in spec.tables:
             self.declare_table(table, self.scope)
         self.program.enums = dict(self.scope.enums)
@@ -215,10 +226,12 @@ class Checker:
         for p in table.params:
             type_ = self._type_by_name(p.type_name, scope, p.span, allow=("float", "int", "bool"))
             if type_ is None:
+                scope.failed.add(table.name)
                 return
             params.append((p.name, type_))
         result = self._type_by_name(table.result_type, scope, table.span, allow=("float", "int"))
         if result is None:
+            scope.failed.add(table.name)
             return
         if table.name in scope.tables:
             self.sink.error("KD032", f"table `{table.name}` is already defined", table.span)
@@ -241,6 +254,8 @@ class Checker:
         self._check_table_cells(table, params)
         if ok:
             scope.tables[table.name] = ir_table
+        else:
+            scope.failed.add(table.name)
 
     def _check_table_cells(self, table: ast.Table, params: list[tuple[str, Type]]) -> None:
         from kdsl.analysis import tables as table_analysis
@@ -426,6 +441,8 @@ class Checker:
 
     def check_examples(self) -> None:
         rules = {r.name for r in self.program.rules}
+        # Rules written in the spec whose body has an error (already reported) are not unknown.
+        written = {r.name for lv in self.spec.levels for r in lv.rules}
         levels = {lv.name for lv in self.program.levels}
         lets = set(self.program.lets)
         titles: set[str] = set()
@@ -459,6 +476,8 @@ class Checker:
                     name = rest[0]
                 else:
                     pool, name = rules | levels | lets, head
+                if name not in pool and name in written - rules:
+                    continue
                 if name not in pool:
                     self.sink.error("KD058", f"example expects `{'.'.join(e.target)}`, which is not a rule, "
                                     f"level or let{did_you_mean(name, pool)}", e.span)
@@ -620,9 +639,8 @@ class Checker:
         """The value of a def that declares its result's unit, in that unit (a node of its own,
         so the same formula used elsewhere keeps its own unit)."""
         unit = units.unit_named(name)
-        if unit is None:
-            raise self.error("KD034", f"unknown unit `{name}` for the result of `{qualified}`"
-                             f"{did_you_mean(name, units.UNITS)}", span)
+        if unit is None:  # pragma: no cover - reported where the def is declared, never called
+            raise self.error("KD034", f"unknown unit `{name}` for the result of `{qualified}`", span)  # pragma: no cover
         self._require_numeric(node, span, f"the unit of `{qualified}`")
         one = self.node("const", (), T.FLOAT, span, value=1.0)
         out = self.node("mul", (node, one), node.type if node.type.kind != "int" else T.FLOAT, span,
@@ -1109,6 +1127,8 @@ class Checker:
         return self.call_named(func.id, e, ctx, ctx.scope, "")
 
     def call_named(self, name: str, e: ast.Call, ctx: _Ctx, scope: Scope, prefix: str) -> Node:
+        if name in scope.failed:  # declared with errors, reported there
+            raise _Failed()
         if name in scope.defs:
             return self.expand_def(scope.defs[name], e, ctx, scope, prefix + name)
         if name in scope.tables:
@@ -1146,9 +1166,8 @@ class Checker:
                 bound[p.name] = self.node("const", (), T.FLOAT, p.span, value=float(p.default))
             elif p.unit is not None:
                 unit = units.unit_named(p.unit)
-                if unit is None:
-                    raise self.error("KD034", f"unknown unit `{p.unit}` for `{p.name}` of `{qualified}`"
-                                     f"{did_you_mean(p.unit, units.UNITS)}", p.span)
+                if unit is None:  # pragma: no cover - reported where the def is declared, never called
+                    raise self.error("KD034", f"unknown unit `{p.unit}` for `{p.name}` of `{qualified}`", p.span)  # pragma: no cover
                 bound[p.name] = self.in_unit(bound[p.name], unit, e.span,
                                              f"`{p.name}` of `{qualified}`")
         key = (id(d), tuple((name, node.id) for name, node in sorted(bound.items())), ctx.soft)

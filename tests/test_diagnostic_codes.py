@@ -382,3 +382,25 @@ def test_every_place_that_emits_a_code_has_a_case():
     short = {code: (places, cases_per_code[code]) for code, places in emitted_codes().items()
              if cases_per_code[code] < places and code not in FILE_CODES}
     assert short == {}, "code: (places that emit it, distinct cases)"
+
+
+def test_an_error_is_reported_once_not_again_where_the_broken_thing_is_used():
+    from kdsl.compiler import check_source
+
+    spec = ('spec s version 1\nenum R { Low, High }\ninput {\n  v: float\n}\n'
+            'table t(v: float) -> R {\n  < 1 -> Lo\n  >= 1 -> High\n}\n'
+            'def per_litre(x: mmol) = x\n'
+            'level l {\n  rule r: t(v) == High\n  rule q: v > nothere\n  rule u: per_litre(v) > 1\n}\n'
+            'example "e" {\n  v: 1\n  expect q\n}\n')
+    codes = [d.code for d in check_source(spec, "spec.kd").diagnostics]
+    # the bad table row, the unknown unit of the def, the unknown name: and nothing at the
+    # table's call, the def's call or the example that names the broken rule
+    assert sorted(codes) == ["KD034", "KD065", "KD066"]
+
+
+def test_a_def_with_an_unknown_unit_is_an_error_even_when_nothing_calls_it():
+    from kdsl.compiler import check_source
+
+    result = check_source("spec s version 1\ndef f(a): mmol_per_l = a\n", "spec.kd")
+    assert [d.render().splitlines()[0] for d in result.errors] == [
+        "spec.kd:2:1: error: unknown unit `mmol_per_l` for the result of `f` [KD034]"]
