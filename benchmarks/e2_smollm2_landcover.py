@@ -7,11 +7,14 @@ seven reflectances as numbers and asks for a short explanation that finishes wit
 CLASS."; ``benchmarks/e2_landcover_chat.kd`` is the spec (the embedded example's levels, with the
 answer read from that phrase instead of <answer> tags, which this model never writes).
 
-    python benchmarks/e2_smollm2_landcover.py [--steps 12] [--seeds 2] [--eval-every 6]
-        [--output-dir /tmp/kdsl-e2] [--model PATH.gguf]
+    python benchmarks/e2_smollm2_landcover.py [--steps 12] [--seeds 2] [--first-seed 0]
+        [--eval-every 6] [--variant full --variant "without knowledge" ...]
+        [--output-dir /tmp/kdsl-e2] [--model PATH.gguf] [--results NAME]
 
 Writes the ablation folder (resumable: run the same command again) and, when every run finished,
-``benchmarks/results/e2_smollm2_ablation.json`` with the figures, the budget and the wall time.
+``benchmarks/results/NAME.json`` (default ``e2_smollm2_ablation``) with the figures, the budget
+and the wall time. ``--variant "prompt knowledge"`` is the knowledge written into the prompt
+(``kdsl describe --guidance``) instead of rewarded.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--variant", action="append", default=[],
+                        help='default: full and "without knowledge"')
+    parser.add_argument("--results", default="e2_smollm2_ablation", metavar="NAME")
     parser.add_argument("--eval-every", type=int, default=6)
     parser.add_argument("--heldout-fraction", type=float, default=0.25)
     parser.add_argument("--output-dir", default="/tmp/kdsl-e2")
@@ -97,7 +104,8 @@ def main() -> None:
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     command = [sys.executable, "-m", "kdsl.cli", "ablate", str(SPEC), "--model", str(model), "--lora",
                "--dataset", str(train_path), "--eval-dataset", str(held_path),
-               "--variant", "full", "--variant", "without knowledge", "--seeds", str(args.seeds),
+               *[a for v in (args.variant or ["full", "without knowledge"]) for a in ("--variant", v)],
+               "--seeds", str(args.seeds), "--first-seed", str(args.first_seed),
                "--max-steps", str(args.steps), "--eval-every", str(args.eval_every),
                "--config", str(config_path), "--output-dir", str(out / "ablation")]
     print(" ".join(command), flush=True)
@@ -113,7 +121,7 @@ def main() -> None:
                         "machine": machine()}
     print(json.dumps({name: v["final_metric"] for name, v in result["variants"].items()}, indent=2))
     if finished and not args.no_results:
-        path = HERE / "results" / "e2_smollm2_ablation.json"
+        path = HERE / "results" / f"{args.results}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
 
