@@ -190,7 +190,8 @@ class Ranges:
         if op == "mod":
             b = args[1]
             bound = max(abs(b.lo), abs(b.hi))
-            return Interval(-bound, bound) if bound < INF else EVERYTHING
+            # `x % 0` has no value (it is invalid, and reported as a division by zero): no claim
+            return Interval(-bound, bound) if 0 < bound < INF else EVERYTHING
         return EVERYTHING  # pow and anything else: no claim
 
 
