@@ -154,6 +154,8 @@ def _expected(names: set[str]) -> str:
     words = set()
     patterns = _terminal_patterns()
     operators = {n for n in names if n in _OPERATORS or patterns.get(n) in _OPERATOR_TEXTS}
+    if "NAME" in names or "NUMBER" in names:  # a value can start here: `(`, `-` and `not` begin one
+        operators -= {"LPAR", "MINUS", "NOT"}
     if len(names) > 6 and len(operators) > 2:
         names = names - operators
         words.add("an operator")

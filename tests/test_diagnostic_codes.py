@@ -171,7 +171,7 @@ CASES: list[tuple[str, str | dict[str, str], str]] = [
     ('KD001', 'spec s version 1\nlet y = (1 +\n', 'spec.kd:2:13: error: unexpected end of file; expected a name, a number, a string, `(`, `-`, `false`, `first`, `last`, `only`, `regex`, ... [KD001]'),
     ('KD001', 'spec s version 1\ninput {\n  x: float\n}\nlevel l {\n  rule r: x > > 0\n}\n', 'spec.kd:6:15: error: unexpected `>`; expected a name, a number, a string, `(`, `-`, `false`, `first`, `last`, `only`, `regex`, ... [KD001]'),
     ('KD001', 'spec s version 1\ninput {\n  x: float\n}\nlevel l {\n  rule r: x > 0 soft\n}\n', 'spec.kd:6:21: error: unexpected end of line; expected a number, `-` [KD001]'),
-    ('KD001', 'spec s version 1\ninput {\n  x: float @\n}\n', 'spec.kd:3:12: error: unexpected character `@`; expected a name, a new line, an operator, `)`, `,`, `->`, `:`, `]`, `{`, `}` [KD001]'),
+    ('KD001', 'spec s version 1\ninput {\n  x: float @\n}\n', 'spec.kd:3:12: error: unexpected character `@`; expected a name, a new line, an operator, `(`, `)`, `,`, `->`, `-`, `:`, `]`, ... [KD001]'),
     ('KD001', 'spec s version 1\nlet y = 2 ^ 3\n', 'spec.kd:2:11: error: unexpected character `^`; expected a new line, an operator, `)`, `,`, `->`, `:`, `]`, `else`, `invalid`, `on`, ... [KD001]'),
     ('KD002', 'spec s version 1\ninput {\n  ndvi: float\n}\nlevel format {\n  rule green: ndvi > 0.4\nlevel accuracy {\n  rule dense: ndvi > 0.6\n}\n', 'spec.kd:5:14: error: this `{` is not closed (`level` at 7:1 comes before its `}`) [KD002]'),
     ('KD002', 'spec s version 1\ninput {\n  x: float\n}\nlevel l {\n  rule r: (x > 0\n}\n', 'spec.kd:7:1: error: unexpected `}`: the `(` at 6:11 is not closed (expected `)` before it) [KD002]'),
