@@ -13,7 +13,7 @@ import torch
 import kdsl
 from kdsl.cli import main
 from kdsl.errors import KdslDataError, KdslError
-from kdsl.reference import Reference
+from tests.reference import Reference
 
 COUNTING = textwrap.dedent(r"""
     spec counting version 1

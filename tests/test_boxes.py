@@ -11,8 +11,8 @@ import torch
 
 import kdsl
 from kdsl.errors import KdslDataError, KdslError
-from kdsl.reference import Reference, greedy_matches
 from kdsl.runtime import text as tx
+from tests.reference import Reference, greedy_matches
 
 DETECTION = textwrap.dedent("""\
     spec detection version 1

@@ -12,7 +12,7 @@ import torch
 
 import kdsl
 from kdsl.errors import KdslError
-from kdsl.reference import Reference
+from tests.reference import Reference
 
 SPEC = textwrap.dedent("""\
     spec per_pixel version 1

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kdsl
 from kdsl.compiler import check_source
-from kdsl.reference import Reference
+from tests.reference import Reference
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _PROGRAMS: dict[str, tuple] = {}
@@ -138,6 +138,63 @@ FRAGMENTS = st.sampled_from([
 def test_text_rules(logic, rows):
     agree(TEXT_SPEC.format(logic=logic), [r[0] for r in rows],
           {"label": [r[1] for r in rows], "gold": [r[2] for r in rows], "ok": [r[3] for r in rows]})
+
+
+
+# Every text operation, on fragments chosen where implementations tend to differ: Unicode letters
+# next to a term or a choice letter, thousands separators, percents, exponents, signs, boxes in
+# three spellings, punctuation and articles for normalize, repeated words.
+TEXT_OPERATIONS_SPEC = """
+spec ops version 1
+input {
+  gold: str
+}
+output {
+  reply: tag "answer"
+  reason: tag "think"
+  code: regex "id-(?P<n>[0-9]+)"
+}
+level l {
+  rule number: number(reply) > 10 invalid skip
+  rule integer: reply as int >= 0 invalid skip
+  rule text: reply as str == "B" invalid skip
+  rule yes: reply as bool invalid skip
+  rule picked: choice(reply, "ABCD") == "B" invalid skip
+  rule terms: mentions(reason, "ndvi" | "open water") invalid skip
+  rule term_count: mention_count(completion, "water" | "ndvi") >= 2
+  rule pattern: matches(reason, "^[a-z]") invalid skip
+  rule pattern_count: match_count(completion, "[0-9]+") >= 3
+  rule literal: occurrences(completion, "ab") >= 2
+  rule repeated: repetition(reason, 2) < 0.3 invalid skip
+  rule words: length(reason, words) >= 3 invalid skip
+  rule chars: length(reply, chars) <= 6 invalid skip
+  rule boxes: box_count(completion as boxes) >= 1
+  rule first_box: iou(reply as box, completion as box) > 0.5 invalid skip
+  rule normalized: normalize(reply) == normalize(gold) invalid skip
+  rule code: code.n as int > 5 invalid skip
+}
+"""
+OPERATION_FRAGMENTS = st.sampled_from([
+    "<answer>", "</answer>", "<think>", "</think>", "B", "(B)", "éB", "B2", " A ", "**C**", "yes",
+    "No.", "1,234.5", "45%", "-3e2", "+.5", "7", "1,23", "NDVI", "ÉNDVI", "ndvi_x", "open water",
+    "Open  water", "water", "waterfall", "ab", "aab", "[1, 2, 11, 12]", "(0,0),(5,5)", "(1, 2, 3, 4)",
+    "[3, 3, 1, 1]", "The B!", "an answer", "id-7", "id-x", "the the the", " ", "x", "\n", "é",
+])
+
+
+PIECES = st.lists(OPERATION_FRAGMENTS, max_size=5).map("".join)
+# Mostly well-formed replies, so the operations see their tags' contents; the fragments still
+# hold stray tags that make them malformed now and then.
+OPERATION_COMPLETIONS = st.builds("<think>{}</think>{}<answer>{}</answer>{}".format,
+                                  PIECES, PIECES, PIECES, PIECES)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(OPERATION_COMPLETIONS,
+                          st.sampled_from(["B", "the b", "An answer!", "1,234.5", None])),
+                min_size=1, max_size=8))
+def test_text_operations(rows):
+    agree(TEXT_OPERATIONS_SPEC, [r[0] for r in rows], {"gold": [r[1] for r in rows]})
 
 
 RASTER_SPEC = """

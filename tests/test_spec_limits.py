@@ -106,7 +106,7 @@ def test_deep_nesting_is_a_located_error(form, depth):
 @pytest.mark.parametrize("form", ["not", "neg", "pow", "sum"])
 def test_nesting_within_the_limit_runs_every_stage(form):
     from kdsl.explain import explain
-    from kdsl.reference import Reference
+    from tests.reference import Reference
 
     text = nested(form, 150)
     program = kdsl.loads(text)

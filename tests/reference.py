@@ -2,8 +2,12 @@
 
 It walks the AST directly (no IR, no torch): numbers are floats, an invalid value is ``None``,
 per-pixel values are lists. It is written to be read, not to be fast; the property tests check
-that compiled, batched programs agree with it. Text extraction reuses ``kdsl.runtime.text`` on a
-batch of one (those functions have tests of their own); everything after extraction is here.
+that compiled, batched programs agree with it. Text semantics are in
+``tests/reference_text.py``, written apart from ``kdsl.runtime.text``, and so is table-row matching
+(apart from ``kdsl.analysis.tables``): a bug in either shows as a disagreement. It shares the
+parser with the compiler (it reads the same AST) and, for ``math_verify()`` and ``similarity()``,
+the adapters to the math-verify package and the sentence model, which ``test_r1_rewards.py``
+checks against open-r1's own definitions.
 """
 
 from __future__ import annotations
@@ -12,9 +16,8 @@ import math
 from dataclasses import dataclass, field
 
 from kdsl import ast
-from kdsl.analysis.tables import row_matches
 from kdsl.parser import parse
-from kdsl.runtime import text as tx
+from tests import reference_text as tx
 
 GATE_TOLERANCE = 1e-6
 
@@ -200,13 +203,10 @@ class Reference:
             return Field(item) if t is not None and t.kind == "raster" else item
         if isinstance(e, ast.TagExtractor):
             within = self.text(e.within, local) if e.within is not None else (0, len(self.completion))
-            return Text(tx.tag([self.completion], [within], e.tag, e.position)[0])
+            return Text(tx.tag(self.completion, within, e.tag, e.position))
         if isinstance(e, ast.RegexExtractor):
             within = self.text(e.within, local) if e.within is not None else (0, len(self.completion))
-            pattern = tx.compile_regex(e.pattern)
-            groups = list(pattern.groupindex)
-            found = tx.regex_groups([self.completion], [within], e.pattern, groups + [0])
-            return Match({g: found[g][0] for g in groups + [0]})
+            return Match(tx.regex_groups(self.completion, within, e.pattern))
         if isinstance(e, ast.Convert):
             return self.convert(self.evaluate(e.obj, local, soft), e.type_name)
         if isinstance(e, ast.Unary):
@@ -271,7 +271,7 @@ class Reference:
     def table_row(self, table: ast.Table, values: list) -> int | None:
         """The index of the first row of ``table`` that matches ``values``, or None."""
         for index, row in enumerate(table.rows):
-            if row_matches(row, values):
+            if tx.row_accepts(row, values):
                 return index
         return None
 
@@ -286,19 +286,18 @@ class Reference:
 
     def convert(self, value, type_name: str):
         span = self.spans(value)
-        batch = ([self.completion], [span])
         if type_name in ("float", "int"):
-            (number,), (ok,) = tx.to_number(*batch)
-            if not ok or (type_name == "int" and not float(number).is_integer()):
+            number = tx.number(self.completion, span)
+            if number is None or (type_name == "int" and not float(number).is_integer()):
                 return None
             return number
         if type_name == "str":
-            return tx.to_str(*batch)[0]
+            return tx.text_value(self.completion, span)
         if type_name == "boxes":
-            return tx.to_boxes(*batch)[0]
+            return tx.boxes(self.completion, span)
         if type_name == "box":
-            (box,), (ok,) = tx.to_box(*batch)
-            return list(box) if ok else [None] * 4
+            box = tx.box(self.completion, span)
+            return box if box is not None else [None] * 4
         if type_name == "bool":
             if span is None:
                 return None
@@ -459,8 +458,7 @@ class Reference:
             while isinstance(tag, ast.Name):
                 tag = self.definitions[tag.id]
             within = self.text(tag.within, local) if tag.within is not None else (0, len(self.completion))
-            (count,), (ok,) = tx.tag_count([self.completion], [within], tag.tag)
-            return count if ok else None
+            return tx.tag_count(self.completion, within, tag.tag)
         if name in ("batch_min", "batch_max", "batch_mean"):
             valid = [v for v in self.across_batch(args[0], local) if v is not None]
             if not valid:
@@ -487,27 +485,25 @@ class Reference:
         if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches",
                     "match_count", "occurrences"):
             span = self.spans(self.evaluate(args[0], local, soft))
-            batch = ([self.completion], [span])
             if span is None:
                 return None
             if name == "length":
                 unit = args[1].id if len(args) > 1 else "chars"
-                return tx.length(*batch, unit)[0][0]
+                return tx.length(self.completion, span, unit)
             if name in ("mentions", "mention_count"):
                 terms = args[1].values if isinstance(args[1], ast.Strings) else (args[1].value,)
-                return tx.mentions(*batch, list(terms), name == "mention_count")[0][0]
+                return tx.mentions(self.completion, span, terms, name == "mention_count")
             if name == "repetition":
-                return tx.repetition(*batch, int(self.literal(args[1], local)) if len(args) > 1 else 3)[0][0]
+                return tx.repetition(self.completion, span, int(self.literal(args[1], local)) if len(args) > 1 else 3)
             if name == "choice":
-                (index,), (ok,), _ = tx.choice(*batch, args[1].value)
-                return args[1].value[index] if ok else None
+                return tx.choice(self.completion, span, args[1].value)
             if name == "number":
                 return self.convert(Text(span), "float")
             if name == "match_count":
-                return tx.regex_count(*batch, args[1].value)[0][0]
+                return tx.match_count(self.completion, span, args[1].value)
             if name == "occurrences":
-                return tx.occurrences(*batch, args[1].value)[0][0]
-            return tx.regex_matches(*batch, args[1].value)[0][0]
+                return tx.occurrences(self.completion, span, args[1].value)
+            return tx.matches(self.completion, span, args[1].value)
         values = [self.evaluate(a, local, soft) for a in args]
         if name in ("abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin"):
             def unary(v):
@@ -539,7 +535,7 @@ class Reference:
         if name == "default":
             return self.lift2(values[0], values[1], lambda a, b: b if a is None else a)
         if name in ("box_count", "matched_boxes"):
-            lists = [tx.to_boxes([self.completion], [v.span])[0] if isinstance(v, Text) else v
+            lists = [tx.boxes(self.completion, v.span) if isinstance(v, Text) else v
                      for v in values[:2]]
             if any(b is None for b in lists):
                 return None
