@@ -20,6 +20,11 @@ In a task::
         async def knowledge(self, task, trace) -> float:
             return await landcover(task, trace)
 
+Or a task whose rewards are the spec's levels, weighted as the spec weighs them (the rollout's
+reward is the spec's reward, and the trace shows each level)::
+
+    LandcoverTask = spec_task("specs/landsat_landcover.kd", LandcoverData, inputs={"label": "answer"})
+
 Or plugged through a task config, without code::
 
     rewards = {"kdsl": RewardFunctionConfig(fn="kdsl.verifiers:reward")}
@@ -37,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ from typing import Any
 from kdsl.errors import KdslDataError, KdslError
 
 LEVEL_METRIC = "kdsl.level.{}"
+_SHARED_RESULTS = 4096  # rollouts whose scores are kept for their other rewards
 
 
 def _task_name(task: Any) -> str:
@@ -93,6 +100,7 @@ class SpecReward:
                             f"{self.program.name} does not read (its inputs: "
                             f"{', '.join(self.program.input_names)})")
         self._pending: list[tuple[str, dict, Any, asyncio.Future]] = []
+        self._by_trace: dict[int, tuple[Any, str, asyncio.Future]] = {}
 
     def input_values(self, task: Any) -> dict[str, Any]:
         """The spec's inputs for one task, or a KdslDataError naming the task and the field."""
@@ -117,13 +125,52 @@ class SpecReward:
                 for i, reward in enumerate(scores.reward.tolist())]
 
     async def __call__(self, task: Any, trace: Any) -> float:
+        reward, _ = await self.scores(task, trace)
+        return reward
+
+    def level(self, name: str):
+        """An async ``(task, trace) -> float``: one level's score (0..1, after the spec's gates)."""
+        if name not in self.level_weights:
+            raise KdslError(f"{self.program.name} has no level `{name}` (its levels: "
+                            f"{', '.join(self.level_weights)})")
+
+        async def level_score(task, trace) -> float:
+            _, levels = await self.scores(task, trace)
+            return levels[name]
+
+        level_score.__name__ = f"kdsl_{name}"
+        return level_score
+
+    @property
+    def level_weights(self) -> dict[str, float]:
+        """Each level's weight: the spec's reward is the weighted sum of its level scores."""
+        names = [level.name for level in self.program.ir.levels]
+        return dict(zip(names, self.program.reward_weights("level")))
+
+    def scores(self, task: Any, trace: Any) -> asyncio.Future:
+        """(reward, {level: score}) for one rollout. Every reward of the same trace awaits the same
+        result, and the rollouts asked for in one turn of the event loop share one program call."""
+        reply = trace.last_reply
+        shared = self._by_trace.get(id(trace))
+        if shared is not None and shared[0] is trace and shared[1] == reply:
+            return shared[2]
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         # Read the inputs now, so a bad row fails its own rollout and not its batch-mates.
-        self._pending.append((trace.last_reply, self.input_values(task), trace, done))
+        try:
+            row = self.input_values(task)
+        except KdslDataError as err:
+            done.set_exception(err)
+            return done
+        # The trace is held with its result (so its id cannot be reused while the entry lives);
+        # the oldest entries go once there are more than a few batches of them.
+        self._by_trace[id(trace)] = (trace, reply, done)
+        while len(self._by_trace) > _SHARED_RESULTS:
+            self._by_trace.pop(next(iter(self._by_trace)))
+        self._pending.append((reply, row, trace, done))
         if len(self._pending) == 1:
             loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
-        return await done
+        return done
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -138,7 +185,30 @@ class SpecReward:
         for (_, _, trace, done), (reward, levels) in zip(batch, results):
             trace.record_metrics({LEVEL_METRIC.format(name): value for name, value in levels.items()})
             if not done.done():
-                done.set_result(reward)
+                done.set_result((reward, levels))
+
+
+def spec_task(spec, data_type=None, inputs: Mapping[str, str] | None = None, name: str | None = None):
+    """A ``verifiers.v1.Task`` class whose rewards are the spec's levels, each weighted as the spec
+    weighs it (``kdsl_NAME``, so the rollout's reward is the spec's reward and the trace shows each
+    level). ``data_type`` is the task's ``TaskData`` class; subclass the result to add the rest of
+    the task (``setup``, tools, metrics)."""
+    import verifiers.v1 as vf
+
+    spec_reward = spec if isinstance(spec, SpecReward) else SpecReward(spec, inputs)
+    data_type = data_type or vf.TaskData
+    methods = {}
+    for level, weight in spec_reward.level_weights.items():
+        score = spec_reward.level(level)
+
+        async def method(self, task, trace, _score=score) -> float:
+            return await _score(task, trace)
+
+        method.__name__ = score.__name__
+        methods[score.__name__] = vf.reward(method, weight=weight)
+    methods["spec_reward"] = spec_reward
+    class_name = name or "".join(part.title() for part in spec_reward.program.name.split("_")) + "Task"
+    return types.new_class(class_name, (vf.Task[data_type],), exec_body=lambda ns: ns.update(methods))
 
 
 _FROM_ENVIRONMENT: dict[tuple, SpecReward] = {}

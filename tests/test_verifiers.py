@@ -211,3 +211,48 @@ def test_the_module_does_not_import_verifiers_or_torch_until_scoring():
     import subprocess
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_spec_task_rewards_are_the_levels_weighted_as_the_spec_weighs_them():
+    spec_reward = CountingReward(SPEC)
+    LandcoverTask = kdsl.verifiers.spec_task(spec_reward, LandcoverData)
+    tasks = [LandcoverTask(LandcoverData(idx=i, prompt="p", label=r["label"], sr=r["sr"]))
+             for i, r in enumerate(ROWS)]
+    traces = [trace_for(t.data, r["completion"]) for t, r in zip(tasks, ROWS)]
+
+    async def score_all():
+        await asyncio.gather(*(t.score(tr) for t, tr in zip(tasks, traces)))
+
+    asyncio.run(score_all())
+    rewards, levels = expected_scores([r["completion"] for r in ROWS], [r["label"] for r in ROWS],
+                                      [r["sr"] for r in ROWS])
+    assert LandcoverTask.__name__ == "LandsatLandcoverTask"
+    assert spec_reward.calls == 1  # three levels of every rollout, one program call
+    weights = {"format": 1.0, "accuracy": 2.0, "knowledge": 0.5}  # the example's level weights
+    for i, trace in enumerate(traces):
+        assert set(trace.rewards) == {f"kdsl_{name}" for name in weights}
+        for name, weight in weights.items():
+            assert trace.rewards[f"kdsl_{name}"].score == pytest.approx(levels[name][i])
+            assert trace.rewards[f"kdsl_{name}"].weight == weight
+        assert trace.reward == pytest.approx(rewards[i])  # verifiers' weighted sum is the spec's reward
+    with pytest.raises(KdslError, match="has no level `style`"):
+        spec_reward.level("style")
+
+
+def test_a_trace_scored_again_after_its_reply_changed_is_scored_again():
+    spec_reward = CountingReward(SPEC)
+    data = LandcoverData(idx=0, prompt="p", label=ROWS[0]["label"], sr=ROWS[0]["sr"])
+    trace = trace_for(data, ROWS[0]["completion"])
+
+    async def twice():
+        first = await spec_reward(data, trace)
+        again = await spec_reward(data, trace)  # the same reply: the shared result
+        trace.nodes[-1].message.content = ROWS[1]["completion"]
+        changed = await spec_reward(data, trace)
+        return first, again, changed
+
+    first, again, changed = asyncio.run(twice())
+    rewards, _ = expected_scores([ROWS[0]["completion"], ROWS[1]["completion"]],
+                                 [ROWS[0]["label"]] * 2, [ROWS[0]["sr"]] * 2)
+    assert (first, again, changed) == pytest.approx([rewards[0], rewards[0], rewards[1]])
+    assert spec_reward.calls == 2
