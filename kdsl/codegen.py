@@ -14,7 +14,16 @@ from pathlib import PurePath
 
 from kdsl import __version__
 from kdsl.errors import Span
-from kdsl.ir import EXTRACTOR_OPS, Node, ProgramIR, TableIR
+from kdsl.ir import (
+    EXTRACTOR_OPS,
+    Node,
+    ProgramIR,
+    TableIR,
+    groups_name,
+    mask_name,
+    span_name,
+    value_name,
+)
 from kdsl.runtime.text import normalize_term
 
 BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
@@ -110,7 +119,7 @@ def _lit(value) -> str:
 
 
 def _pair(node: Node) -> str:
-    return f"x{node.id}, m{node.id}"
+    return f"{value_name(node.id)}, {mask_name(node.id)}"
 
 
 class Generator:
@@ -269,51 +278,52 @@ class Generator:
 
     def text_line(self, n: Node) -> str:
         a = n.args[0].id if n.args else 0
-        target = f"env['x{n.id}'], env['m{n.id}'] = "
+        src = span_name(a)  # the span list this node reads
+        target = f"env['{value_name(n.id)}'], env['{mask_name(n.id)}'] = "
         if n.op == "completion":
-            return f"s{n.id} = ex.whole()"
+            return f"{span_name(n.id)} = ex.whole()"
         if n.op == "tag":
-            return f"s{n.id} = ex.tag(s{a}, {_lit(n.attr('name'))}, {_lit(n.attr('position'))})"
+            return f"{span_name(n.id)} = ex.tag({src}, {_lit(n.attr('name'))}, {_lit(n.attr('position'))})"
         if n.op == "regex":
             groups = sorted(self._regex_groups(n), key=str)
-            return f"g{n.id} = ex.regex(s{a}, {_lit(n.attr('pattern'))}, {_lit(tuple(groups))})"
+            return f"{groups_name(n.id)} = ex.regex({src}, {_lit(n.attr('pattern'))}, {_lit(tuple(groups))})"
         if n.op == "regex_group":
-            return f"s{n.id} = g{a}[{_lit(n.attr('group'))}]"
+            return f"{span_name(n.id)} = {groups_name(a)}[{_lit(n.attr('group'))}]"
         if n.op == "text_present":
-            return target + f"ex.present(s{a})"
+            return target + f"ex.present({src})"
         if n.op == "tag_count":
-            return target + f"ex.tag_count(s{a}, {_lit(n.attr('name'))})"
+            return target + f"ex.tag_count({src}, {_lit(n.attr('name'))})"
         if n.op == "to_number":
-            return target + f"ex.to_number(s{a}, integer={n.attr('integer')})"
+            return target + f"ex.to_number({src}, integer={n.attr('integer')})"
         if n.op == "to_enum":
             if n.attr("enum") == "bool":
-                return target + f"ex.to_bool(s{a}, BOOL_LOOKUP)"
-            return target + f"ex.to_enum(s{a}, ENUM_LOOKUP[{_lit(n.attr('enum'))}])"
+                return target + f"ex.to_bool({src}, BOOL_LOOKUP)"
+            return target + f"ex.to_enum({src}, ENUM_LOOKUP[{_lit(n.attr('enum'))}])"
         if n.op == "to_str":
-            return target + f"ex.to_str(s{a})"
+            return target + f"ex.to_str({src})"
         if n.op == "to_box":
-            return target + f"ex.to_box(s{a})"
+            return target + f"ex.to_box({src})"
         if n.op == "to_boxes":
-            return target + f"ex.to_boxes(s{a})"
+            return target + f"ex.to_boxes({src})"
         if n.op in ("mentions", "mention_count"):
-            return target + f"ex.mentions(s{a}, {_lit(n.attr('terms'))}, count={n.op == 'mention_count'})"
+            return target + f"ex.mentions({src}, {_lit(n.attr('terms'))}, count={n.op == 'mention_count'})"
         if n.op == "length":
-            return target + f"ex.length(s{a}, {_lit(n.attr('unit'))})"
+            return target + f"ex.length({src}, {_lit(n.attr('unit'))})"
         if n.op == "repetition":
-            return target + f"ex.repetition(s{a}, {n.attr('n')})"
+            return target + f"ex.repetition({src}, {n.attr('n')})"
         if n.op == "choice":
-            return target + f"ex.choice(s{a}, {_lit(n.attr('letters'))})"
+            return target + f"ex.choice({src}, {_lit(n.attr('letters'))})"
         if n.op == "matches":
-            return target + f"ex.matches(s{a}, {_lit(n.attr('pattern'))})"
+            return target + f"ex.matches({src}, {_lit(n.attr('pattern'))})"
         if n.op == "match_count":
-            return target + f"ex.match_count(s{a}, {_lit(n.attr('pattern'))})"
+            return target + f"ex.match_count({src}, {_lit(n.attr('pattern'))})"
         if n.op == "occurrences":
-            return target + f"ex.occurrences(s{a}, {_lit(n.attr('literal'))})"
+            return target + f"ex.occurrences({src}, {_lit(n.attr('literal'))})"
         if n.op == "normalize":
             return target + f"ex.normalized({self._texts(n, 0)})"
         if n.op in ("math_verify", "similarity"):
             mode = f", {_lit(n.attr('mode'))}" if n.op == "math_verify" else ""
-            return target + f"ex.{n.op}(s{a}, {self._texts(n, 1)}{mode})"
+            return target + f"ex.{n.op}({src}, {self._texts(n, 1)}{mode})"
         raise AssertionError(f"no text code for {n.op}")
 
     @staticmethod
@@ -326,7 +336,7 @@ class Generator:
     @staticmethod
     def _span_ref(node: Node) -> str:
         """The generated name holding an output's character spans (a regex: its whole match)."""
-        return f"g{node.id}[0]" if node.op == "regex" else f"s{node.id}"
+        return f"{groups_name(node.id)}[0]" if node.op == "regex" else span_name(node.id)
 
     def _regex_groups(self, regex: Node) -> set:
         groups = {n.attr("group") for n in self.nodes if n.op == "regex_group" and n.args[0] is regex}
@@ -407,9 +417,9 @@ class Generator:
                    indent=1)
             parts = []
             for rule in level.rules:
-                when = f"x{rule.when.id}, m{rule.when.id}" if rule.when is not None else "None, None"
+                when = f"{value_name(rule.when.id)}, {mask_name(rule.when.id)}" if rule.when is not None else "None, None"
                 truth, applies = generated_name("t", rule.name), generated_name("a", rule.name)
-                w.line(f"{truth}, {applies} = ops.rule(x{rule.body.id}, m{rule.body.id}, "
+                w.line(f"{truth}, {applies} = ops.rule({value_name(rule.body.id)}, {mask_name(rule.body.id)}, "
                        f"{when}, {_lit(rule.invalid)})", rule.span, indent=1)
                 parts.append(f"({truth}, {applies}, {_lit(float(rule.weight))})")
             score = f"ops.level([{', '.join(parts)}], ref)"
@@ -434,7 +444,7 @@ class Generator:
         for name in self._scalar_lets():
             node = p.lets[name]
             w.line(f"out[{_lit('let.' + name)}], out[{_lit('valid.' + name)}] = "
-                   f"ops.observe(x{node.id}, m{node.id})", indent=1)
+                   f"ops.observe({value_name(node.id)}, {mask_name(node.id)})", indent=1)
         self.trace(w)
         w.line("return out", indent=1)
 
@@ -447,11 +457,11 @@ class Generator:
         w.line("env['_trace'].update(locals())", indent=2)
 
     def tensor_line(self, n: Node) -> str:
-        out = f"x{n.id}, m{n.id} = "
+        out = f"{value_name(n.id)}, {mask_name(n.id)} = "
         args = ", ".join(_pair(a) for a in n.args)
         op = n.op
         if op in EXTRACTOR_OPS or op == "input":
-            return out + f"env['x{n.id}'], env['m{n.id}']"
+            return out + f"env['{value_name(n.id)}'], env['{mask_name(n.id)}']"
         if op == "const":
             value = n.attr("value")
             if n.type.kind == "enum":

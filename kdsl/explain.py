@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdsl.errors import KdslError, Span
-from kdsl.ir import EXTRACTOR_OPS, Node, ProgramIR
+from kdsl.ir import EXTRACTOR_OPS, Node, ProgramIR, groups_name, mask_name, span_name, value_name
 
 if TYPE_CHECKING:
     from kdsl.program import Program
@@ -143,7 +143,7 @@ class _Explainer:
     def span(self, node: Node) -> tuple[int, int] | None:
         """Where a text node is in the completion (a regex: its whole match)."""
         if node.op == "regex":
-            groups = self.trace.get(f"g{node.id}", {})
+            groups = self.trace.get(groups_name(node.id), {})
             if 0 in groups:
                 return _span(groups[0][0])
             # The program asked only for the named groups it uses; the whole match comes from
@@ -154,19 +154,19 @@ class _Explainer:
             found = tx.regex_groups([self.text], [within], node.attr("pattern"), [0])
             return _span(found[0][0])
         if node.op == "regex_group":
-            groups = self.trace.get(f"g{node.args[0].id}", {})
+            groups = self.trace.get(groups_name(node.args[0].id), {})
             group = node.attr("group")
             if group in groups:
                 return _span(groups[group][0])
             return self.span(node.args[0]) if group == 0 else None
-        return _span(self.trace[f"s{node.id}"][0])
+        return _span(self.trace[span_name(node.id)][0])
 
     def excerpt(self, span) -> str | None:
         return None if span is None else self.text[span[0]:span[1]]
 
     def pair(self, node: Node):
         """This completion's (value, mask) tensors of a tensor-phase node, or None."""
-        x, m = self.trace.get(f"x{node.id}"), self.trace.get(f"m{node.id}")
+        x, m = self.trace.get(value_name(node.id)), self.trace.get(mask_name(node.id))
         if x is None or m is None:
             return None
         return x[0], m[0]
@@ -201,7 +201,7 @@ class _Explainer:
         return self.scalar(node, x.item()), True
 
     def span_of_group(self, regex: Node, group: str):
-        groups = self.trace.get(f"g{regex.id}", {})
+        groups = self.trace.get(groups_name(regex.id), {})
         if group in groups:
             return _span(groups[group][0])
         from kdsl.runtime import text as tx

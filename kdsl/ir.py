@@ -22,6 +22,31 @@ TEXT_OPS = frozenset({
 # Text-phase operations whose result is a tensor value (the boundary to the tensor phase).
 EXTRACTOR_OPS = TEXT_OPS - {"completion", "tag", "regex_group", "regex"}
 
+# The names generated code gives a node's values. Code generation writes them and `kdsl explain`
+# reads them back from a traced run, so both go through these.
+GENERATED_PREFIX = {"span": "s", "groups": "g", "value": "x", "mask": "m"}
+
+
+def generated_name(kind: str, node_id: int) -> str:
+    """The variable holding one node's ``span`` list, regex ``groups``, tensor ``value`` or ``mask``."""
+    return f"{GENERATED_PREFIX[kind]}{node_id}"
+
+
+def span_name(node_id: int) -> str:
+    return generated_name("span", node_id)
+
+
+def groups_name(node_id: int) -> str:
+    return generated_name("groups", node_id)
+
+
+def value_name(node_id: int) -> str:
+    return generated_name("value", node_id)
+
+
+def mask_name(node_id: int) -> str:
+    return generated_name("mask", node_id)
+
 
 @dataclass(eq=False)
 class Node:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import torch
 
 from kdsl.errors import KdslDataError
+from kdsl.ir import mask_name, value_name
 from kdsl.runtime import columns as col
 from kdsl.runtime import text as tx
 
@@ -98,7 +99,7 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
                                problems, invalid, options.get("bands"))
         else:  # pragma: no cover - the checker admits no other input kinds
             raise KdslDataError(f"input `{name}` has an unknown kind {kind}")
-        env[f"x{node}"], env[f"m{node}"] = x, m
+        env[value_name(node)], env[mask_name(node)] = x, m
     return env
 
 
