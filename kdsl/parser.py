@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,28 +39,41 @@ class _SpecError(Exception):
 
 
 class _DropBracketedNewlines:
-    """Post-lexer: a newline inside (...) or [...] continues the statement."""
+    """Post-lexer: a newline inside (...) or [...] continues the statement.
+
+    Lark holds one post-lexer per parser, and the parser is built once per process, so what it
+    remembers of the text being parsed (read again to word a syntax error) is kept per thread:
+    two threads parsing at once each see their own brackets."""
 
     always_accept = ("_NL",)
 
     def __init__(self) -> None:
-        self.open: list[Token] = []  # brackets still open, for "`(` at 2:14 is not closed"
-        self.blocks: list[Token] = []  # braces still open, for "this `{` is not closed"
+        self._state = threading.local()
+
+    @property
+    def open(self) -> list[Token]:
+        """Brackets still open, for "`(` at 2:14 is not closed"."""
+        return getattr(self._state, "open", [])
+
+    @property
+    def blocks(self) -> list[Token]:
+        """Braces still open, for "this `{` is not closed"."""
+        return getattr(self._state, "blocks", [])
 
     def process(self, stream):
-        self.open = []
-        self.blocks = []
+        self._state.open = opened = []
+        self._state.blocks = blocks = []
         for token in stream:
             if token.type in ("LPAR", "LSQB"):
-                self.open.append(token)
+                opened.append(token)
             elif token.type in ("RPAR", "RSQB"):
-                if self.open:
-                    self.open.pop()
+                if opened:
+                    opened.pop()
             elif token.type == "LBRACE":
-                self.blocks.append(token)
-            elif token.type == "RBRACE" and self.blocks:
-                self.blocks.pop()
-            elif token.type == "_NL" and self.open:
+                blocks.append(token)
+            elif token.type == "RBRACE" and blocks:
+                blocks.pop()
+            elif token.type == "_NL" and opened:
                 continue
             yield token
 

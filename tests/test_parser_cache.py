@@ -81,3 +81,44 @@ def test_kdsl_check_writes_and_then_reads_the_cache(tmp_path):
         assert "ok" in done.stdout
     files = list((tmp_path / "cache").iterdir())
     assert len(files) == 1 and files[0].name.startswith("grammar-")
+
+
+UNCLOSED_BRACKET = "spec x version 1\nlet a = min(1,\n  2\nlet b = 3\n"
+UNCLOSED_BRACE = "spec x version 1\nlevel l {\n  rule r: 1 < 2\nlevel m {\n  rule q: 1 < 2\n}\n"
+
+
+def syntax_error(text: str) -> str:
+    try:
+        parser.parse(text)
+    except parser.KdslSyntaxError as err:
+        return str(err).splitlines()[0]
+    raise AssertionError("no syntax error")
+
+
+def test_what_the_post_lexer_remembers_is_the_parsing_threads_own():
+    # The parser (and its post-lexer) is built once per process; the brackets it remembers to word
+    # a syntax error must not be those of a text another thread parses at the same time.
+    import threading
+
+    from lark import Token
+
+    postlex = parser._lark().options.postlex
+    in_this_thread = postlex.process(iter([Token("LPAR", "(", 0, 1, 1), Token("NAME", "a", 1, 1, 2)]))
+    next(in_this_thread)  # this thread has one `(` open
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(syntax_error(UNCLOSED_BRACE)))
+    other.start()
+    other.join()
+    assert seen == ["<string>:2:9: error: this `{` is not closed (`level` at 4:1 comes before its `}`) [KD002]"]
+    assert [token.type for token in postlex.open] == ["LPAR"] and postlex.blocks == []
+
+
+def test_threads_parsing_at_once_each_get_their_own_syntax_error():
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {UNCLOSED_BRACKET: syntax_error(UNCLOSED_BRACKET), UNCLOSED_BRACE: syntax_error(UNCLOSED_BRACE)}
+    assert "the `(` at 2:12 is not closed" in expected[UNCLOSED_BRACKET]
+    texts = [UNCLOSED_BRACKET, UNCLOSED_BRACE] * 200
+    with ThreadPoolExecutor(4) as pool:
+        messages = list(pool.map(syntax_error, texts))
+    assert messages == [expected[t] for t in texts]
