@@ -1,6 +1,6 @@
-"""The end-to-end CURB-65 example of examples/medical/: its data is what the build script writes,
-the dataset fits the spec as `kdsl train` checks it, and `kdsl score` gives the rewards the
-README states."""
+"""The end-to-end CURB-65 and CHA2DS2-VASc examples of examples/medical/: their data is what the
+build script writes, each dataset fits its spec as `kdsl train` checks it, and `kdsl score` gives
+the rewards the README states."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ EXAMPLE = ROOT / "examples" / "medical"
 SPEC = EXAMPLE / "curb65_grading.kd"
 PATIENTS = EXAMPLE / "curb65_patients.jsonl"
 COMPLETIONS = EXAMPLE / "curb65_completions.jsonl"
+AF_SPEC = EXAMPLE / "cha2ds2_vasc_grading.kd"
+AF_PATIENTS = EXAMPLE / "cha2ds2_vasc_patients.jsonl"
+AF_COMPLETIONS = EXAMPLE / "cha2ds2_vasc_completions.jsonl"
 
 
 def build_script():
@@ -33,7 +36,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_the_script_writes_the_committed_data(tmp_path):
     assert build_script().main(["--out-dir", str(tmp_path)]) == 0
-    for name in (PATIENTS.name, COMPLETIONS.name):
+    for name in (PATIENTS.name, COMPLETIONS.name, AF_PATIENTS.name, AF_COMPLETIONS.name):
         assert (tmp_path / name).read_text() == (EXAMPLE / name).read_text(), name
 
 
@@ -75,3 +78,33 @@ def test_kdsl_score_gives_the_rewards_of_the_readme(tmp_path):
     assert code == 0, err.getvalue()
     rewards = [round(row["reward"], 3) for row in read_jsonl(out_file)]
     assert rewards == [3.5, 1.5, 0.667] * 3
+
+
+def test_the_cha2ds2_vasc_dataset_fits_its_spec_and_agrees_with_medcalc_bench():
+    from kdsl.train import check_dataset, load_rows
+
+    program = kdsl.load(AF_SPEC)
+    dataset = load_rows(str(AF_PATIENTS))
+    assert check_dataset(program, dataset) == []
+    rows = read_jsonl(AF_PATIENTS)
+    scores = program.score([""] * len(rows), **{n: [r[n] for r in rows] for n in program.input_names})
+    ours = [int(v) for v in scores.values["cha2ds2_vasc_score"].tolist()]
+    assert ours == [row["medcalc_bench_score"] for row in rows]
+    assert len(set(ours)) >= 8  # the scores spread over the range
+    for row in rows:  # every factor is stated in the note, present or absent
+        note = row["prompt"]
+        assert f"{row['age_years']}-year-old {row['sex']}" in note
+        assert ("heart failure" in note) and ("hypertension" in note) and ("diabetes" in note)
+        assert row["stroke_tia_or_thromboembolism"] == ("no previous stroke" not in note)
+
+
+def test_kdsl_score_gives_the_cha2ds2_vasc_rewards_of_the_readme(tmp_path):
+    out_file = tmp_path / "scored.jsonl"
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["score", str(AF_SPEC), "--data", str(AF_COMPLETIONS), "--out", str(out_file)],
+                Console(out, err))
+    assert code == 0, err.getvalue()
+    rewards = [round(row["reward"], 3) for row in read_jsonl(out_file)]
+    # worked right answer; one point off (2.5 when the group stays the same, 1.5 when it changes);
+    # no reasoning (the gate closes)
+    assert rewards == [3.5, 2.5, 0.667, 3.5, 1.5, 0.667, 3.5, 2.5, 0.667]
