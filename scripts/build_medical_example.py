@@ -16,7 +16,7 @@ absent in the note, stroke, TIA or systemic embolism named as such. Both calcula
 every one of them (there is no rounding in this score); the script checks it.
 
 Writes:
-  examples/medical/curb65_patients.jsonl     `prompt`, the spec's input columns, and
+  examples/medical/curb65_patients.jsonl     `prompt` (one user message), the spec's input columns, and
                                              `medcalc_bench_score` for reference
   examples/medical/curb65_completions.jsonl  hand-shaped completions for three patients, with
                                              their input columns, for `kdsl score`
@@ -51,6 +51,11 @@ PRESENTATIONS = [
 ]
 FINDINGS = ["right lower lobe consolidation", "left lower lobe consolidation",
             "patchy right middle lobe shadowing", "bilateral basal consolidation"]
+
+
+def chat(text: str) -> list[dict]:
+    """The prompt as one user message, so an instruction-tuned model gets its chat template."""
+    return [{"role": "user", "content": text}]
 
 
 def pick(rng: np.random.Generator, spread, thresholds, share: float = 0.35):
@@ -254,7 +259,7 @@ def build_af(rows: int, seed: int, out_dir: Path) -> int:
             return 1
     with open(out_dir / "cha2ds2_vasc_patients.jsonl", "w", encoding="utf-8") as f:
         for p, b in zip(patients, theirs):
-            f.write(json.dumps({"prompt": af_note(p), **{c: p[c] for c in AF_COLUMNS},
+            f.write(json.dumps({"prompt": chat(af_note(p)), **{c: p[c] for c in AF_COLUMNS},
                                 "medcalc_bench_score": b}) + "\n")
     with open(out_dir / "cha2ds2_vasc_completions.jsonl", "w", encoding="utf-8") as f:
         for p, score in list(zip(patients, ours))[:3]:
@@ -295,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         departures += 1
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [{"prompt": note(p), **{c: p[c] for c in COLUMNS}, "medcalc_bench_score": b}
+    rows = [{"prompt": chat(note(p)), **{c: p[c] for c in COLUMNS}, "medcalc_bench_score": b}
             for p, b in zip(patients, theirs)]
     with open(args.out_dir / "curb65_patients.jsonl", "w", encoding="utf-8") as f:
         for row in rows:

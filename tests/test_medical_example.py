@@ -53,9 +53,12 @@ def test_every_row_has_one_laboratory_value_and_a_note_that_states_it():
     for row in read_jsonl(PATIENTS):
         urea, bun = row["urea_mmol_per_l"], row["bun_mg_per_dl"]
         assert (urea is None) != (bun is None)
-        assert (f"urea {urea:.1f} mmol/L" if urea is not None else f"nitrogen {bun:.0f} mg/dL") in row["prompt"]
-        assert f"{row['age_years']}-year-old" in row["prompt"]
-        assert f"{row['systolic_bp']:.0f}/{row['diastolic_bp']:.0f} mmHg" in row["prompt"]
+        (message,) = row["prompt"]  # one user message, for the model's chat template
+        assert message["role"] == "user"
+        note = message["content"]
+        assert (f"urea {urea:.1f} mmol/L" if urea is not None else f"nitrogen {bun:.0f} mg/dL") in note
+        assert f"{row['age_years']}-year-old" in note
+        assert f"{row['systolic_bp']:.0f}/{row['diastolic_bp']:.0f} mmHg" in note
 
 
 def test_the_spec_agrees_with_medcalc_bench_except_on_urea_of_6_5_to_7():
@@ -92,7 +95,8 @@ def test_the_cha2ds2_vasc_dataset_fits_its_spec_and_agrees_with_medcalc_bench():
     assert ours == [row["medcalc_bench_score"] for row in rows]
     assert len(set(ours)) >= 8  # the scores spread over the range
     for row in rows:  # every factor is stated in the note, present or absent
-        note = row["prompt"]
+        (message,) = row["prompt"]
+        note = message["content"]
         assert f"{row['age_years']}-year-old {row['sex']}" in note
         assert ("heart failure" in note) and ("hypertension" in note) and ("diabetes" in note)
         assert row["stroke_tia_or_thromboembolism"] == ("no previous stroke" not in note)
