@@ -130,7 +130,7 @@ def find_mutants(text: str, program) -> list[Mutant]:
 
     if not text.endswith("\n"):
         text += "\n"
-    tree = _lark().parse(text)
+    tree = _lark().parse(text, start="start")
     mutants: list[Mutant] = []
     soft: list[bool] = []
 

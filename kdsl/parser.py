@@ -94,6 +94,10 @@ _OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "CMP_OP", "
 _OPERATOR_TEXTS = ("**", "..", "+-")
 
 
+# What the parser can read on its own: a whole spec, or one expectation (`kdsl test` cases).
+START_RULES = ("start", "expectation")
+
+
 @lru_cache(maxsize=1)
 def _lark() -> lark.Lark:
     grammar = grammar_path().read_text(encoding="utf-8")
@@ -106,7 +110,7 @@ def build_lark(grammar: str, cache_file: str | None) -> lark.Lark:
     0.02 s); Lark checks the file against the grammar, its options and its own version, and
     rebuilds (and rewrites) it when they differ or the file cannot be read."""
     return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True,
-                     postlex=_POSTLEX, cache=cache_file or False)
+                     postlex=_POSTLEX, cache=cache_file or False, start=list(START_RULES))
 
 
 def cache_folder() -> Path | None:
@@ -794,11 +798,25 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
     """
     if not text.endswith("\n"):
         text += "\n"
+    return _parse_rule(text, file, "start")
+
+
+def parse_expectation(text: str, file: str = "<expectation>") -> ast.Expectation:
+    """Parse one expectation as an ``example`` block writes it (``reward >= 1``, ``not correct``),
+    with the grammar's own ``expectation`` rule; ``KdslSyntaxError`` on a syntax error.
+
+    >>> parse_expectation("reward >= 1").op
+    '>='
+    """
+    return _parse_rule(text, file, "expectation")
+
+
+def _parse_rule(text: str, file: str, start: str):
     forbidden = _forbidden_character(text, file)
     if forbidden is not None:
         raise forbidden
     try:
-        tree = _parse_bounded(text, file)
+        tree = _parse_bounded(text, file, start)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
     too_deep = _first_too_deep(tree)
@@ -822,8 +840,8 @@ def parse(text: str, file: str = "<string>") -> ast.Spec:
 _MAX_PARSER_STATES = 6 * MAX_NESTING
 
 
-def _parse_bounded(text: str, file: str) -> lark.Tree:
-    parser = _lark().parse_interactive(text)
+def _parse_bounded(text: str, file: str, start: str = "start") -> lark.Tree:
+    parser = _lark().parse_interactive(text, start=start)
     last = None
     try:
         for last in parser.iter_parse():
@@ -936,7 +954,9 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
             token, line, column = prev, prev.line, prev.column
             message, code = f"unexpected `{prev}` (a keyword cannot be used here)", "KD006"
         else:
-            message = f"unexpected {found}; expected {_expected(expected)}"
+            wanted = _expected(expected)
+            # Lark can fail in a state that lists nothing it would have taken; then say no more.
+            message = f"unexpected {found}" + (f"; expected {wanted}" if wanted else "")
         if _POSTLEX.open and token.type != "$END":
             bracket, code = _POSTLEX.open[-1], "KD002"
             closing = ")" if str(bracket) == "(" else "]"

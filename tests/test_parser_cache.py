@@ -17,11 +17,11 @@ def grammar() -> str:
 
 def test_a_cached_parser_parses_as_a_fresh_one(tmp_path):
     cache = tmp_path / "grammar.cache"
-    fresh = parser.build_lark(grammar(), None).parse(SPEC)
-    first = parser.build_lark(grammar(), str(cache)).parse(SPEC)
+    fresh = parser.build_lark(grammar(), None).parse(SPEC, start="start")
+    first = parser.build_lark(grammar(), str(cache)).parse(SPEC, start="start")
     assert cache.stat().st_size > 0
     written = cache.stat().st_mtime_ns
-    loaded = parser.build_lark(grammar(), str(cache)).parse(SPEC)
+    loaded = parser.build_lark(grammar(), str(cache)).parse(SPEC, start="start")
     assert cache.stat().st_mtime_ns == written  # read, not rebuilt
     assert fresh == first == loaded
 
@@ -29,8 +29,8 @@ def test_a_cached_parser_parses_as_a_fresh_one(tmp_path):
 def test_a_corrupt_cache_is_rebuilt(tmp_path):
     cache = tmp_path / "grammar.cache"
     cache.write_bytes(b"not a cache\n\x80\x04garbage")
-    tree = parser.build_lark(grammar(), str(cache)).parse(SPEC)
-    assert tree == parser.build_lark(grammar(), None).parse(SPEC)
+    tree = parser.build_lark(grammar(), str(cache)).parse(SPEC, start="start")
+    assert tree == parser.build_lark(grammar(), None).parse(SPEC, start="start")
     assert not cache.read_bytes().startswith(b"not a cache")
 
 
