@@ -159,7 +159,7 @@ def _cache_file(grammar: str) -> str | None:
 # shown as the literal text they match.
 _TOKEN_WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "a new line",
-    "CMP_OP": "a comparison", "$END": "the end of the file",
+    "CMP_OP": "a comparison",
 }
 
 
@@ -168,8 +168,9 @@ def _terminal_patterns() -> dict[str, str]:
     return {t.name: t.pattern.value for t in _lark().terminals if t.pattern.type == "str"}
 
 
-def _expected(names: set[str]) -> str:
-    words = set()
+def _expected(names: set[str], end: str = "the end of the file") -> str:
+    words = {end} if "$END" in names else set()
+    names = names - {"$END"}
     patterns = _terminal_patterns()
     operators = {n for n in names if n in _OPERATORS or patterns.get(n) in _OPERATOR_TEXTS}
     if "NAME" in names or "NUMBER" in names:  # a value can start here: `(`, `-` and `not` begin one
@@ -818,7 +819,7 @@ def _parse_rule(text: str, file: str, start: str):
     try:
         tree = _parse_bounded(text, file, start)
     except UnexpectedInput as err:
-        raise _syntax_error(err, text, file) from None
+        raise _syntax_error(err, text, file, "file" if start == "start" else start) from None
     too_deep = _first_too_deep(tree)
     if too_deep is not None:
         raise _too_deep(_span(too_deep.meta, file), text)
@@ -898,7 +899,9 @@ def _unclosed_brace(brace: Token, where: str, text: str, file: str) -> KdslSynta
         source_line(text, brace.line), code="KD002"))
 
 
-def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
+def _syntax_error(err: UnexpectedInput, text: str, file: str, unit: str = "file") -> KdslError:
+    """The diagnostic for a syntax error in ``text``, a whole ``file`` or one ``expectation``."""
+    end = f"the end of the {unit}"
     line, column = getattr(err, "line", 0) or 0, getattr(err, "column", 0) or 0
     code = "KD001"
     if isinstance(err, UnexpectedCharacters):
@@ -909,18 +912,18 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
             message = f"`{char}` ({_LOOK_ALIKES[char][0]}) is not kdsl syntax; write `{_LOOK_ALIKES[char][1]}`"
             code = "KD003"
         elif char == "\n":
-            message = f"unexpected end of line; expected {_expected(set(err.allowed or ()))}"
+            message = f"unexpected end of line; expected {_expected(set(err.allowed or ()), end)}"
         else:
             message = f"unexpected character `{printable(char)}`"
             if err.allowed:
-                message += f"; expected {_expected(set(err.allowed))}"
+                message += f"; expected {_expected(set(err.allowed), end)}"
         span = Span(file, line, column, line, column + 1)
     elif isinstance(err, UnexpectedEOF):
         lines = text.rstrip("\n").splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
         if _POSTLEX.blocks and "RBRACE" in set(err.expected):
             return _unclosed_brace(_POSTLEX.blocks[-1], "the file ends", text, file)
-        message = f"unexpected end of file; expected {_expected(set(err.expected))}"
+        message = f"unexpected end of {unit}; expected {_expected(set(err.expected), end)}"
         span = Span(file, line, column, line, column + 1)
     elif isinstance(err, UnexpectedToken):
         token = err.token
@@ -935,7 +938,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
         if token.type == "$END":
             lines = text.rstrip("\n").splitlines() or [""]
             line, column = len(lines), len(lines[-1]) + 1
-            found = "end of file"
+            found = f"end of {unit}"
         elif token.type == "_NL":
             found = "end of line"
             prev = err.token_history[-1] if getattr(err, "token_history", None) else None
@@ -954,7 +957,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> KdslError:
             token, line, column = prev, prev.line, prev.column
             message, code = f"unexpected `{prev}` (a keyword cannot be used here)", "KD006"
         else:
-            wanted = _expected(expected)
+            wanted = _expected(expected, end)
             # Lark can fail in a state that lists nothing it would have taken; then say no more.
             message = f"unexpected {found}" + (f"; expected {wanted}" if wanted else "")
         if _POSTLEX.open and token.type != "$END":

@@ -149,7 +149,9 @@ def test_jsonl_raster_fixture_and_bad_lines(spec, tmp_path):
         jsonl_cases(bad, str(spec))
     lines = [(d.span.line, d.message) for d in err.value.diagnostics]
     assert [line for line, _ in lines] == [1, 2, 3, 4]
-    assert "cannot read expectation \"reward >=\"" in lines[0][1]
+    # Read with the grammar's expectation rule: worded for one expectation, not for a spec file.
+    assert lines[0][1] == ('cannot read expectation "reward >=": unexpected end of expectation; '
+                           'expected a number, a string, `-`')
     assert "not a JSON object" in lines[1][1]
     assert "column `patch`: cannot read fixture" in lines[2][1]
     assert "field `columns` must be an object" in lines[3][1]
@@ -420,3 +422,16 @@ def test_pytest_gates_on_the_mutation_score(pytester):
     pytester.runpytest("-p", "no:cacheprovider", "--kdsl-fail-under-mutation", "40").assert_outcomes(passed=2)
     pytester.runpytest("-p", "no:cacheprovider", "--kdsl-mutate").assert_outcomes(passed=1, failed=1)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)  # off unless asked
+
+
+def test_an_expectation_with_extra_words_says_where_it_should_have_ended():
+    from kdsl.errors import Span
+    from kdsl.testing import parse_expectation
+
+    assert parse_expectation("level.knowledge == 1 +- 0.01", Span("cases")).tolerance == 0.01
+    with pytest.raises(KdslError) as err:
+        parse_expectation("not applies correct", Span("cases.kdtest.jsonl", 4, 1))
+    assert err.value.diagnostics[0].message == (
+        'cannot read expectation "not applies correct": unexpected `correct`; '
+        "expected the end of the expectation, `.`")
+    assert err.value.diagnostics[0].span.line == 4
