@@ -296,6 +296,21 @@ class _Builder(Transformer):
         super().__init__()
         self.file = file
 
+    def _call_userfunc(self, tree, new_children=None):
+        # Transformer would wrap each method in a new v_args wrapper on every node it visits,
+        # which is most of the time it spends on large specs (a spec with a thousand examples);
+        # calling the plain functions directly does the same work.
+        children = new_children if new_children is not None else tree.children
+        build = _BUILD.get(tree.data)
+        if build is None:
+            return Transformer._call_userfunc(self, tree, new_children)
+        try:
+            return build(self, tree.meta, *children)
+        except GrammarError:
+            raise
+        except Exception as err:
+            raise VisitError(tree.data, tree, err) from err
+
     def s(self, meta) -> Span:
         return _span(meta, self.file)
 
@@ -764,26 +779,9 @@ class _Builder(Transformer):
         return ast.RegexExtractor(_unquote(pattern, self.file), within, span=self.s(meta))
 
 
-# Rule name -> the builder's plain method. Transformer would wrap each method in a new v_args
-# wrapper on every node it visits, which is most of the time it spends on large specs (a spec
-# with a thousand examples); calling the functions directly does the same work.
+# Rule name -> the builder's plain method (see `_Builder._call_userfunc`).
 _BUILD = {name: attr.base_func for name, attr in vars(_Builder).items() if hasattr(attr, "base_func")}
 
-
-def _build_node(self: _Builder, tree, new_children=None):
-    children = new_children if new_children is not None else tree.children
-    build = _BUILD.get(tree.data)
-    if build is None:
-        return Transformer._call_userfunc(self, tree, new_children)
-    try:
-        return build(self, tree.meta, *children)
-    except GrammarError:
-        raise
-    except Exception as err:
-        raise VisitError(tree.data, tree, err) from err
-
-
-_Builder._call_userfunc = _build_node
 
 _FRIENDLY = {
     "RBRACE": "a block ends with `}` on its own line",
