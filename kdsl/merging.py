@@ -37,6 +37,23 @@ class Expert:
         return str(self.config.get("base_model_name_or_path") or "")
 
     @property
+    def origin(self) -> str:
+        """What the expert was trained from. A `kdsl train` run on a GGUF file trains from the
+        dequantised copy it saves in its own ``base_model/``, so two runs on one GGUF file name
+        two folders; their origin is the file the run records."""
+        base = self.base
+        own_copy = self.folder / "base_model"
+        run = self.folder / "kdsl_run" / "run.json"
+        if base and run.is_file() and Path(base).resolve() == own_copy.resolve():
+            try:
+                model = json.loads(run.read_text(encoding="utf-8")).get("model")
+            except (OSError, json.JSONDecodeError):
+                model = None
+            if isinstance(model, str) and model.lower().endswith(".gguf"):
+                return model
+        return base
+
+    @property
     def rank(self) -> int:
         ranks = [self.config.get("r", 0), *(self.config.get("rank_pattern") or {}).values()]
         return max(int(r) for r in ranks)
@@ -80,10 +97,10 @@ def check_experts(experts: list[Expert], method: str, weights: list[float], dens
     if experts:
         first = experts[0]
         for other in experts[1:]:
-            if not _same_base(first.base, other.base):
-                problems.append(f"{other.folder} was trained from {other.base or 'an unknown base'}, "
-                                f"{first.folder} from {first.base or 'an unknown base'}: experts must "
-                                "share their base model")
+            if not _same_base(first.origin, other.origin):
+                problems.append(f"{other.folder} was trained from {other.origin or 'an unknown base'}, "
+                                f"{first.folder} from {first.origin or 'an unknown base'}: experts "
+                                "must share their base model")
         ranks = {e.folder: e.rank for e in experts}
         if method in SAME_RANK and len(set(ranks.values())) > 1:
             shown = ", ".join(f"{folder} r={rank}" for folder, rank in ranks.items())

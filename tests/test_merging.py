@@ -165,3 +165,24 @@ def test_select_on_keeps_the_best_worst_case_specialty(base, tmp_path, capsys):
                                     evaluation.EvalConfig(max_new_tokens=24, metric="correct"))
         assert again.metric_value == pytest.approx(score)
     assert "chosen: " in capsys.readouterr().out
+
+
+def test_runs_on_one_gguf_file_share_their_base_though_each_saved_its_own_copy(base, tmp_path, capsys):
+    # `kdsl train --model F.gguf` trains from a dequantised copy in RUN/base_model, and the adapter
+    # names that copy; the run records the GGUF file, which is what two experts must share.
+    import shutil
+
+    runs = []
+    for seed, gguf in ((7, "/models/smollm2.gguf"), (8, "/models/smollm2.gguf"), (9, "/models/other.gguf")):
+        run = tmp_path / f"run{seed}"
+        shutil.copytree(base / "base", run / "base_model")
+        expert(run / "base_model", run, seed=seed)
+        (run / "kdsl_run").mkdir()
+        (run / "kdsl_run" / "run.json").write_text(json.dumps({"model": gguf}))
+        runs.append(run)
+    out = tmp_path / "merged"
+    assert main(["merge", str(runs[0]), str(runs[1]), "--method", "linear", "--out", str(out)]) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(runs[0] / "base_model")
+    assert main(["merge", str(runs[0]), str(runs[2]), "--method", "linear", "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "was trained from /models/other.gguf" in err and "from /models/smollm2.gguf" in err
