@@ -44,6 +44,17 @@ class CountingReward(kdsl.verifiers.SpecReward):
         return super().score_rows(completions, rows)
 
 
+def task_rewarded_by(spec_reward):
+    """A task class whose one reward method awaits the spec, as a user writes it."""
+
+    class LandcoverTask(vf.Task[LandcoverData]):
+        @vf.reward
+        async def knowledge(self, task, trace) -> float:
+            return await spec_reward(task, trace)
+
+    return LandcoverTask
+
+
 def trace_for(data, completion: str) -> Trace:
     return Trace(task=TraceTask(type="LandcoverTask", data=data),
                  agent=vf.AgentInfo(config=vf.AgentConfig()), ok=True, is_completed=True,
@@ -59,11 +70,7 @@ def expected_scores(completions, labels, srs):
 def test_a_task_reward_method_scores_each_rollout_as_the_program_does_in_one_batch():
     spec_reward = CountingReward(SPEC)
 
-    class LandcoverTask(vf.Task[LandcoverData]):
-        @vf.reward
-        async def knowledge(self, task, trace) -> float:
-            return await spec_reward(task, trace)
-
+    LandcoverTask = task_rewarded_by(spec_reward)
     rows = ROWS + [{**ROWS[0], "label": None}]  # a row whose label is missing: no accuracy claim
     tasks = [LandcoverTask(LandcoverData(idx=i, prompt="p", label=r["label"], sr=r["sr"]))
              for i, r in enumerate(rows)]
@@ -136,11 +143,7 @@ def test_verifiers_replay_rescores_a_saved_run_with_the_reward_plugged_in_by_con
 def test_a_task_without_an_input_fails_alone_with_its_task_and_field_named():
     spec_reward = kdsl.verifiers.SpecReward(SPEC)
 
-    class LandcoverTask(vf.Task[LandcoverData]):
-        @vf.reward
-        async def knowledge(self, task, trace) -> float:
-            return await spec_reward(task, trace)
-
+    LandcoverTask = task_rewarded_by(spec_reward)
     good = [LandcoverTask(LandcoverData(idx=i, prompt="p", label=r["label"], sr=r["sr"]))
             for i, r in enumerate(ROWS[:3])]
     bad = LandcoverTask(WireTaskData(idx=7, prompt="p", label="Water"))  # no sr field at all
@@ -166,11 +169,7 @@ def test_hostile_completions_are_scored_as_text():
     hostile = ["<think>__import__('os').system('touch /tmp/kdsl-pwned')</think><answer>Water</answer>",
                "<answer>" * 20_000, "\x00\ud800<think>" + "a" * 200_000, ""]
 
-    class LandcoverTask(vf.Task[LandcoverData]):
-        @vf.reward
-        async def knowledge(self, task, trace) -> float:
-            return await spec_reward(task, trace)
-
+    LandcoverTask = task_rewarded_by(spec_reward)
     tasks = [LandcoverTask(LandcoverData(idx=i, prompt="p", label="Water", sr=ROWS[2]["sr"]))
              for i in range(len(hostile))]
     traces = [trace_for(t.data, c) for t, c in zip(tasks, hostile)]
