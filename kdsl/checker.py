@@ -14,28 +14,17 @@ from dataclasses import dataclass, field
 
 from kdsl import ast, units
 from kdsl import types as T
+from kdsl.builtins import BUILTINS, Call, band_hint
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
 from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, SheetCall, TableIR
 from kdsl.limits import MAX_NESTING, MAX_NUMBER
 from kdsl.types import EnumType, Type
 
 SCALAR_TYPE_NAMES = ("float", "int", "bool", "str", "box", "boxes")
-LENGTH_UNITS = ("chars", "words", "tokens")
 LOGICS = ("product", "godel", "lukasiewicz")
 ESTIMATORS = {"grpo": {"scale": ("group", "batch", "none"), "aggregate": ("sum", "per_level", "per_rule")},
               "rloo": {"aggregate": ("sum", "per_level", "per_rule")}}
 ADVANTAGE_DEFAULTS = {"grpo": {"scale": "group", "aggregate": "sum"}, "rloo": {"aggregate": "sum"}}
-REDUCTIONS = ("mean", "sum", "std", "frac", "quantile")
-UNARY_MATH = ("abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin")
-BATCH_REDUCTIONS = ("batch_min", "batch_max", "batch_mean")
-BUILTINS = (
-    "present", "valid", "count", "length", "mentions", "mention_count", "repetition", "choice",
-    "number", "matches", "match_count", "occurrences", "math_verify", "similarity", "normalize",
-    "min", "max",
-    "clamp", "iou", "area", "box_count", "matched_boxes", "default", *REDUCTIONS, *UNARY_MATH,
-    *BATCH_REDUCTIONS,
-)
-MATH_VERIFY_MODES = ("default", "open-r1-length")
 MAX_CALL_NOTES = 8  # "in `f`, called at ..." notes on one error, innermost first
 _CMP_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
 
@@ -641,7 +630,7 @@ class Checker:
         unit = units.unit_named(name)
         if unit is None:  # pragma: no cover - reported where the def is declared, never called
             raise self.error("KD034", f"unknown unit `{name}` for the result of `{qualified}`", span)  # pragma: no cover
-        self._require_numeric(node, span, f"the unit of `{qualified}`")
+        self.require_numeric(node, span, f"the unit of `{qualified}`")
         one = self.node("const", (), T.FLOAT, span, value=1.0)
         out = self.node("mul", (node, one), node.type if node.type.kind != "int" else T.FLOAT, span,
                         unit=name)
@@ -838,7 +827,7 @@ class Checker:
         return self.convert_text(obj, target, ctx.scope, e.span)
 
     def convert_text(self, obj: Node, target: str, scope: Scope, span: Span) -> Node:
-        text = self._as_text(obj)
+        text = self.as_text(obj)
         if target in ("float", "int"):
             return self.node("to_number", (text,), Type(target), span, integer=target == "int")
         if target == "str":
@@ -857,19 +846,19 @@ class Checker:
                              f"{did_you_mean(target, (*SCALAR_TYPE_NAMES, *scope.enums))}", span)
         return self.node("to_enum", (text,), T.enum_type(enum), span, enum=enum.name)
 
-    def _as_text(self, node: Node) -> Node:
+    def as_text(self, node: Node) -> Node:
         if node.type.kind == "record":
             return self.node("regex_group", (node,), T.TEXT, node.span, group=0)
         return node
 
     def lower_tagextractor(self, e: ast.TagExtractor, ctx: _Ctx, hint) -> Node:
-        within = self._text_arg(e.within, ctx) if e.within is not None else self.completion()
+        within = self.text_arg(e.within, ctx) if e.within is not None else self.completion()
         return self.node("tag", (within,), T.TEXT, e.span, name=e.tag, position=e.position)
 
     def lower_regexextractor(self, e: ast.RegexExtractor, ctx: _Ctx, hint) -> Node:
         from kdsl.runtime.text import RegexError, compile_regex
 
-        within = self._text_arg(e.within, ctx) if e.within is not None else self.completion()
+        within = self.text_arg(e.within, ctx) if e.within is not None else self.completion()
         try:
             compiled = compile_regex(e.pattern)
         except RegexError as err:
@@ -879,12 +868,12 @@ class Checker:
         groups = tuple(sorted(compiled.groupindex, key=compiled.groupindex.get))
         return self.node("regex", (within,), Type("record", groups=groups), e.span, pattern=e.pattern)
 
-    def _text_arg(self, expr: ast.Expr, ctx: _Ctx) -> Node:
+    def text_arg(self, expr: ast.Expr, ctx: _Ctx) -> Node:
         node = self.lower(expr, ctx)
         if not node.type.is_text:
             raise self.error("KD073", f"expected text from the completion (a tag or regex), not {node.type}",
                              expr.span)
-        return self._as_text(node)
+        return self.as_text(node)
 
     # ---- operators -------------------------------------------------------------------------------
     def lower_unary(self, e: ast.Unary, ctx: _Ctx, hint) -> Node:
@@ -892,9 +881,9 @@ class Checker:
         if e.op == "not":
             self._require_truth(operand, e.operand.span, "`not`")
             return self.node("not", (operand,), operand.type, e.span, logic=self.program.logic)
-        self._require_numeric(operand, e.operand.span, "`-`")
+        self.require_numeric(operand, e.operand.span, "`-`")
         # A negated vector or per-pixel value keeps its shape, as the unary math functions do.
-        out = operand.type if operand.type.extra_dims else self._arith_type(
+        out = operand.type if operand.type.extra_dims else self.arith_type(
             operand.type, operand.type, "-")
         return self.node("neg", (operand,), out, e.span)
 
@@ -906,16 +895,16 @@ class Checker:
             self._require_truth(right, e.right.span, f"`{e.op}`")
             left, right, shape = self.broadcast(left, right, e.span)
             return self.node(e.op, (left, right), shape, e.span, logic=self.program.logic)
-        self._require_numeric(left, e.left.span, f"`{e.op}`")
-        self._require_numeric(right, e.right.span, f"`{e.op}`")
+        self.require_numeric(left, e.left.span, f"`{e.op}`")
+        self.require_numeric(right, e.right.span, f"`{e.op}`")
         if e.op in ("+", "-"):
             left, right = self.align_units(left, right, e.span, f"`{e.op}`")
         left, right, shape = self.broadcast(left, right, e.span)
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "mod", "**": "pow"}[e.op]
-        return self.node(op, (left, right), self._arith_type(left.type, right.type, e.op, shape),
+        return self.node(op, (left, right), self.arith_type(left.type, right.type, e.op, shape),
                          e.span)
 
-    def _arith_type(self, a: Type, b: Type, op: str, shape: Type | None = None) -> Type:
+    def arith_type(self, a: Type, b: Type, op: str, shape: Type | None = None) -> Type:
         if shape is not None and shape.kind in ("field", "vector"):
             return Type(shape.kind, size=shape.size)
         whole = a.kind in ("int", "bool") and b.kind in ("int", "bool")
@@ -933,7 +922,7 @@ class Checker:
         if a.type.kind == "raster" or b.type.kind == "raster":
             raster = a if a.type.kind == "raster" else b
             raise self.error("KD074", f"{raster.type} holds {raster.type.size} bands: select one "
-                             f"({_band_hint(raster)}) before computing with it", span)
+                             f"({band_hint(raster)}) before computing with it", span)
         if da == db:
             if a.type.kind == "vector" and b.type.kind == "vector" and a.type.size != b.type.size:
                 raise self.error("KD074", f"vector sizes differ: {a.type} and {b.type}", span)
@@ -945,7 +934,7 @@ class Checker:
             return a, self.node("lift", (b,), b.type, span, dims=da), a.type
         return self.node("lift", (a,), a.type, span, dims=db), b, b.type
 
-    def _require_numeric(self, node: Node, span: Span, what: str) -> None:
+    def require_numeric(self, node: Node, span: Span, what: str) -> None:
         if node.type.is_text:
             raise self.error("KD075", f"{what} needs a number, but this is text from the completion; "
                              "convert it, e.g. `answer as float` or number(answer)", span)
@@ -1008,8 +997,8 @@ class Checker:
             return self.node(name, (left, right), T.BOOL, span, soft=0.0)
         if left.type.is_text or right.type.is_text:
             raise self.error("KD077", "convert text before comparing it, e.g. `answer as float`", span)
-        self._require_numeric(left, span, f"`{op}`")
-        self._require_numeric(right, span, f"`{op}`")
+        self.require_numeric(left, span, f"`{op}`")
+        self.require_numeric(right, span, f"`{op}`")
         left, right = self.align_units(left, right, span, f"`{op}`")
         left, right, shape = self.broadcast(left, right, span)
         out = T.BOOL if not shape.extra_dims else Type(shape.kind, size=shape.size, element="bool")
@@ -1025,7 +1014,7 @@ class Checker:
 
     def _parse_as(self, text: Node, target: Type, ctx: _Ctx, span: Span) -> Node:
         if target.kind == "enum":
-            text = self._as_text(text)
+            text = self.as_text(text)
             return self.node("to_enum", (text,), target, span, enum=target.enum.name)
         if target.kind in ("float", "int", "str", "bool", "box", "boxes"):
             return self.convert_text(text, target.kind, ctx.scope, span)
@@ -1089,7 +1078,7 @@ class Checker:
             raise self.error("KD080", f"the branches of `if` differ: {then.type} and {other.type}", e.span)
         if then.type.is_numeric:
             then, other, shape = self.broadcast(then, other, e.span)
-            out = self._arith_type(then.type, other.type, "+", shape)
+            out = self.arith_type(then.type, other.type, "+", shape)
             if then.type.kind == "bool" and other.type.kind == "bool":
                 out = T.BOOL
             if cond.type.extra_dims < shape.extra_dims:
@@ -1238,19 +1227,19 @@ class Checker:
                                                                  element="enum")
         return self.node("table", tuple(args), result, e.span, table=table.name)
 
-    def _text_or_column(self, expr: ast.Expr, ctx: _Ctx,
+    def text_or_column(self, expr: ast.Expr, ctx: _Ctx,
                         wanted: str) -> tuple[tuple[Node, ...], str | None]:
         """A text operand of the text phase: text from the completion (a node, no column), or a
         `str` input column, read there by name (no node). ``wanted`` starts the error message."""
         node = self.lower(expr, ctx)
         if node.type.is_text:
-            return (self._as_text(node),), None
+            return (self.as_text(node),), None
         if node.op == "input" and node.type.kind == "str":
             return (), node.attr("name")
         raise self.error("KD085", f"{wanted}, not {node.type}", expr.span)
 
     @staticmethod
-    def _literal(expr: ast.Expr, ctx: _Ctx) -> float | None:
+    def literal_number(expr: ast.Expr, ctx: _Ctx) -> float | None:
         """A number written in the spec: a literal, or a def parameter bound to one (so a def can
         pass its n-gram size or threshold on to a builtin)."""
         if isinstance(expr, ast.Number):
@@ -1262,240 +1251,10 @@ class Checker:
         return None
 
     def call_builtin(self, name: str, e: ast.Call, ctx: _Ctx) -> Node:
+        """A builtin's type rule, from its entry in ``kdsl.builtins``."""
         if e.kwargs:
             raise self.error("KD083", f"{name}() takes no keyword arguments", e.kwargs[0].span)
-        args = e.args
-        span = e.span
-
-        def arity(*counts: int) -> None:
-            if len(args) not in counts:
-                want = " or ".join(str(c) for c in counts)
-                raise self.error("KD083", f"{name}() takes {want} argument{'s' if counts != (1,) else ''}, "
-                                 f"got {len(args)}", span)
-
-        if name in ("present", "valid"):
-            arity(1)
-            x = self.lower(args[0], ctx)
-            if x.type.is_text:
-                return self.node("text_present", (self._as_text(x),), T.BOOL, span)
-            if x.type.kind == "boxes":
-                return self.node("boxes_present", (x,), T.BOOL, span)
-            if x.type.kind == "box":
-                return self.node("box_present", (x,), T.BOOL, span)
-            return self.node("present", (x,), T.BOOL if not x.type.extra_dims else x.type, span)
-        if name == "count":
-            arity(1)
-            x = self.lower(args[0], ctx)
-            if x.op != "tag":
-                raise self.error("KD086", "count() counts the occurrences of a tag, e.g. count(answer) for "
-                                 "`answer: tag \"answer\"`", args[0].span)
-            return self.node("tag_count", x.args, T.INT, span, name=x.attr("name"))
-        if name == "length":
-            arity(1, 2)
-            text = self._text_arg(args[0], ctx)
-            unit = "chars"
-            if len(args) == 2:
-                unit_expr = args[1]
-                unit = unit_expr.id if isinstance(unit_expr, ast.Name) else (
-                    unit_expr.value if isinstance(unit_expr, ast.String) else None)
-                if unit not in LENGTH_UNITS:
-                    raise self.error("KD086", f"length() counts {', '.join(LENGTH_UNITS)}"
-                                     f"{did_you_mean(str(unit), LENGTH_UNITS)}", unit_expr.span)
-            return self.node("length", (text,), T.INT, span, unit=unit)
-        if name in ("mentions", "mention_count"):
-            arity(2)
-            text = self._text_arg(args[0], ctx)
-            terms = args[1]
-            if isinstance(terms, ast.String):
-                values = (terms.value,)
-            elif isinstance(terms, ast.Strings):
-                values = terms.values
-            else:
-                raise self.error("KD086", f"{name}() takes the terms as strings: \"a\" | \"b\"", terms.span)
-            if any(not v.strip() for v in values):
-                raise self.error("KD086", "an empty term can never be mentioned", terms.span)
-            out = T.BOOL if name == "mentions" else T.INT
-            return self.node(name, (text,), out, span, terms=tuple(values))
-        if name == "repetition":
-            arity(1, 2)
-            text = self._text_arg(args[0], ctx)
-            n = 3
-            if len(args) == 2:
-                value = self._literal(args[1], ctx)
-                if value is None or not float(value).is_integer() or value < 1:
-                    raise self.error("KD086", "repetition() takes the n-gram size as a whole number >= 1",
-                                     args[1].span)
-                n = int(value)
-            return self.node("repetition", (text,), T.FLOAT, span, n=n)
-        if name == "choice":
-            arity(2)
-            text = self._text_arg(args[0], ctx)
-            if not isinstance(args[1], ast.String) or not args[1].value:
-                raise self.error("KD086", "choice() takes the letters as a string, e.g. choice(answer, \"ABCD\")",
-                                 args[1].span)
-            letters = args[1].value
-            if len(set(letters)) != len(letters) or not letters.isalnum():
-                raise self.error("KD086", "choice() letters must be distinct letters or digits", args[1].span)
-            return self.node("choice", (text,), T.STR, span, letters=letters)
-        if name == "number":
-            arity(1)
-            return self.convert_text(self._text_arg(args[0], ctx), "float", ctx.scope, span)
-        if name == "matches":
-            arity(2)
-            text = self._text_arg(args[0], ctx)
-            pattern = args[1]
-            if not isinstance(pattern, ast.String):
-                raise self.error("KD086", "matches() takes a regex written as a string", pattern.span)
-            regex = self.lower_regexextractor(ast.RegexExtractor(pattern.value, span=pattern.span),
-                                              ctx, None)
-            del regex  # compiled only to validate the pattern at check time
-            return self.node("matches", (text,), T.BOOL, span, pattern=pattern.value)
-        if name == "match_count":
-            arity(2)
-            text = self._text_arg(args[0], ctx)
-            pattern = args[1]
-            if not isinstance(pattern, ast.String):
-                raise self.error("KD086", "match_count() takes a regex written as a string", pattern.span)
-            self.lower_regexextractor(ast.RegexExtractor(pattern.value, span=pattern.span), ctx, None)
-            return self.node("match_count", (text,), T.INT, span, pattern=pattern.value)
-        if name == "occurrences":
-            arity(2)
-            text = self._text_arg(args[0], ctx)
-            literal = args[1]
-            if not isinstance(literal, ast.String) or not literal.value:
-                raise self.error("KD086", "occurrences() takes the text to count as a non-empty string, "
-                                 "e.g. occurrences(completion, \"<think>\\n\")", literal.span)
-            return self.node("occurrences", (text,), T.INT, span, literal=literal.value)
-        if name == "normalize":
-            arity(1)
-            operands, column = self._text_or_column(
-                args[0], ctx, "normalize() takes text from the completion or a `str` input column")
-            return self.node("normalize", operands, T.STR, span, column=column)
-        if name in ("math_verify", "similarity"):
-            arity(2, 3) if name == "math_verify" else arity(2)
-            text = self._text_arg(args[0], ctx)
-            other, column = self._text_or_column(
-                args[1], ctx, f"{name}() compares the text with a reference text: a `str` input "
-                "column or text from the completion")
-            operands = (text, *other)
-            attrs: dict = {"column": column}
-            if name == "math_verify":
-                attrs["mode"] = "default"
-                if len(args) == 3:
-                    mode = args[2]
-                    if not isinstance(mode, ast.String) or mode.value not in MATH_VERIFY_MODES:
-                        raise self.error("KD086", "math_verify() takes a mode: "
-                                         + " or ".join(f'"{m}"' for m in MATH_VERIFY_MODES), mode.span)
-                    attrs["mode"] = mode.value
-            out = T.BOOL if name == "math_verify" else T.FLOAT
-            return self.node(name, operands, out, span, **attrs)
-        if name in BATCH_REDUCTIONS:
-            arity(1)
-            x = self.lower(args[0], ctx)
-            if not (x.type.is_numeric and x.type.extra_dims == 0):
-                raise self.error("KD087", f"{name}() reduces one number per sample over the batch, not "
-                                 f"{x.type}", args[0].span)
-            return self.node(name, (x,), T.FLOAT, span)
-        if name in UNARY_MATH:
-            arity(1)
-            x = self.lower(args[0], ctx)
-            self._require_numeric(x, args[0].span, f"{name}()")
-            out = x.type if x.type.extra_dims else (
-                T.INT if name in ("floor", "ceil", "round") or (name == "abs" and x.type.kind == "int")
-                else T.FLOAT)
-            return self.node(name, (x,), out, span)
-        if name in ("min", "max"):
-            if len(args) == 1:
-                x = self.lower(args[0], ctx)
-                if x.type.kind not in ("vector", "field") or x.type.element == "enum":
-                    raise self.error("KD087", f"{name}() of one argument reduces a vector or per-pixel "
-                                     f"numbers; this is {x.type}", args[0].span)
-                return self.node(f"reduce_{name}", (x,), T.FLOAT, span)
-            if not args:
-                arity(1, 2)
-            result = self.lower(args[0], ctx)
-            self._require_numeric(result, args[0].span, f"{name}()")
-            for arg in args[1:]:
-                other = self.lower(arg, ctx)
-                self._require_numeric(other, arg.span, f"{name}()")
-                a, b, shape = self.broadcast(result, other, span)
-                result = self.node(name, (a, b), self._arith_type(a.type, b.type, "+", shape), span)
-            return result
-        if name in REDUCTIONS:
-            arity(2 if name == "quantile" else 1)
-            x = self.lower(args[0], ctx)
-            if x.type.kind == "raster":
-                raise self.error("KD087", f"{name}() of a whole {x.type}: select a band first, "
-                                 f"e.g. {_band_hint(x)}", args[0].span)
-            if x.type.kind not in ("vector", "field"):
-                raise self.error("KD087", f"{name}() reduces a vector or per-pixel values, not {x.type}",
-                                 args[0].span)
-            if x.type.element == "enum":
-                raise self.error("KD087", f"{name}() needs a number, not {x.type}; count classes with "
-                                 "frac(... == Member)", args[0].span)
-            if name == "frac" and not (x.type.element == "bool"):
-                raise self.error("KD087", "frac() gives the fraction of valid pixels where a condition "
-                                 "holds, e.g. frac(ndvi > 0.3)", args[0].span)
-            attrs = {}
-            if name == "quantile":
-                q = self._literal(args[1], ctx)
-                if q is None or not 0 <= q <= 1:
-                    raise self.error("KD086", "quantile() takes q as a number in 0..1 written in the spec",
-                                     args[1].span)
-                attrs["q"] = float(q)
-            return self.node(f"reduce_{name}", (x,), T.FLOAT, span, **attrs)
-        if name == "clamp":
-            arity(3)
-            x, lo, hi = (self.lower(a, ctx) for a in args)
-            for node, arg in zip((x, lo, hi), args):
-                self._require_numeric(node, arg.span, "clamp()")
-            lo_x, lo_b, shape = self.broadcast(x, lo, span)
-            r = self.node("max", (lo_x, lo_b), self._arith_type(x.type, lo.type, "+", shape), span)
-            a, b, shape = self.broadcast(r, hi, span)
-            return self.node("min", (a, b), self._arith_type(r.type, hi.type, "+", shape), span)
-        if name in ("iou", "area"):
-            arity(2 if name == "iou" else 1)
-            boxes = []
-            for arg in args:
-                node = self.lower(arg, ctx)
-                if node.type.is_text:
-                    node = self.convert_text(node, "box", ctx.scope, arg.span)
-                if node.type.kind != "box":
-                    what = "a list of boxes" if node.type.kind == "boxes" else str(node.type)
-                    raise self.error("KD088", f"{name}() takes two single boxes, not {what}", arg.span)
-                boxes.append(node)
-            return self.node(name, tuple(boxes), T.FLOAT, span)
-        if name in ("box_count", "matched_boxes"):
-            arity(1 if name == "box_count" else 3)
-            lists = []
-            for arg in args[:2]:
-                node = self.lower(arg, ctx)
-                if node.type.is_text:
-                    node = self.convert_text(node, "boxes", ctx.scope, arg.span)
-                if node.type.kind != "boxes":
-                    raise self.error("KD088", f"{name}() takes lists of boxes (a `boxes` input or text read "
-                                     f"`as boxes`), not {node.type}", arg.span)
-                lists.append(node)
-            if name == "box_count":
-                return self.node("box_count", tuple(lists), T.INT, span)
-            threshold = self._literal(args[2], ctx)
-            if threshold is None or not 0 < threshold <= 1:
-                raise self.error("KD086", "matched_boxes() takes the IoU threshold as a number in (0, 1] "
-                                 "written in the spec, e.g. 0.5", args[2].span)
-            return self.node("matched_boxes", tuple(lists), T.INT, span, threshold=float(threshold))
-        if name == "default":
-            arity(2)
-            x = self.lower(args[0], ctx)
-            y = self.lower(args[1], ctx, x.type)
-            if x.type.is_text or y.type.is_text:
-                raise self.error("KD089", "default() takes values, not text; convert the text first", span)
-            if x.type.kind != y.type.kind and not (x.type.is_numeric and y.type.is_numeric):
-                raise self.error("KD089", f"default() needs two values of one type, not {x.type} and {y.type}",
-                                 span)
-            if x.type.extra_dims != y.type.extra_dims:
-                x, y, _ = self.broadcast(x, y, span)
-            return self.node("default", (x, y), x.type if x.type.kind != "int" else y.type, span)
-        raise self.error("KD082", f"unknown function `{name}`", span)  # pragma: no cover
+        return BUILTINS[name].lower(self, Call(name, tuple(e.args), e.span, ctx))
 
 
 def enum_named(name: str, scope: Scope) -> EnumType | None:
@@ -1542,17 +1301,6 @@ _BOOL_WORDS = frozenset({"true", "yes", "y", "1", "t", "false", "no", "n", "0", 
 def not_a_member(name: str, enum: EnumType) -> str:
     return (f"`{name}` is not a member of enum {enum.name}{did_you_mean(name, enum.members)}; its "
             f"members are {', '.join(enum.members)}")
-
-
-def _band_hint(node: Node) -> str:
-    """How to select one band of a raster or vector value, in its own names."""
-    name = node.attr("name") if node.op == "input" else None
-    size = node.type.size
-    if name and node.type.bands:
-        return f"`{name}.{node.type.bands[0]}` or `{name}[0]`"
-    if name:
-        return f"`{name}[0]` to `{name}[{size - 1}]`"
-    return f"a band by its name or an index in 0..{size - 1}"
 
 
 def _count(n: int, noun: str) -> str:

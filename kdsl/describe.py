@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdsl import ast
+from kdsl.builtins import BUILTINS
 from kdsl.errors import KdslError, Span, did_you_mean
 from kdsl.parser import parse
 
@@ -57,70 +58,8 @@ _VERBS = {
     "hold": ("holds", "must hold", "does not hold", "must not hold"),
 }
 
-_NUMERIC_BUILTINS = frozenset({
-    "count", "length", "mention_count", "repetition", "number", "match_count", "occurrences",
-    "similarity", "min", "max", "clamp", "iou", "area", "box_count", "matched_boxes", "mean", "sum",
-    "std", "frac", "quantile", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin",
-    "batch_min", "batch_max", "batch_mean",
-})
-_TRUTH_BUILTINS = frozenset({"present", "valid", "mentions", "matches", "math_verify"})
-_TEXT_BUILTINS = frozenset({"choice", "normalize"})
-
-# What each builtin means, for the functions a definition or a formula calls (docs/language.md).
-_FUNCTIONS = {
-    "present": "present(x): whether x has a value (the text was found, the value could be read)",
-    "valid": "valid(x): whether x has a value (the text was found, the value could be read)",
-    "count": "count(t): how many times the tag of t opens in the text it is searched in",
-    "length": "length(t, unit): the length of t in chars (characters), words (separated by "
-              "spaces) or tokens (of the model's tokenizer)",
-    "mentions": "mentions(t, \"a\" | \"b\"): whether t contains any of the terms as a whole word, "
-                "in any case",
-    "mention_count": "mention_count(t, \"a\" | \"b\"): how many times t contains the terms as whole "
-                     "words, in any case",
-    "repetition": "repetition(t, n): the share of repeated n-word sequences in t (0 to 1)",
-    "choice": "choice(t, \"ABCD\"): the multiple-choice letter that t gives",
-    "number": "number(t): the first number written in t",
-    "matches": "matches(t, pattern): whether the regular expression (RE2) occurs in t",
-    "match_count": "match_count(t, pattern): how many non-overlapping matches of the regular "
-                   "expression t holds",
-    "occurrences": "occurrences(t, \"text\"): how many non-overlapping times the literal text occurs "
-                   "in t",
-    "math_verify": "math_verify(t, gold): whether the math answer in t (its \\boxed{} answer first) "
-                   "equals gold, checked with the math-verify package; no value where gold cannot "
-                   "be parsed",
-    "similarity": "similarity(a, b): how close a and b are in meaning, the cosine similarity of "
-                  "their sentence embeddings (-1 to 1)",
-    "normalize": "normalize(t): t in lower case, punctuation made spaces, the articles a, an and "
-                 "the dropped, spaces collapsed",
-    "abs": "abs(x): the absolute value of x",
-    "sqrt": "sqrt(x): the square root of x (no value below 0)",
-    "log": "log(x): the natural logarithm of x (no value at 0 or below)",
-    "exp": "exp(x): e to the power x",
-    "floor": "floor(x): x rounded down to a whole number",
-    "ceil": "ceil(x): x rounded up to a whole number",
-    "round": "round(x): x rounded to the nearest whole number (halves to the even one)",
-    "cos": "cos(x): the cosine of x (in radians)",
-    "sin": "sin(x): the sine of x (in radians)",
-    "min": "min(a, b, ...): the smallest of the values (of one value: its smallest valid element "
-           "or pixel)",
-    "max": "max(a, b, ...): the largest of the values (of one value: its largest valid element "
-           "or pixel)",
-    "clamp": "clamp(x, low, high): x, raised to low or lowered to high where it lies outside",
-    "default": "default(x, fallback): x where it has a value, otherwise fallback",
-    "iou": "iou(a, b): the overlap of two boxes, intersection over union (0 to 1)",
-    "area": "area(b): the area of box b",
-    "box_count": "box_count(boxes): how many boxes the list holds",
-    "matched_boxes": "matched_boxes(predicted, gold, t): how many predicted boxes match a gold box "
-                     "one to one with an IoU of at least t, the best overlaps paired first",
-    "mean": "mean(x): the mean of the valid elements or pixels of x",
-    "sum": "sum(x): the sum of the valid elements or pixels of x",
-    "std": "std(x): the standard deviation of the valid elements or pixels of x",
-    "quantile": "quantile(x, q): the q-quantile of the valid elements or pixels of x",
-    "frac": "frac(condition): the share of valid pixels where the condition holds (0 to 1)",
-    "batch_min": "batch_min(x): the smallest x over the completions scored together",
-    "batch_max": "batch_max(x): the largest x over the completions scored together",
-    "batch_mean": "batch_mean(x): the mean x over the completions scored together",
-}
+# The kind of value a builtin gives, as this module names kinds (`default` takes its operand's).
+_DESCRIBED_KIND = {"number": "number", "truth": "bool", "text": "str"}
 
 _SCORING = (
     "How the reward is computed: a rule scores 1 when it is met and 0 when it is not, or partial "
@@ -279,7 +218,7 @@ class _Describer:
         if definitions:
             sections.append(definitions)
         if self.functions:
-            sections.append(["## Functions"] + [f"- {_FUNCTIONS[name]}." for name in _FUNCTIONS
+            sections.append(["## Functions"] + [f"- {BUILTINS[name].sentence}." for name in BUILTINS
                                                 if name in self.functions])
         if levels is None:
             training = self._training()
@@ -969,7 +908,7 @@ class _Describer:
                 name = f"{target[1].prefix}{target[2].name}"
             elif isinstance(e.func, ast.Name):
                 name = e.func.id
-                if name in _FUNCTIONS:
+                if name in BUILTINS:
                     self.functions.add(name)
             else:
                 name = sub(e.func, _POSTFIX)
@@ -1098,12 +1037,9 @@ class _Describer:
                     return "other"
                 return self._kind(decl.body, owner, frozenset(p.name for p in decl.params), depth + 1)
             name = e.func.id if isinstance(e.func, ast.Name) else ""
-            if name in _NUMERIC_BUILTINS:
-                return "number"
-            if name in _TRUTH_BUILTINS:
-                return "bool"
-            if name in _TEXT_BUILTINS:
-                return "str"
+            result = BUILTINS[name].result if name in BUILTINS else None
+            if result in _DESCRIBED_KIND:
+                return _DESCRIBED_KIND[result]
             if name == "default" and e.args:
                 return self._kind(e.args[0], scope, params, depth)
         return "other"
