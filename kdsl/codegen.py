@@ -24,17 +24,11 @@ from kdsl.ir import (
     span_name,
     value_name,
 )
+from kdsl.operators import OPERATIONS
+from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
 from kdsl.runtime.text import normalize_term
 
 BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
-
-_BINARY = {"add", "sub", "mul", "div", "mod", "pow", "min", "max", "iou", "default"}
-_UNARY = {"neg", "abs", "sqrt", "log", "exp", "floor", "ceil", "round", "cos", "sin", "batch_min",
-          "batch_max", "batch_mean", "truth", "area", "box_count", "boxes_present",
-          "box_present",
-          "reduce_mean", "reduce_sum", "reduce_min", "reduce_max", "reduce_std", "reduce_frac"}
-_COMPARE = {"lt", "le", "gt", "ge", "eq", "ne"}
-
 
 class _Writer:
     """Lines of code, each optionally tagged with the spec line it came from."""
@@ -277,54 +271,41 @@ class Generator:
         self.trace(w)
 
     def text_line(self, n: Node) -> str:
-        a = n.args[0].id if n.args else 0
-        src = span_name(a)  # the span list this node reads
-        target = f"env['{value_name(n.id)}'], env['{mask_name(n.id)}'] = "
-        if n.op == "completion":
-            return f"{span_name(n.id)} = ex.whole()"
-        if n.op == "tag":
-            return f"{span_name(n.id)} = ex.tag({src}, {_lit(n.attr('name'))}, {_lit(n.attr('position'))})"
+        """The line of a text-phase node: its registered call, bound to the node's names."""
+        call = TEXT_OPERATIONS[n.op].emit(n, self)
         if n.op == "regex":
-            groups = sorted(self._regex_groups(n), key=str)
-            return f"{groups_name(n.id)} = ex.regex({src}, {_lit(n.attr('pattern'))}, {_lit(tuple(groups))})"
-        if n.op == "regex_group":
-            return f"{span_name(n.id)} = {groups_name(a)}[{_lit(n.attr('group'))}]"
-        if n.op == "text_present":
-            return target + f"ex.present({src})"
-        if n.op == "tag_count":
-            return target + f"ex.tag_count({src}, {_lit(n.attr('name'))})"
-        if n.op == "to_number":
-            return target + f"ex.to_number({src}, integer={n.attr('integer')})"
-        if n.op == "to_enum":
-            if n.attr("enum") == "bool":
-                return target + f"ex.to_bool({src}, BOOL_LOOKUP)"
-            return target + f"ex.to_enum({src}, ENUM_LOOKUP[{_lit(n.attr('enum'))}])"
-        if n.op == "to_str":
-            return target + f"ex.to_str({src})"
-        if n.op == "to_box":
-            return target + f"ex.to_box({src})"
-        if n.op == "to_boxes":
-            return target + f"ex.to_boxes({src})"
-        if n.op in ("mentions", "mention_count"):
-            return target + f"ex.mentions({src}, {_lit(n.attr('terms'))}, count={n.op == 'mention_count'})"
-        if n.op == "length":
-            return target + f"ex.length({src}, {_lit(n.attr('unit'))})"
-        if n.op == "repetition":
-            return target + f"ex.repetition({src}, {n.attr('n')})"
-        if n.op == "choice":
-            return target + f"ex.choice({src}, {_lit(n.attr('letters'))})"
-        if n.op == "matches":
-            return target + f"ex.matches({src}, {_lit(n.attr('pattern'))})"
-        if n.op == "match_count":
-            return target + f"ex.match_count({src}, {_lit(n.attr('pattern'))})"
-        if n.op == "occurrences":
-            return target + f"ex.occurrences({src}, {_lit(n.attr('literal'))})"
-        if n.op == "normalize":
-            return target + f"ex.normalized({self._texts(n, 0)})"
-        if n.op in ("math_verify", "similarity"):
-            mode = f", {_lit(n.attr('mode'))}" if n.op == "math_verify" else ""
-            return target + f"ex.{n.op}({src}, {self._texts(n, 1)}{mode})"
-        raise AssertionError(f"no text code for {n.op}")
+            return f"{groups_name(n.id)} = {call}"
+        if n.op in EXTRACTOR_OPS:
+            return f"env['{value_name(n.id)}'], env['{mask_name(n.id)}'] = {call}"
+        return f"{span_name(n.id)} = {call}"
+
+    # What an entry's `emit` is given (`kdsl.operators.Operands`).
+    @staticmethod
+    def lit(value) -> str:
+        return _lit(value)
+
+    @staticmethod
+    def spans(n: Node, position: int = 0) -> str:
+        """The generated name of the spans (a regex: its groups) that operand ``position`` gives."""
+        operand = n.args[position].id if n.args else 0
+        return groups_name(operand) if n.op == "regex_group" else span_name(operand)
+
+    def texts(self, n: Node, position: int) -> str:
+        return self._texts(n, position)
+
+    @staticmethod
+    def quote(text: str) -> str:
+        return quote(text)
+
+    @staticmethod
+    def pairs(n: Node) -> str:
+        return ", ".join(_pair(a) for a in n.args)
+
+    def string_id(self, value: str) -> int:
+        return self._string(value)
+
+    def regex_groups(self, regex: Node) -> tuple:
+        return tuple(sorted(self._regex_groups(regex), key=str))
 
     @staticmethod
     def _texts(n: Node, position: int) -> str:
@@ -470,36 +451,9 @@ class Generator:
         if op == "str_const":
             return out + f"ops.const(ref, {self._string(n.attr('value'))}, torch.long)  # " + \
                 quote(n.attr("value")[:40])
-        if op == "lift":
-            return out + f"ops.lift({args}, {n.attr('dims')})"
-        if op == "band":
-            nodata = n.args[0].type.nodata
-            nodata = None if nodata is None else float(nodata)
-            return out + f"ops.band({args}, {n.attr('index')}, {_lit(nodata)})  # {quote(n.attr('band'))}"
-        if op == "element":
-            return out + f"ops.select({args}, {n.attr('index')})  # {quote(n.attr('band'))}"
-        if op in _BINARY or op in _UNARY:
-            return out + f"ops.{op}({args})"
-        if op in _COMPARE:
-            return out + f"ops.{op}({args}, {_lit(float(n.attr('soft')))}, dt)"
-        if op == "in_set":
-            return out + f"ops.in_set({args}, {_lit(tuple(n.attr('values')))}, dt)"
-        if op == "in_str":
-            ids = tuple(self._string(v) for v in n.attr("values"))
-            return out + f"ops.in_set({args}, {_lit(ids)}, dt)"
-        if op in ("and", "or", "not"):
-            return out + f"ops.{op}_({args}, {_lit(n.attr('logic'))})"
-        if op == "if":
-            return out + f"ops.if_({args})"
-        if op == "present":
-            return out + f"ops.present({args}, dt)"
-        if op == "matched_boxes":
-            return out + f"ops.matched_boxes({args}, {_lit(float(n.attr('threshold')))})"
-        if op == "reduce_quantile":
-            return out + f"ops.reduce_quantile({args}, {_lit(float(n.attr('q')))})"
         if op == "table":
             return out + f"{generated_name('table', n.attr('table'))}({args}, dt, env.get('_trace'), {n.id})"
-        raise AssertionError(f"no tensor code for {op}")
+        return out + OPERATIONS[op].emit(n, self)
 
 
 def generate(program: ProgramIR) -> str:

@@ -47,28 +47,37 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdsl.errors import KdslError, Span
-from kdsl.ir import EXTRACTOR_OPS, Node, ProgramIR, groups_name, mask_name, span_name, value_name
+from kdsl.ir import Node, ProgramIR, groups_name, mask_name, span_name, value_name
+from kdsl.operators import OPERATIONS
+from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
 
 if TYPE_CHECKING:
     from kdsl.program import Program
 
 # A gate counts as closed below this score (the runtime's tolerance, kdsl.runtime.ops).
 GATE_TOLERANCE = 1e-6
-_TEXT_OPS = ("completion", "tag", "regex_group", "regex")
-# Operations that give no value for some valid operands, and what that means.
-_PARTIAL = {
-    "sqrt": "the square root of a negative number",
-    "log": "the logarithm of a number that is not positive",
-    "pow": "a power with no real value, or out of float range",
-    "exp": "an exponential out of float range",
-    "iou": "the boxes have no area together",
-}
-_REDUCTIONS = ("reduce_mean", "reduce_sum", "reduce_min", "reduce_max", "reduce_std",
-               "reduce_frac", "reduce_quantile")
+
+
+@dataclass(frozen=True)
+class _Words:
+    """What an operation's ``missing`` sentence may use (``kdsl.operators.Words``)."""
+
+    explainer: object
+    where_lost: str  # " in `...` (line N)", or "" where the node itself lost the value
+
+    def label(self, node: Node) -> str:
+        return self.explainer.label(node)
+
+    def shown(self, node: Node) -> str:
+        return self.explainer.shown(node)
+
+    def where(self, node: Node) -> str:
+        return self.where_lost
 
 
 # ---- building an explanation ------------------------------------------------------------------
@@ -248,7 +257,7 @@ class _Explainer:
         def visit(node: Node) -> None:
             if node.id in found or node.op in ("const", "str_const"):
                 return
-            leaf = node.id in self.names or node.op in EXTRACTOR_OPS or node.op in _TEXT_OPS or (
+            leaf = node.id in self.names or node.op in TEXT_OPERATIONS or (
                 node.op == "input" and node.type.kind != "raster") or (
                 node.op == "element" and node.args[0].op == "input")
             if leaf:
@@ -294,14 +303,11 @@ class _Explainer:
             return f"input `{origin.attr('name')}` has no value (missing, null or NaN)"
         if op in ("element", "band") and origin.args[0].op == "input":
             return f"`{self.label(origin)}` has no value (missing, null or NaN)"
-        if op in ("div", "mod"):
-            return f"a division by zero: `{self.label(origin.args[1])}` is 0{where}"
-        if op in _PARTIAL:
-            return _PARTIAL[op] + where
         if op == "table":
             return f"no row of table `{origin.attr('table')}` matches{where}"
-        if op in _REDUCTIONS:
-            return f"`{self.label(origin)}` has no valid value to summarise"
+        missing = OPERATIONS[op].missing if op in OPERATIONS else None
+        if missing is not None:
+            return missing(origin, _Words(self, where))
         return f"`{self.label(origin)}` has no value{where}"
 
     def not_found(self, node: Node) -> str:
@@ -316,20 +322,15 @@ class _Explainer:
             return "the regex does not match"
         if node.op == "regex_group":
             return f"the group `{node.attr('group')}` took no part in the match"
-        source = self.excerpt(self.span(node.args[0])) if node.args else None
-        shown = json.dumps(_shorten(source or "", 40), ensure_ascii=False)
-        if node.op == "to_enum":
-            if node.attr("enum") == "bool":
-                return f"{shown} is not yes, no, true or false"
-            return f"{shown} names no {node.attr('enum')} member or synonym"
-        if node.op == "to_number":
-            kind = "whole number" if node.attr("integer") else "number"
-            return f"no {kind} in {shown}"
-        if node.op == "to_box":
-            return f"{shown} does not give four coordinates x1, y1, x2, y2 (x1 <= x2, y1 <= y2)"
-        if node.op == "choice":
-            return f"no letter of {node.attr('letters')} is given in {shown}"
+        missing = TEXT_OPERATIONS[node.op].missing if node.op in TEXT_OPERATIONS else None
+        if missing is not None:
+            return missing(node, _Words(self, ""))
         return f"`{self.label(node)}` has no value"
+
+    def shown(self, node: Node) -> str:
+        """The text a node reads (its first operand's span), quoted and shortened for a sentence."""
+        source = self.excerpt(self.span(node.args[0])) if node.args else None
+        return json.dumps(_shorten(source or "", 40), ensure_ascii=False)
 
     def _tag_missing(self, node: Node) -> str:
         within = self.span(node.args[0])

@@ -10,17 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kdsl.errors import NO_SPAN, Span
+from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
 from kdsl.types import EnumType, Type
 
-# Operations of the text phase: they read completions and run once per batch in Python.
-TEXT_OPS = frozenset({
-    "completion", "tag", "regex_group", "regex", "tag_count", "mentions", "mention_count",
-    "length", "repetition", "choice", "to_number", "to_enum", "to_str", "to_box", "matches",
-    "text_present", "match_count", "occurrences", "math_verify", "similarity",
-    "to_boxes", "normalize",
-})
-# Text-phase operations whose result is a tensor value (the boundary to the tensor phase).
-EXTRACTOR_OPS = TEXT_OPS - {"completion", "tag", "regex_group", "regex"}
+# Operations of the text phase: they read completions and run once per batch in Python (their
+# entries are in `kdsl.operators`). Those of phase "value" give a tensor value: the boundary to the
+# tensor phase.
+TEXT_OPS = frozenset(TEXT_OPERATIONS)
+EXTRACTOR_OPS = frozenset(name for name, op in TEXT_OPERATIONS.items() if op.phase == "value")
 
 # The names generated code gives a node's values. Code generation writes them and `kdsl explain`
 # reads them back from a traced run, so both go through these.

@@ -14,54 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kdsl.analysis.interval import EVERYTHING, INF, Interval, fmt
 from kdsl.errors import DiagnosticSink
 from kdsl.ir import Node, ProgramIR, RuleIR
-
-INF = math.inf
-
-
-@dataclass(frozen=True)
-class Interval:
-    lo: float
-    hi: float
-    integral: bool = False
-    lo_open: bool = False  # the value never equals lo (only declared ranges and sums say so)
-    hi_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if (self.lo_open and value == self.lo) or (self.hi_open and value == self.hi):
-            return False
-        return self.lo <= value <= self.hi
-
-    @property
-    def empty(self) -> bool:
-        return self.lo > self.hi
-
-
-EVERYTHING = Interval(-INF, INF)
-UNIT = Interval(0.0, 1.0)
-COUNT = Interval(0.0, INF, True)
-NONNEGATIVE = Interval(0.0, INF)
-
-
-def fmt(value: float) -> str:
-    if value in (INF, -INF):
-        return "infinity" if value > 0 else "-infinity"
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.6g}"
-
-
-def _hull(a: Interval, b: Interval) -> Interval:
-    return Interval(min(a.lo, b.lo), max(a.hi, b.hi), a.integral and b.integral)
-
-
-def _products(a: Interval, b: Interval) -> Interval:
-    values = []
-    for x in (a.lo, a.hi):
-        for y in (b.lo, b.hi):
-            values.append(0.0 if (x == 0 or y == 0) else x * y)
-    return Interval(min(values), max(values), a.integral and b.integral)
+from kdsl.operators import OPERATIONS
 
 
 class Ranges:
@@ -79,7 +35,8 @@ class Ranges:
         self.memo[node.id] = result
         return result
 
-    def _compute(self, n: Node) -> Interval | None:  # noqa: C901 - one case per operation
+    def _compute(self, n: Node) -> Interval | None:
+        """A leaf's range from the program; an operation's from its rule in ``kdsl.operators``."""
         op = n.op
         args = [self.of(a) for a in n.args]
         if op == "const":
@@ -98,31 +55,6 @@ class Ranges:
             if kind == "enum":
                 return Interval(0.0, len(spec.type.enum.members) - 1.0, True)
             return EVERYTHING if kind == "box" else None
-        if op in ("lift", "band", "element", "reduce_mean", "reduce_min", "reduce_max",
-                  "reduce_quantile"):
-            return args[0] if args and args[0] is not None else EVERYTHING
-        if op in ("tag_count", "mention_count", "length", "match_count", "occurrences", "box_count",
-                  "matched_boxes"):
-            return COUNT
-        if op in ("cos", "sin", "similarity"):
-            return Interval(-1.0, 1.0)
-        if op in ("batch_min", "batch_max", "batch_mean"):
-            return args[0] if args and args[0] is not None else EVERYTHING
-        if op in ("mentions", "text_present", "matches", "present", "repetition", "truth", "frac",
-                  "math_verify", "boxes_present", "box_present",
-                  "reduce_frac", "iou", "and", "or", "not", "in_set", "in_str") or op in _COMPARISONS:
-            return Interval(0.0, 1.0, op not in ("repetition", "truth", "reduce_frac", "iou"))
-        if op == "to_enum":
-            enum = n.type.enum
-            return Interval(0.0, 1.0, True) if enum is None else Interval(
-                0.0, len(enum.members) - 1.0, True)
-        if op == "to_number":
-            return Interval(-INF, INF, bool(n.attr("integer")))
-        if op in ("reduce_std", "area"):
-            return NONNEGATIVE
-        if op == "reduce_sum":
-            a = args[0] or EVERYTHING
-            return NONNEGATIVE if a.lo >= 0 else (Interval(-INF, 0.0) if a.hi <= 0 else EVERYTHING)
         if op == "table":
             table = self.program.tables.get(n.attr("table"))
             if table is None:
@@ -132,74 +64,9 @@ class Ranges:
             values = [float(r.result) for r in table.rows if not isinstance(r.result, str)]
             return Interval(min(values), max(values), all(v.is_integer() for v in values)) \
                 if values else EVERYTHING
-        if any(a is None for a in args):
-            return None
-        if op in ("if",):
-            return _hull(args[1], args[2])
-        if op == "default":
-            return _hull(args[0], args[1])
-        if op == "neg":
-            a = args[0]
-            return Interval(-a.hi, -a.lo, a.integral)
-        if op == "abs":
-            a = args[0]
-            if a.lo >= 0:
-                return a
-            if a.hi <= 0:
-                return Interval(-a.hi, -a.lo, a.integral)
-            return Interval(0.0, max(-a.lo, a.hi), a.integral)
-        if op == "add":
-            a, b = args  # an end of the sum is reached only where both ends are
-            return Interval(a.lo + b.lo, a.hi + b.hi, a.integral and b.integral,
-                            a.lo_open or b.lo_open, a.hi_open or b.hi_open)
-        if op == "sub":
-            a, b = args
-            return Interval(a.lo - b.hi, a.hi - b.lo, a.integral and b.integral)
-        if op == "mul":
-            return _products(*args)
-        if op == "div":
-            a, b = args
-            if b.lo > 0 or b.hi < 0:
-                inverse = Interval(1.0 / b.hi if b.hi not in (0, INF, -INF) else 0.0,
-                                   1.0 / b.lo if b.lo not in (0, INF, -INF) else 0.0)
-                inverse = Interval(min(inverse.lo, inverse.hi), max(inverse.lo, inverse.hi))
-                return _products(a, inverse)
-            return EVERYTHING
-        if op == "min":
-            a, b = args
-            return Interval(min(a.lo, b.lo), min(a.hi, b.hi), a.integral and b.integral)
-        if op == "max":
-            a, b = args
-            return Interval(max(a.lo, b.lo), max(a.hi, b.hi), a.integral and b.integral)
-        if op in ("floor", "ceil", "round"):
-            a = args[0]
-            f = {"floor": math.floor, "ceil": math.ceil, "round": round}[op]
-            lo = a.lo if not math.isfinite(a.lo) else float(f(a.lo))
-            hi = a.hi if not math.isfinite(a.hi) else float(f(a.hi))
-            return Interval(lo, hi, True)
-        if op == "sqrt":
-            a = args[0]
-            return Interval(math.sqrt(max(a.lo, 0.0)), math.sqrt(a.hi) if a.hi >= 0 else 0.0)
-        if op == "exp":
-            a = args[0]
-            return Interval(_safe(math.exp, a.lo, 0.0), _safe(math.exp, a.hi, INF))
-        if op == "log":
-            a = args[0]
-            return Interval(-INF if a.lo <= 0 else math.log(a.lo), -INF if a.hi <= 0 else (
-                INF if a.hi == INF else math.log(a.hi)))
-        if op == "mod":
-            b = args[1]
-            bound = max(abs(b.lo), abs(b.hi))
-            # `x % 0` has no value (it is invalid, and reported as a division by zero): no claim
-            return Interval(-bound, bound) if 0 < bound < INF else EVERYTHING
-        return EVERYTHING  # pow and anything else: no claim
-
-
-def _safe(f, x: float, fallback: float) -> float:
-    try:
-        return f(x)
-    except OverflowError:
-        return fallback
+        if op in OPERATIONS:
+            return OPERATIONS[op].value_range(n, args)
+        return None if any(a is None for a in args) else EVERYTHING  # a string constant: no claim
 
 
 _COMPARISONS = {"lt", "le", "gt", "ge", "eq", "ne"}
