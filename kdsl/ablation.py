@@ -100,7 +100,9 @@ def without_levels(program, levels: Sequence[str]) -> str:
             cuts.append((starts[span.line - 1] + span.column - 1,
                          starts[span.end_line - 1] + span.end_column - 1))
     # Labelled examples are tests of the full spec (they name its rules), not part of a reward.
-    examples = [(e.span, "example") for e in program.ir.examples if e.span.file == program.ir.file]
+    from kdsl.testing import spec_examples
+
+    examples = [(e.span, "example") for e in spec_examples(program)]
     for span, _ in examples:
         cuts.append((starts[span.line - 1] + span.column - 1,
                      starts[span.end_line - 1] + span.end_column - 1))

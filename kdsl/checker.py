@@ -16,7 +16,19 @@ from kdsl import ast, units
 from kdsl import types as T
 from kdsl.builtins import BUILTINS, Call, band_hint
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
-from kdsl.ir import GraphBuilder, InputSpec, LevelIR, Node, ProgramIR, RuleIR, SheetCall, TableIR
+from kdsl.ir import (
+    GraphBuilder,
+    InputSpec,
+    LevelIR,
+    Node,
+    ProgramIR,
+    RuleIR,
+    SheetCall,
+    TableCell,
+    TableColumn,
+    TableIR,
+    TableRow,
+)
 from kdsl.limits import MAX_NESTING, MAX_NUMBER
 from kdsl.types import EnumType, Type
 
@@ -43,6 +55,8 @@ class Scope:
     unavailable: set[str] = field(default_factory=set)
     # Tables declared with errors (already reported): calls to them are not errors again.
     failed: set[str] = field(default_factory=set)
+    # Every table whose columns and result could be resolved, with errors in its rows or not.
+    declared_tables: list[TableIR] = field(default_factory=list)
 
     def through_failed_import(self, name: str) -> bool:
         """Whether ``name`` (``alias`` or ``alias.rest``) goes through an import that failed."""
@@ -87,6 +101,7 @@ class Checker:
                      self.check_settings, self.report_unused):
             step()
         self.program.nodes = list(self.graph.order)
+        self.program.sources = dict(self.sink.sources)  # the spec's and its imports' text
         return self.program
 
     def error(self, code: str, message: str, span: Span, *notes: str) -> _Failed:
@@ -237,39 +252,19 @@ class Checker:
             elif result.kind == "enum":
                 self.sink.error("KD090", f"table `{table.name}` gives a {result.enum.name}, not a number", row.span)
                 ok = False
-        column_units = tuple(self.declared_unit(p.unit, t, p.span) for p, (_, t) in zip(table.params, params))
-        ir_table = TableIR(scope.prefix + table.name, params, result, list(table.rows), table.span,
-                           column_units)
-        self._check_table_cells(table, params)
+        columns = [TableColumn(p.name, t, self.declared_unit(p.unit, t, p.span), p.low, p.high, p.low_open,
+                               p.high_open, p.span) for p, (_, t) in zip(table.params, params)]
+        for column in columns:
+            if column.low is not None and column.type.kind not in ("float", "int"):
+                self.sink.error("KD038", f"only a number column has a range; `{column.name}` is "
+                                f"{column.type}", column.span)
+        ir_table = TableIR(scope.prefix + table.name, columns, result, table_rows(table), table.span,
+                           table.name)
+        scope.declared_tables.append(ir_table)  # analysed for gaps and overlaps, errors or not
         if ok:
             scope.tables[table.name] = ir_table
         else:
             scope.failed.add(table.name)
-
-    def _check_table_cells(self, table: ast.Table, params: list[tuple[str, Type]]) -> None:
-        from kdsl.analysis import tables as table_analysis
-
-        domains = []
-        for declared, (_, t) in zip(table.params, params):
-            if declared.low is not None and t.kind not in ("float", "int"):
-                self.sink.error("KD038", f"only a number column has a range; `{declared.name}` is {t}",
-                                declared.span)
-            if t.kind == "enum":
-                domains.append(table_analysis.EnumDomain(t.enum.members))
-            elif t.kind == "bool":
-                domains.append(table_analysis.BoolDomain())
-            else:
-                domains.append(table_analysis.NumberDomain(t.kind == "int", declared.low, declared.high,
-                                                           declared.low_open, declared.high_open))
-        for finding in table_analysis.check_table(table, domains):
-            severity = getattr(finding, "severity", "error")
-            notes = ()
-            if finding.kind == "gap":
-                notes = ("add a row for it",)
-            if severity == "warning":
-                self.sink.warning(finding.code, finding.message, finding.span, *notes)
-            else:
-                self.sink.error(finding.code, finding.message, finding.span, *notes)
 
     def _type_by_name(self, name: str, scope: Scope, span: Span, allow: tuple[str, ...]) -> Type | None:
         if name in allow:
@@ -1255,6 +1250,12 @@ class Checker:
         if e.kwargs:
             raise self.error("KD083", f"{name}() takes no keyword arguments", e.kwargs[0].span)
         return BUILTINS[name].lower(self, Call(name, tuple(e.args), e.span, ctx))
+
+
+def table_rows(table: ast.Table) -> list[TableRow]:
+    """A table's rows as the IR holds them."""
+    return [TableRow(tuple(TableCell(c.kind, c.names, c.op, c.low, c.high, c.low_open, c.high_open, c.span)
+                           for c in row.cells), row.result, row.span) for row in table.rows]
 
 
 def enum_named(name: str, scope: Scope) -> EnumType | None:

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from kdsl import ast
 from kdsl.checker import Checker, Scope, check
 from kdsl.errors import Diagnostic, DiagnosticSink, KdslCheckError, KdslError, Span, printable
-from kdsl.ir import ProgramIR
+from kdsl.ir import ProgramIR, TableIR
 from kdsl.limits import MAX_IMPORT_PATH, MAX_SPEC_BYTES
 from kdsl.parser import parse
 from kdsl.resources import library_dir
@@ -264,13 +264,30 @@ def check_source(text: str, file: str = "<string>",
     importer = _Importer(sink, search_folders(spec_path))
     importer.resolve(spec, scope, (start,) if start else (), start.parent if start else None)
     program = check(spec, scope, sink)
-    program.examples = list(spec.examples)
-    if not sink.has_errors:
-        from kdsl.analysis import intervals
-
-        intervals.analyze(program, sink)
-    program.sources = dict(sink.sources)
+    tables = [*scope.declared_tables, *(t for child in importer.loaded.values() for t in child.declared_tables)]
+    for _name, analysis in ANALYSES:
+        analysis(program, tables, sink)
     return CheckResult(program, sink.sorted(), sink.sources)
+
+
+def _tables(program: ProgramIR, tables: list[TableIR], sink: DiagnosticSink) -> None:
+    from kdsl.analysis import tables as table_analysis
+
+    table_analysis.analyze(tables, sink)
+
+
+def _intervals(program: ProgramIR, tables: list[TableIR], sink: DiagnosticSink) -> None:
+    if sink.has_errors:  # ranges are computed over a whole, well-typed program
+        return
+    from kdsl.analysis import intervals
+
+    intervals.analyze(program, sink)
+
+
+# The knowledge analyses that run after the checker, in this order, on every spec: gaps,
+# overlaps and bad cells of every table (the spec's and its imports'), then value ranges
+# (rules that never or always hold, divisions by zero). Each reports to the one sink.
+ANALYSES = (("tables", _tables), ("intervals", _intervals))
 
 
 def _existing_file(file: str) -> Path | None:

@@ -104,6 +104,11 @@ class KdslDataError(KdslError):
     """Data given to a compiled program (columns, completions) does not fit the spec."""
 
 
+class KdslRuntimeError(KdslError):
+    """Scoring failed inside a compiled program (a model behind `similarity()` raised, the device
+    ran out of memory, ...); the span is the spec line whose code was running."""
+
+
 @dataclass
 class DiagnosticSink:
     """Collects diagnostics so a pass can report every problem, not only the first."""

@@ -135,14 +135,57 @@ class LevelIR:
     span: Span
 
 
+@dataclass(frozen=True)
+class TableCell:
+    """One condition of a table row (see ``ast.Cell``): ``_`` (kind ``any``), members (``name``,
+    ``set``), a comparison, a range (with open ends) or a number."""
+
+    kind: str  # any | name | set | compare | range | number
+    names: tuple[str, ...] = ()
+    op: str | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True)
+class TableRow:
+    cells: tuple[TableCell, ...]
+    result: str | float
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    name: str
+    type: Type
+    unit: str | None = None  # its unit's name
+    # `score: int in 0..5`: the values the column can take, so gaps are looked for only there
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    span: Span = NO_SPAN
+
+
 @dataclass
 class TableIR:
-    name: str
-    params: list[tuple[str, Type]]
+    name: str  # qualified: `alias.table` for an imported table
+    columns: list[TableColumn]
     result: Type
-    rows: list  # ast.TableRow
+    rows: list[TableRow]
     span: Span
-    units: tuple = ()  # per column: its unit's name, or None
+    written_name: str = ""  # as its spec declares it, for messages about the table itself
+
+    @property
+    def params(self) -> list[tuple[str, Type]]:
+        return [(c.name, c.type) for c in self.columns]
+
+    @property
+    def units(self) -> tuple:
+        return tuple(c.unit for c in self.columns)
 
 
 @dataclass
@@ -160,7 +203,6 @@ class ProgramIR:
     advantage: dict = field(default_factory=lambda: {"estimator": "grpo", "scale": "group",
                                                       "aggregate": "sum"})
     masks: list = field(default_factory=list)
-    examples: list = field(default_factory=list)  # ast.Example, run by `kdsl test`
     nodes: list[Node] = field(default_factory=list)
     # Node id -> where this spec calls the imported def the node was made for: diagnostics about
     # a library's code are reported there, in the spec the user can change.

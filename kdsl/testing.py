@@ -97,11 +97,20 @@ def _example_value(value: ast.ExampleValue, base: Path, where: str, name: str):
     return value.value
 
 
+def spec_examples(program) -> list:
+    """The ``example`` blocks of a program's own spec, read from its text (they are test data,
+    not part of the program, so the IR does not hold them)."""
+    from kdsl.parser import parse
+
+    ir = program.ir
+    return list(parse(ir.sources[ir.file], ir.file).examples) if ir.file in ir.sources else []
+
+
 def spec_cases(program, spec_path: str) -> list[Case]:
     """The ``example`` blocks of a compiled program's spec."""
     base = Path(spec_path).parent
     cases = []
-    for example in program.ir.examples:
+    for example in spec_examples(program):
         where = f"{spec_path}:{example.span.line}"
         completion, columns = "", {}
         for f in example.fields:

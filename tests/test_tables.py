@@ -10,15 +10,21 @@ from kdsl.analysis.tables import (
     EnumDomain,
     NumberDomain,
     cell_matches,
-    check_table,
     row_matches,
 )
+from kdsl.analysis.tables import check_table as check_ir_table
+from kdsl.checker import table_rows
 from kdsl.parser import parse
 
 
 def table(rows: str, params: str = "kind: Kind, size: float"):
     spec = parse(f"spec t version 1\ntable t({params}) -> Plan {{\n{rows}\n}}\n")
     return spec.tables[0]
+
+
+def check_table(t, domains):
+    """The analysis of a parsed table, its rows as the IR holds them."""
+    return check_ir_table(t.name, t.span, [p.name for p in t.params], table_rows(t), domains)
 
 
 KIND = EnumDomain(("Solid", "GroundGlass"))

@@ -9,11 +9,11 @@ so tables whose rows cover whole subtrees are never enumerated point by point.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from kdsl import ast
-from kdsl.errors import Span, did_you_mean
+from kdsl.errors import DiagnosticSink, Span, did_you_mean
+from kdsl.ir import TableCell, TableColumn, TableIR, TableRow
 
 MAX_GAPS_SHOWN = 3
 GAP_COUNT_LIMIT = 1000
@@ -62,7 +62,7 @@ def fmt(value) -> str:
 
 
 # ---- cell semantics -------------------------------------------------------------------------------
-def cell_matches(cell: ast.Cell, value) -> bool:
+def cell_matches(cell: TableCell, value) -> bool:
     """Whether one cell accepts a value (an enum member's name, a bool, or a number)."""
     kind = cell.kind
     if kind == "any":
@@ -82,12 +82,12 @@ def cell_matches(cell: ast.Cell, value) -> bool:
     return cell.low <= value <= cell.high  # range, or a single number (low == high)
 
 
-def row_matches(row: ast.TableRow, values: Sequence) -> bool:
+def row_matches(row: TableRow, values: Sequence) -> bool:
     return all(cell_matches(c, v) for c, v in zip(row.cells, values))
 
 
 # ---- pieces of a column's domain ------------------------------------------------------------------
-def _pieces(domain: Domain, cells: list[ast.Cell]) -> list:
+def _pieces(domain: Domain, cells: list[TableCell]) -> list:
     """Representative values, one per piece on which every cell of the column is constant."""
     if isinstance(domain, EnumDomain):
         return list(domain.members)
@@ -138,10 +138,10 @@ def _inside(left: float, right: float, is_int: bool) -> float | None:
 
 
 # ---- the check ------------------------------------------------------------------------------------
-def _bad_cells(table: ast.Table, domains: Sequence[Domain]) -> tuple[list[TableFinding], set[int]]:
+def _bad_cells(table: _Table, domains: Sequence[Domain]) -> tuple[list[TableFinding], set[int]]:
     findings: list[TableFinding] = []
     bad_rows: set[int] = set()
-    names = [p.name for p in table.params]
+    names = table.columns
     for index, row in enumerate(table.rows):
         if len(row.cells) != len(domains):
             findings.append(TableFinding(
@@ -157,7 +157,7 @@ def _bad_cells(table: ast.Table, domains: Sequence[Domain]) -> tuple[list[TableF
     return findings, bad_rows
 
 
-def _cell_problem(cell: ast.Cell, domain: Domain, column: str) -> str | None:
+def _cell_problem(cell: TableCell, domain: Domain, column: str) -> str | None:
     if cell.kind == "any":
         return None
     if isinstance(domain, EnumDomain):
@@ -186,11 +186,22 @@ def _describe(names: Sequence[str], values: Sequence) -> str:
     return ", ".join(f"{n} = {fmt(v)}" for n, v in zip(names, values))
 
 
-def check_table(table: ast.Table, domains: Sequence[Domain]) -> list[TableFinding]:
-    """Bad cells, overlapping rows and gaps of one table."""
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    span: Span
+    columns: Sequence[str]
+    rows: Sequence[TableRow]
+
+
+def check_table(name: str, span: Span, columns: Sequence[str], rows: Sequence[TableRow],
+                domains: Sequence[Domain]) -> list[TableFinding]:
+    """Bad cells, overlapping rows and gaps of one table (``name`` as its spec writes it, the
+    column names, the rows)."""
+    table = _Table(name, span, columns, rows)
     findings, bad_rows = _bad_cells(table, domains)
     rows = [(i, r) for i, r in enumerate(table.rows) if i not in bad_rows]
-    names = [p.name for p in table.params]
+    names = list(table.columns)
     columns = [[r.cells[k] for _, r in rows] for k in range(len(domains))]
     pieces = [_pieces(d, cells) for d, cells in zip(domains, columns)]
     findings += _overlaps(table, rows, pieces, names)
@@ -268,3 +279,26 @@ def _gaps(table, rows, pieces, names) -> list[TableFinding]:
             "gap", f"table `{table.name}` leaves {more} more uncovered regions", table.span,
             code="KD095"))
     return findings
+
+
+# ---- the pass ---------------------------------------------------------------------------------------
+def domain(column: TableColumn) -> Domain:
+    """The values a column can take."""
+    kind = column.type.kind
+    if kind == "enum":
+        return EnumDomain(column.type.enum.members)
+    if kind == "bool":
+        return BoolDomain()
+    return NumberDomain(kind == "int", column.low, column.high, column.low_open, column.high_open)
+
+
+def analyze(tables: Iterable[TableIR], sink: DiagnosticSink) -> None:
+    """Report every table's bad cells, overlaps (errors) and gaps (errors or warnings)."""
+    for table in tables:
+        domains = [domain(c) for c in table.columns]
+        names = [c.name for c in table.columns]
+        for finding in check_table(table.written_name or table.name, table.span, names, table.rows,
+                                   domains):
+            notes = ("add a row for it",) if finding.kind == "gap" else ()
+            report = sink.warning if finding.severity == "warning" else sink.error
+            report(finding.code, finding.message, finding.span, *notes)

@@ -6,14 +6,17 @@ phase (``module.evaluate``), which is a pure function of a dict of tensors.
 
 from __future__ import annotations
 
+import linecache
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
 
-from kdsl.errors import KdslDataError
+from kdsl.errors import KdslDataError, KdslError, KdslRuntimeError, Span
 from kdsl.ir import mask_name, value_name
 from kdsl.runtime import columns as col
 from kdsl.runtime import text as tx
@@ -145,14 +148,55 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
                             similarity_model or os.environ.get("KDSL_SIMILARITY_MODEL") or None)
     if trace is not None:
         env["_trace"] = trace
-    module.extract(texts, env, extraction)
-    if spans is not None:
-        spans.update(extraction.kept_spans)
-    out = (evaluate or module.evaluate)(env)
+    with spec_lines(module):
+        module.extract(texts, env, extraction)
+        if spans is not None:
+            spans.update(extraction.kept_spans)
+        out = (evaluate or module.evaluate)(env)
     if trace is not None:
         trace["texts"] = texts
         trace["strings"] = list(interner.ids)  # ids are given in insertion order
     return out
+
+
+# The tag code generation ends each line with: `  # spec.kd:30`, or `  # spec.kd:30 <- def at ...`.
+_LINE_TAG = re.compile(r"  # (?P<file>[^#]+?):(?P<line>[0-9]+)(?: <- [^#]*)?\s*$")
+_CALL = re.compile(r"\b(?:ex|ops)\.(?P<name>\w+)\(")
+
+
+@contextmanager
+def spec_lines(module):
+    """Re-raise an exception from a compiled program's code as a ``KdslRuntimeError`` at the spec
+    line that code was generated from (the innermost generated line with a tag), with the
+    original exception chained. Errors of kdsl's own, and code without a tag, pass unchanged."""
+    try:
+        yield
+    except KdslError:
+        raise
+    except Exception as err:
+        where = _generated_line(module, err)
+        if where is None:
+            raise
+        file, line, code = where
+        call = _CALL.search(code)
+        doing = f" in {call.group('name').rstrip('_')}()" if call else ""
+        raise KdslRuntimeError(f"scoring failed{doing}: {type(err).__name__}: {err}",
+                               Span(file, line, 1)) from err
+
+
+def _generated_line(module, err: BaseException) -> tuple[str, int, str] | None:
+    spec = getattr(module, "__spec__", None)  # generated modules are not files: their origin names them
+    filename = getattr(spec, "origin", None) or getattr(module, "__file__", None)
+    found = None
+    tb = err.__traceback__
+    while tb is not None:  # outermost first: the last generated frame is the innermost
+        if filename and tb.tb_frame.f_code.co_filename == filename:
+            code = linecache.getline(filename, tb.tb_lineno)
+            tag = _LINE_TAG.search(code)
+            if tag:
+                found = (tag.group("file"), int(tag.group("line")), code)
+        tb = tb.tb_next
+    return found
 
 
 class Extraction:
