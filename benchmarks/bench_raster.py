@@ -87,7 +87,7 @@ def main() -> None:
 
     t_numpy = median_time(lambda: numpy_loop(patches), args.repeats)
     t_kdsl = median_time(lambda: program.score(blanks, pixels=tensor), args.repeats)
-    t_tensor = median_time(lambda: module.evaluate(env), args.repeats)
+    t_tensor = median_time(lambda: module.evaluate(**env), args.repeats)
     t_copy = median_time(lambda: tensor.clone(), args.repeats)
     t_compiled = t_compile = None
     if not args.no_compile:

@@ -252,7 +252,7 @@ def main() -> None:
 
     env = text_phase()
     t_text = median_time(text_phase, args.repeats)
-    t_tensor = median_time(lambda: module.evaluate(env), args.repeats)
+    t_tensor = median_time(lambda: module.evaluate(**env), args.repeats)
 
     size = sum(len(c) for c in completions) / len(completions)
     results = {

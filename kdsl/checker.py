@@ -93,6 +93,7 @@ class Checker:
         # them anyway); remembering it keeps defs that call defs twice from taking exponential time.
         self._expanded: dict[tuple, Node] = {}
         self._library_call: Span | None = None  # the call of an imported def being expanded
+        self._def_call: Span | None = None  # the spec's own call of the def being expanded
         self._units: dict[int, units.Unit] = {}  # node id -> the unit its values are in
 
     # ---- entry ----------------------------------------------------------------------------------
@@ -565,7 +566,10 @@ class Checker:
 
     # ---- expressions -------------------------------------------------------------------------------
     def node(self, op: str, args: tuple[Node, ...], type_: Type, span: Span, **attrs) -> Node:
+        known = len(self.graph.order)
         node = self.graph.node(op, args, type_, attrs, span)
+        if self._def_call is not None and len(self.graph.order) > known:  # made for this call
+            self.program.inlined_at[node.id] = self._def_call
         if self._library_call is not None:
             self.program.call_sites.setdefault(node.id, self._library_call)
         if node.id not in self._units:
@@ -1161,6 +1165,9 @@ class Checker:
         outermost = self._library_call is None and scope is not self.scope
         if outermost:
             self._library_call = e.span
+        first_call = self._def_call is None
+        if first_call:
+            self._def_call = e.span
         try:
             node = self.lower(d.body, inner)
             if d.unit is not None:
@@ -1186,6 +1193,8 @@ class Checker:
         finally:
             if outermost:
                 self._library_call = None
+            if first_call:
+                self._def_call = None
 
     def call_table(self, table: TableIR, e: ast.Call, ctx: _Ctx) -> Node:
         if e.kwargs:

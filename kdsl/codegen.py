@@ -8,8 +8,10 @@ came from. Spec strings appear only as ``repr`` literals. The same IR gives byte
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import tokenize
 from pathlib import PurePath
 
 from kdsl import __version__
@@ -30,20 +32,74 @@ from kdsl.runtime.text import normalize_term
 
 BOOL_LOOKUP = {"yes": 1, "true": 1, "y": 1, "no": 0, "false": 0, "n": 0}
 
+WIDTH = 99  # generated lines stay under 100 characters, unless one name or string is longer
+TAG_COLUMN = 60  # where a line's spec tag starts when the code leaves room
+
+
 class _Writer:
     """Lines of code, each optionally tagged with the spec line it came from."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def line(self, text: str = "", span: Span | None = None, indent: int = 0) -> None:
+    def line(self, text: str = "", span: Span | None = None, indent: int = 0,
+             site: Span | None = None) -> None:
+        """One statement, tagged with ``span`` (and with ``site``, the call of the def it was
+        inlined from), wrapped at commas inside brackets when it would pass ``WIDTH``."""
         code = "    " * indent + text
-        if span is not None and span.line:
-            code = f"{code:<88}  # {quote(PurePath(span.file).name)}:{span.line}"
-        self.lines.append(code.rstrip())
+        comment = f"  # {_tag(span, site)}" if span is not None and span.line else ""
+        if len(code) + len(comment) <= WIDTH:
+            if comment and len(code) < TAG_COLUMN and TAG_COLUMN + len(comment) <= WIDTH:
+                code = f"{code:<{TAG_COLUMN}}"
+            self.lines.append((code + comment).rstrip())
+            return
+        if comment:  # the tag does not fit beside the code: it goes on a line of its own above
+            self.lines.append("    " * indent + comment.lstrip())
+        self.lines.extend(_wrapped(code, WIDTH, "    " * (indent + 2)))
 
     def blank(self) -> None:
         self.lines.append("")
+
+
+def _tag(span: Span, site: Span | None) -> str:
+    here = f"{quote(PurePath(span.file).name)}:{span.line}"
+    if site is None or not site.line or (site.file, site.line) == (span.file, span.line):
+        return here
+    return f"{quote(PurePath(site.file).name)}:{site.line} <- def at {here}"
+
+
+def _wrapped(code: str, width: int, continuation: str) -> list[str]:
+    """``code`` split after commas (or opening brackets) inside brackets, each piece filled up to
+    ``width``; continuation lines start with ``continuation``. Code that cannot be split (one
+    long string) stays on one line."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, SyntaxError):  # pragma: no cover - generated code tokenizes
+        return [code]
+    commas, openings, depth = [], [], 0
+    for tok in tokens:
+        if tok.type != tokenize.OP:
+            continue
+        if tok.string in "([{":
+            depth += 1
+            openings.append(tok.end[1])
+        elif tok.string in ")]}":
+            depth -= 1
+        elif tok.string == "," and depth >= 1:
+            commas.append(tok.end[1])
+    lines, start, limit = [], 0, width
+    while len(code) - start > limit - (len(continuation) if lines else 0):
+        room = start + limit - (len(continuation) if lines else 0)
+        fits = [b for b in commas if start < b <= room] or [b for b in openings if start < b <= room]
+        cut = fits[-1] if fits else next((b for b in sorted(commas + openings) if b > start), None)
+        if cut is None or cut >= len(code.rstrip()):
+            break
+        piece = code[start:cut].rstrip()
+        lines.append(piece if not lines else continuation + piece.lstrip())
+        start, limit = cut, WIDTH
+    tail = code[start:]
+    lines.append(tail if not lines else continuation + tail.lstrip())
+    return lines
 
 
 # ---- the one way outside text enters generated source ------------------------------------------
@@ -140,9 +196,11 @@ class Generator:
         w = _Writer()
         source = quote(PurePath(p.file).name)
         w.line(f'"""Reward program `{quote(p.name)}` version {p.version}, compiled by kdsl '
-               f'{__version__} from {source}.')
+               f'{__version__}')
+        w.line(f"from {source}.")
         w.blank()
-        w.line(f"Generated code: edit the spec and run `kdsl compile {source}` instead of editing this file.")
+        w.line(f"Generated code: edit the spec and run `kdsl compile {source}` instead of")
+        w.line("editing this file.")
         w.line('"""')
         w.blank()
         w.line("import torch")
@@ -263,12 +321,11 @@ class Generator:
             w.line("return None", indent=1)
             return
         for node in text_nodes:
-            w.line(self.text_line(node), node.span, indent=1)
+            w.line(self.text_line(node), node.span, indent=1, site=self.program.inlined_at.get(node.id))
         spans = sorted({r.on for r in self.program.rules if r.on})
         if spans:  # character spans of the outputs that rules act `on`, for token-level advantages
             kept = ", ".join(f"{_lit(name)}: {self._span_ref(self.program.outputs[name])}" for name in spans)
             w.line(f"ex.keep_spans({{{kept}}})", indent=1)
-        self.trace(w)
 
     def text_line(self, n: Node) -> str:
         """The line of a text-phase node: its registered call, bound to the node's names."""
@@ -330,9 +387,11 @@ class Generator:
         fname = generated_name("table", table.name)
         params = ", ".join(f"a{i}, v{i}" for i in range(len(table.params)))
         w.line(f"def {fname}({params}, dt, trace=None, call=0):", table.span)
-        w.line(f'"""Decision table `{quote(table.name)}`: the first matching row gives the result. With a '
-               'trace, records which row decided each sample (-1: none) at call node `call`, for row '
-               'coverage and explanations."""', indent=1)
+        w.line(f'"""Decision table `{quote(table.name)}`: the first matching row gives the result.',
+               indent=1)
+        w.line("With a trace, records which row decided each sample (-1: none) at call node `call`,",
+               indent=1)
+        w.line('for row coverage and explanations."""', indent=1)
         numeric = table.result.kind != "enum"
         w.line(f"out = torch.zeros_like(a0, dtype={'dt' if numeric else 'torch.long'})", indent=1)
         w.line("done = torch.zeros_like(v0)", indent=1)
@@ -378,19 +437,22 @@ class Generator:
     # ---- tensor phase -------------------------------------------------------------------------------
     def evaluate(self, w: _Writer) -> None:
         p = self.program
-        w.line("def evaluate(env):")
-        w.line('"""Tensor phase: a pure function of tensors, free of Python loops over samples and '
-               'of host syncs."""', indent=1)
-        w.line("ref = env['_ref']", indent=1)
+        # Its parameters are the values the columns and the text phase give (`execute.run`
+        # passes them by name; columns the text phase reads as text arrive in `_unread`).
+        given = [n for n in self.nodes if n.op in EXTRACTOR_OPS or n.op == "input"]
+        params = ", ".join(["ref", *(_pair(n) for n in given), "_trace=None", "**_unread"])
+        w.line(f"def evaluate({params}):")
+        w.line('"""Tensor phase: a pure function of tensors, free of Python loops over samples', indent=1)
+        w.line('and of host syncs."""', indent=1)
         w.line("dt = ref.dtype", indent=1)
         names = {node.id: name for name, node in p.lets.items()}
         for node in self.nodes:
-            if node.is_text_phase and node.op not in EXTRACTOR_OPS:
+            if node.is_text_phase or node.op == "input":
                 continue
             code = self.tensor_line(node)
             if node.id in names:
                 code = f"{code}  # let {quote(names[node.id])}"
-            w.line(code, node.span, indent=1)
+            w.line(code, node.span, indent=1, site=p.inlined_at.get(node.id))
         gates = []
         reward_terms = []
         for level in p.levels:
@@ -426,23 +488,12 @@ class Generator:
             node = p.lets[name]
             w.line(f"out[{_lit('let.' + name)}], out[{_lit('valid.' + name)}] = "
                    f"ops.observe({value_name(node.id)}, {mask_name(node.id)})", indent=1)
-        self.trace(w)
         w.line("return out", indent=1)
-
-    @staticmethod
-    def trace(w: _Writer) -> None:
-        # `kdsl explain` reads every span and value of a phase by node (s7, g9, x12, m12, t_rule):
-        # when the caller asks for a trace, each phase copies its local variables into it. Scoring
-        # without a trace pays one dictionary lookup per batch.
-        w.line("if '_trace' in env:  # explaining a score: keep every intermediate value", indent=1)
-        w.line("env['_trace'].update(locals())", indent=2)
 
     def tensor_line(self, n: Node) -> str:
         out = f"{value_name(n.id)}, {mask_name(n.id)} = "
         args = ", ".join(_pair(a) for a in n.args)
         op = n.op
-        if op in EXTRACTOR_OPS or op == "input":
-            return out + f"env['{value_name(n.id)}'], env['{mask_name(n.id)}']"
         if op == "const":
             value = n.attr("value")
             if n.type.kind == "enum":
@@ -452,7 +503,7 @@ class Generator:
             return out + f"ops.const(ref, {self._string(n.attr('value'))}, torch.long)  # " + \
                 quote(n.attr("value")[:40])
         if op == "table":
-            return out + f"{generated_name('table', n.attr('table'))}({args}, dt, env.get('_trace'), {n.id})"
+            return out + f"{generated_name('table', n.attr('table'))}({args}, dt, _trace, {n.id})"
         return out + OPERATIONS[op].emit(n, self)
 
 

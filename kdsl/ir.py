@@ -207,6 +207,9 @@ class ProgramIR:
     # Node id -> where this spec calls the imported def the node was made for: diagnostics about
     # a library's code are reported there, in the spec the user can change.
     call_sites: dict[int, Span] = field(default_factory=dict)
+    # Node id -> the call (in this spec) of the def whose body the node was made from: generated
+    # code tags such a line with both places (`spec.kd:30 <- def at lib.kd:12`).
+    inlined_at: dict[int, Span] = field(default_factory=dict)
     sheet_calls: list = field(default_factory=list)  # SheetCall, one per distinct points-sheet call
     sources: dict[str, str] = field(default_factory=dict)
 

@@ -13,6 +13,6 @@ def eager_and_fullgraph(module, completions: list, columns: dict) -> tuple[dict,
     interner = execute.col.Interner(module.STRINGS)
     env = execute.prepare_columns(module, columns, len(completions), ref, interner)
     module.extract(completions, env, execute.Extraction(completions, ref, interner))
-    eager = module.evaluate(env)
-    compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")(env)
+    eager = module.evaluate(**env)
+    compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")(**env)
     return eager, compiled

@@ -77,7 +77,7 @@ def test_compile_writes_a_module(tmp_path):
     code, out, err = run("compile", str(EXAMPLE), "-o", str(target))
     assert code == 0, err
     source = target.read_text()
-    assert "def evaluate(env):" in source and "landsat_landcover.kd:" in source
+    assert "def evaluate(ref, " in source and "landsat_landcover.kd:" in source
     code2, _, _ = run("compile", str(EXAMPLE), "-o", str(tmp_path / "again.py"))
     assert (tmp_path / "again.py").read_text() == source
 

@@ -119,7 +119,7 @@ def test_the_tensor_phase_makes_no_host_sync(spec, tokenizer):
     program = kdsl.load(spec)
     env = _env_on_device(program, tokenizer)
     with no_host_sync():
-        out = program.module.evaluate(env)
+        out = program.module.evaluate(**env)
     assert out["reward"].device.type == "cuda"
 
 
@@ -127,10 +127,10 @@ def test_the_tensor_phase_makes_no_host_sync(spec, tokenizer):
 def test_the_tensor_phase_compiles_with_fullgraph(spec, tokenizer):
     program = kdsl.load(spec)
     env = _env_on_device(program, tokenizer)
-    eager = program.module.evaluate(env)
+    eager = program.module.evaluate(**env)
     torch._dynamo.reset()
     backend = "inductor" if ON_CUDA else "eager"  # eager on a CPU: the graph, without C++ builds
-    compiled = torch.compile(program.module.evaluate, fullgraph=True, backend=backend)(env)
+    compiled = torch.compile(program.module.evaluate, fullgraph=True, backend=backend)(**env)
     for key, value in eager.items():
         torch.testing.assert_close(compiled[key], value, rtol=1e-5, atol=1e-5, msg=key)
 

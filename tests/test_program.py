@@ -368,9 +368,9 @@ def test_evaluate_compiles_with_fullgraph(demo):
     env = execute.prepare_columns(module, columns, 2, ref, interner)
     module.extract(execute.completion_texts(completions), env,
                    execute.Extraction(completions, ref, interner))
-    eager = module.evaluate(env)
+    eager = module.evaluate(**env)
     compiled = torch.compile(module.evaluate, fullgraph=True, backend="eager")
-    out = compiled(env)
+    out = compiled(**env)
     assert torch.equal(out["reward"], eager["reward"])
 
 

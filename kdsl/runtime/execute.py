@@ -1,7 +1,7 @@
 """Runs a compiled program module on one batch: completions and columns in, tensors out.
 
 The order is fixed: columns -> tensors, the text phase (``module.extract``), then the tensor
-phase (``module.evaluate``), which is a pure function of a dict of tensors.
+phase (``module.evaluate``), which is a pure function of tensors passed by name.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import linecache
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -74,7 +75,7 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
     ``KdslDataError``, unless ``problems`` is a list: then it receives ``(row, column, message)``
     and the value is made invalid. ``invalid`` counts the missing and non-finite values (see
     :mod:`kdsl.runtime.columns`)."""
-    env: dict[str, torch.Tensor] = {"_ref": ref}
+    env: dict[str, torch.Tensor] = {"ref": ref}
     device, dtype = ref.device, ref.dtype
     for name, kind, node, options in module.INPUTS:
         if name not in columns:
@@ -146,22 +147,45 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         tokenizer = tokenizer_from(os.environ["KDSL_TOKENIZER"])
     extraction = Extraction(texts, ref, interner, tokenizer, columns,
                             similarity_model or os.environ.get("KDSL_SIMILARITY_MODEL") or None)
-    if trace is not None:
-        env["_trace"] = trace
     with spec_lines(module):
-        module.extract(texts, env, extraction)
+        if trace is None:
+            module.extract(texts, env, extraction)
+            out = (evaluate or module.evaluate)(**env)
+        else:  # every local of both phases goes into the trace; the generated code has no hook
+            with keeping_locals(trace, module.extract, module.evaluate):
+                module.extract(texts, env, extraction)
+                out = module.evaluate(**env, _trace=trace)
         if spans is not None:
             spans.update(extraction.kept_spans)
-        out = (evaluate or module.evaluate)(env)
     if trace is not None:
         trace["texts"] = texts
         trace["strings"] = list(interner.ids)  # ids are given in insertion order
     return out
 
 
-# The tag code generation ends each line with: `  # spec.kd:30`, or `  # spec.kd:30 <- def at ...`.
-_LINE_TAG = re.compile(r"  # (?P<file>[^#]+?):(?P<line>[0-9]+)(?: <- [^#]*)?\s*$")
+# The tag code generation gives a statement: `  # spec.kd:30` (or `  # spec.kd:30 <- def at ...`)
+# at the end of its line, or on a comment line of its own just above it where it does not fit.
+_LINE_TAG = re.compile(r"(?:^\s*|  )# (?P<file>[^#]+?):(?P<line>[0-9]+)(?: <- [^#]*)?\s*$")
+_CONTINUATION = 12  # statements are indented 4 or 8; their continuation lines 8 more
 _CALL = re.compile(r"\b(?:ex|ops)\.(?P<name>\w+)\(")
+
+
+@contextmanager
+def keeping_locals(trace: dict, *functions):
+    """While active, copy the local variables of each call of ``functions`` into ``trace`` as the
+    call returns (a profile hook of this thread: scoring without a trace never pays for it)."""
+    codes = {f.__code__ for f in functions}
+
+    def profile(frame, event, arg):
+        if event == "return" and frame.f_code in codes:
+            trace.update((k, v) for k, v in frame.f_locals.items() if not k.startswith("_"))
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
 
 
 @contextmanager
@@ -191,12 +215,22 @@ def _generated_line(module, err: BaseException) -> tuple[str, int, str] | None:
     tb = err.__traceback__
     while tb is not None:  # outermost first: the last generated frame is the innermost
         if filename and tb.tb_frame.f_code.co_filename == filename:
-            code = linecache.getline(filename, tb.tb_lineno)
-            tag = _LINE_TAG.search(code)
-            if tag:
-                found = (tag.group("file"), int(tag.group("line")), code)
+            found = _statement_tag(filename, tb.tb_lineno) or found
         tb = tb.tb_next
     return found
+
+
+def _statement_tag(filename: str, number: int) -> tuple[str, int, str] | None:
+    """The spec place of the statement that line ``number`` belongs to, and its first line."""
+    code = linecache.getline(filename, number)
+    while number > 1 and len(code) - len(code.lstrip(" ")) >= _CONTINUATION:
+        number -= 1
+        code = linecache.getline(filename, number)
+    for candidate in (code, linecache.getline(filename, number - 1)):
+        tag = _LINE_TAG.search(candidate)
+        if tag and (candidate is code or not candidate.split("#")[0].strip()):
+            return tag.group("file"), int(tag.group("line")), code
+    return None
 
 
 class Extraction:
