@@ -102,6 +102,7 @@ class Compare(Expr):
 
     operands: tuple[Expr, ...]
     ops: tuple[str, ...]
+    op_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # where each operator is written
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ class Criterion(Node):
     name: str
     condition: Expr
     points: float
+    points_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -254,12 +256,17 @@ class Cell(Node):
     high: float | None = None
     low_open: bool = False  # range: the low end itself does not match
     high_open: bool = False  # range: the high end itself does not match
+    # Where the operator and the numbers are written (a number cell: low_span only).
+    op_span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    low_span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    high_span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class TableRow(Node):
     cells: tuple[Cell, ...]
     result: str | float
+    result_span: Span = field(default=NO_SPAN, compare=False, repr=False)  # where the result is written
 
 
 @dataclass(frozen=True)

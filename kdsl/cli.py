@@ -552,60 +552,23 @@ def _print_scores(console: Console, program, completions, scores, as_json: bool 
             console.print(line)
 
 
-def _test_targets(paths: Sequence[str]) -> dict[str, list[Path]]:
-    """Spec -> extra .kdtest.jsonl files named on the command line (companions are found anyway)."""
-    from kdsl.testing import JSONL_SUFFIX, companion_files, has_example_blocks, spec_for_jsonl
-
-    targets: dict[str, list[Path]] = {}
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            # As the pytest plugin does: a spec found in a folder is tested when it has cases (a
-            # library spec of defs and tables, such as spectral/indices, has none).
-            for spec in sorted(path.rglob("*.kd")):
-                if companion_files(spec) or has_example_blocks(spec.read_text(encoding="utf-8")):
-                    targets.setdefault(str(spec), [])
-        elif path.is_file() and path.name.endswith(JSONL_SUFFIX):
-            spec = spec_for_jsonl(path)
-            extra = targets.setdefault(str(spec), [])
-            if path.resolve() not in {p.resolve() for p in companion_files(spec)}:
-                extra.append(path)
-        elif path.is_file():
-            targets.setdefault(str(path), [])
-        else:
-            raise _UsageError(f"no such file or folder: {name}")
-    return targets
-
-
 def cmd_test(args, console: Console) -> int:
     from kdsl import testing
 
-    suites, shown, problems = [], {}, []
-    for spec, extra in _test_targets(args.paths).items():
-        try:
-            suite = testing.run_suite(testing.load_suite(spec, extra), strict=args.strict)
-        except KdslError as err:
-            problems.extend(err.diagnostics)
-            continue
-        suites.append(suite)
-        shown[spec] = {c.id for c in testing.select(suite.cases, args.pattern)}
-    console.diagnostics(problems)
-    console.print(testing.format_results(suites, shown))
-    outcomes = [o for s in suites for o in s.outcomes if o.case.id in shown[s.spec]]
-    passed = sum(o.passed for o in outcomes)
-    failed = sum(o.error is None and not o.passed for o in outcomes)
-    errors = sum(o.error is not None for o in outcomes)
-    console.print(f"{passed} passed, {failed} failed" + (f", {errors} errors" if errors else "") +
-                  (f", {len(problems)} spec problems" if problems else ""))
+    try:
+        targets = testing.test_targets(args.paths)
+    except KdslError as err:  # a path that does not exist
+        raise _UsageError(err.message) from err
+    run = testing.run_tests(targets, args.pattern, strict=args.strict)
+    suites = run.suites
+    console.diagnostics(run.problems)
+    console.print(testing.format_results(suites, run.shown))
+    console.print(run.summary())
     if args.junit_xml:
-        traces = {o.case.id: testing.trace(s, o) for s in suites for o in s.outcomes
-                  if o.error is None and not o.passed and o.case.id in shown[s.spec]}
-        kept = [testing.Suite(s.spec, s.program, s.cases,
-                              [o for o in s.outcomes if o.case.id in shown[s.spec]]) for s in suites]
-        Path(args.junit_xml).write_text(testing.junit_xml(kept, traces), encoding="utf-8")
-    status = 1 if failed or errors or problems or not outcomes else 0
-    if not outcomes and not problems:
-        console.error("kdsl test: no cases found" + (f" matching -k {args.pattern!r}" if args.pattern else ""))
+        Path(args.junit_xml).write_text(run.junit_xml(), encoding="utf-8")
+    status = 0 if run.ok else 1
+    if run.nothing_found():
+        console.error(run.nothing_found())
     if args.coverage or args.fail_under is not None:
         for suite in suites:
             cov = testing.coverage(suite)

@@ -462,7 +462,10 @@ class Generator:
             for rule in level.rules:
                 when = f"{value_name(rule.when.id)}, {mask_name(rule.when.id)}" if rule.when is not None else "None, None"
                 truth, applies = generated_name("t", rule.name), generated_name("a", rule.name)
-                w.line(f"{truth}, {applies} = ops.rule({value_name(rule.body.id)}, {mask_name(rule.body.id)}, "
+                targets = f"{truth}, {applies}"
+                if len(targets) > WIDTH // 2:  # in brackets, so the line can break between them
+                    targets = f"({targets})"
+                w.line(f"{targets} = ops.rule({value_name(rule.body.id)}, {mask_name(rule.body.id)}, "
                        f"{when}, {_lit(rule.invalid)})", rule.span, indent=1)
                 parts.append(f"({truth}, {applies}, {_lit(float(rule.weight))})")
             score = f"ops.level([{', '.join(parts)}], ref)"
@@ -474,15 +477,25 @@ class Generator:
                 w.line(f"{generated_name('open', level.name)} = ops.gate({level_name})", indent=1)
                 gates.append(generated_name("open", level.name))
             reward_terms.append(f"{_lit(float(level.weight))} * {level_name}")
-        w.line(f"reward = {' + '.join(reward_terms) if reward_terms else 'torch.zeros_like(ref)'}",
-               indent=1)
+        if not reward_terms:
+            w.line("reward = torch.zeros_like(ref)", indent=1)
+        for index, term in enumerate(reward_terms):  # one level a line
+            w.line(f"reward = {term}" if index == 0 else f"reward = reward + {term}", indent=1)
         w.line("out = {", indent=1)
         w.line("'reward': reward,", indent=2)
+
+        def entry(key: str, value: str) -> None:
+            if len(f"        {key}: {value},") > WIDTH:  # inside the braces a line may break anywhere
+                w.line(f"{key}:", indent=2)
+                w.line(f"{value},", indent=4)
+            else:
+                w.line(f"{key}: {value},", indent=2)
+
         for rule in p.rules:
-            w.line(f"{_lit('rule.' + rule.name)}: {generated_name('t', rule.name)},", indent=2)
-            w.line(f"{_lit('applies.' + rule.name)}: {generated_name('a', rule.name)},", indent=2)
+            entry(_lit("rule." + rule.name), generated_name("t", rule.name))
+            entry(_lit("applies." + rule.name), generated_name("a", rule.name))
         for level in p.levels:
-            w.line(f"{_lit('level.' + level.name)}: {generated_name('level', level.name)},", indent=2)
+            entry(_lit("level." + level.name), generated_name("level", level.name))
         w.line("}", indent=1)
         for name in self._scalar_lets():
             node = p.lets[name]

@@ -18,6 +18,10 @@ class Span:
     column: int = 0
     end_line: int = 0
     end_column: int = 0
+    # Offsets into the text (characters, end exclusive; -1: not known), so a tool can edit the
+    # text at a node (mutation testing). Not part of a span's identity.
+    start: int = field(default=-1, compare=False)
+    end: int = field(default=-1, compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"

@@ -55,6 +55,7 @@ from kdsl.errors import KdslError, Span
 from kdsl.ir import Node, ProgramIR, groups_name, mask_name, span_name, value_name
 from kdsl.operators import OPERATIONS
 from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
+from kdsl.rows import COMPLETION, MISSING, completion_problem, completion_text
 
 if TYPE_CHECKING:
     from kdsl.program import Program
@@ -619,9 +620,17 @@ def _parse_row(line: str, index: int, where: Span) -> dict:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise KdslError(f"row {index} is not a JSON object ({err.msg})", where) from None
-    if not isinstance(row, dict) or "completion" not in row:
-        raise KdslError(f"row {index} needs a `completion` field", where)
-    return row
+    if not isinstance(row, dict):
+        raise KdslError(f"row {index} is not a JSON object", where)
+    return _checked_row(row, index, where)
+
+
+def _checked_row(row: dict, index: int, where: Span) -> dict:
+    """A row whose completion can be scored (as ``kdsl score`` reads it: ``kdsl.rows``)."""
+    problem = completion_problem(row.get(COMPLETION, MISSING))
+    if problem is not None:
+        raise KdslError(f"row {index}, column `completion`: {problem}", where)
+    return {**row, COMPLETION: completion_text(row[COMPLETION])}
 
 
 def _parquet_row(path: Path, index: int) -> tuple[dict | None, int]:
@@ -638,7 +647,7 @@ def _parquet_row(path: Path, index: int) -> tuple[dict | None, int]:
         raise KdslError(f"{path}: the rows need a `completion` column", Span(str(path)))
     if not 0 <= index < table.num_rows:
         return None, table.num_rows
-    return table.slice(index, 1).to_pylist()[0], table.num_rows
+    return _checked_row(table.slice(index, 1).to_pylist()[0], index, Span(str(path))), table.num_rows
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -4,23 +4,23 @@ Each mutant is the spec with one small change to its knowledge: a threshold nudg
 one, any other number by 10%), a comparison flipped at its boundary (``<`` and ``<=``, ``>`` and
 ``>=``, ``==`` and ``!=``; not the boundary of a ``soft`` rule, whose ramp is continuous there),
 a table cell's bound nudged or its operator flipped, a table row's result replaced by another
-member. A mutant is *caught* when some case's outcome changes (an
+member (or, for a number, nudged). A mutant is *caught* when some case's outcome changes (an
 expectation that passed fails, or the other way round). Mutants that survive point at knowledge
 that no example pins down. Mutants that ``kdsl check`` rejects (for example a nudged cell that
 makes two table rows overlap) are counted apart: the checker already guards those.
 
-Mutation works on the source text, at positions the parser reports, so each mutant is exactly the
-spec a person would get by making that one edit; examples and weights are never mutated.
+Mutation works on the source text, at the positions the parsed spec's nodes carry (each span's
+character offsets), so each mutant is exactly the spec a person would get by making that one edit;
+examples and weights are never mutated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from lark import Token, Tree
-
-from kdsl.errors import KdslError
+from kdsl import ast
+from kdsl.errors import KdslError, Span
 from kdsl.testing import Case, Suite, run_suite
 
 _FLIP = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "=="}
@@ -89,109 +89,109 @@ def _is_integer(literal: str) -> bool:
     return not any(c in literal for c in ".eE")
 
 
-def _literal(node) -> tuple[str, int, int, int, int] | None:
-    """(text, start, end, line, column) of a number literal, possibly negated, else None."""
-    if isinstance(node, Tree) and node.data in ("number", "negative_number", "neg"):
-        inner = node.children[-1]
-        if node.data == "neg":
-            if not (isinstance(inner, Tree) and inner.data == "number"):
-                return None
-            inner = inner.children[0]
-        if not isinstance(inner, Token):
-            return None
-        sign = "-" if node.data in ("negative_number", "neg") else ""
-        return (sign + str(inner), node.meta.start_pos, node.meta.end_pos, node.meta.line,
-                node.meta.column)
-    return None
-
-
-def _threshold_mutants(node, kind: str, in_expression: bool) -> list[Mutant]:
-    found = _literal(node)
-    if found is None:
+def _threshold_mutants(text: str, number, kind: str, in_expression: bool) -> list[Mutant]:
+    """Nudges of a number literal written in the spec (``ast.Number``; a negative literal's span
+    covers its minus sign). Anything else gives none."""
+    if not isinstance(number, ast.Number) or number.span.start < 0:
         return []
-    literal, start, end, line, column = found
+    return _nudged(text, number.span, kind, in_expression)
+
+
+def _nudged(text: str, span: Span, kind: str, in_expression: bool) -> list[Mutant]:
+    literal = text[span.start:span.end].replace(" ", "")
     out = []
     for value in _nudges(literal):
-        text = _number_text(value, _is_integer(literal.lstrip("-")))
+        shown = _number_text(value, _is_integer(literal.lstrip("-")))
         if in_expression and value < 0:
-            text = f"({text})"
-        out.append(Mutant(line, column, start, end, literal, text, kind))
+            shown = f"({shown})"
+        out.append(Mutant(span.line, span.column, span.start, span.end, literal, shown, kind))
     return out
 
 
-def _operator_mutant(token: Token, kind: str) -> Mutant:
-    return Mutant(token.line, token.column, token.start_pos, token.end_pos, str(token),
-                  _FLIP[str(token)], kind)
+def _operator_mutant(text: str, span: Span, kind: str) -> Mutant:
+    written = text[span.start:span.end]
+    return Mutant(span.line, span.column, span.start, span.end, written, _FLIP[written], kind)
 
 
 def find_mutants(text: str, program) -> list[Mutant]:
-    """Every mutant of a spec's text, in source order."""
-    from kdsl.parser import _lark
+    """Every mutant of a spec's text, in source order: found in the parsed spec, whose nodes say
+    where in the text each operator and number is written."""
+    from kdsl.parser import parse
 
     if not text.endswith("\n"):
         text += "\n"
-    tree = _lark().parse(text, start="start")
+    spec = parse(text)
     mutants: list[Mutant] = []
-    soft: list[bool] = []
 
-    def visit(node):
-        if not isinstance(node, Tree) or node.data == "example_block":
-            return
-        if node.data == "rule_decl":
-            # A `soft` comparison is a continuous ramp, so `<` and `<=` (or `>` and `>=`) give
-            # the same value everywhere: flipping them makes equivalent mutants, not tests.
-            soft.append(any(isinstance(c, Tree) and c.data == "soft" for c in node.children))
-            for child in node.children:
-                visit(child)
-            soft.pop()
-            return
-        if node.data == "compare":
-            for child in node.children:
-                if isinstance(child, Token) and child.type == "CMP_OP":
-                    if not (soft and soft[-1] and str(child) in ("<", "<=", ">", ">=")):
-                        mutants.append(_operator_mutant(child, "comparison"))
-                else:
-                    mutants.extend(_threshold_mutants(child, "threshold", in_expression=True))
-        elif node.data in ("range_literal", "interval_closed", "interval_closed_open",
-                           "interval_open_closed", "interval_open"):
-            for child in node.children:
-                mutants.extend(_threshold_mutants(child, "threshold", in_expression=True))
-        elif node.data == "cell_compare":
-            op, number = node.children
-            mutants.append(_operator_mutant(op, "cell"))
-            mutants.extend(_threshold_mutants(number, "cell", in_expression=False))
-        elif node.data in ("cell_range", "cell_number", "cell_closed", "cell_closed_open",
-                           "cell_open_closed", "cell_open"):
-            for child in node.children:
-                mutants.extend(_threshold_mutants(child, "cell", in_expression=False))
-        elif node.data == "criterion":
-            # A points sheet's points: the value the guideline gives the criterion.
-            mutants.extend(_threshold_mutants(node.children[-1], "points", in_expression=False))
-        elif node.data == "table_decl":
-            mutants.extend(_result_mutants(node, program))
-        for child in node.children:
-            visit(child)
+    def expression(node, soft: bool) -> None:
+        if isinstance(node, ast.Compare):
+            for op, span in zip(node.ops, node.op_spans):
+                # A `soft` comparison is a continuous ramp, so `<` and `<=` (or `>` and `>=`)
+                # give the same value everywhere: flipping them makes equivalent mutants.
+                if not (soft and op in ("<", "<=", ">", ">=")):
+                    mutants.append(_operator_mutant(text, span, "comparison"))
+            for operand in node.operands:
+                mutants.extend(_threshold_mutants(text, operand, "threshold", in_expression=True))
+        elif isinstance(node, ast.RangeLiteral):
+            for end in (node.low, node.high):
+                mutants.extend(_threshold_mutants(text, end, "threshold", in_expression=True))
+        for child in _children(node):
+            expression(child, soft)
 
-    visit(tree)
+    for decl in (*spec.outputs, *spec.lets):
+        expression(decl.value, False)
+    for d in spec.defs:
+        expression(d.body, False)
+        for criterion in d.criteria:  # a points sheet: the points the guideline gives each
+            expression(criterion.condition, False)
+            if criterion.points_span.start >= 0:
+                mutants.extend(_nudged(text, criterion.points_span, "points", in_expression=False))
+    for level in spec.levels:
+        for rule in level.rules:
+            for part in (rule.body, rule.when):
+                if part is not None:
+                    expression(part, rule.soft is not None)
+    for table in spec.tables:
+        mutants.extend(_table_mutants(text, table, program))
     return sorted(set(mutants), key=lambda m: (m.start, m.replacement))
 
 
-def _result_mutants(table: Tree, program) -> list[Mutant]:
-    name = str(table.children[0])
-    ir_table = program.ir.tables.get(name)
-    members = list(ir_table.result.enum.members) if ir_table and ir_table.result.enum else []
+def _children(node) -> list:
+    """The nodes directly inside an expression (sub-expressions, keyword arguments)."""
+    found = []
+    for f in fields(node):
+        value = getattr(node, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, ast.Node):
+                found.append(item)
+    return found
+
+
+def _table_mutants(text: str, table: ast.Table, program) -> list[Mutant]:
     out = []
-    for row in table.find_data("table_row"):
-        result = row.children[-1]
-        if isinstance(result, Tree) and result.data == "result_name" and members:
-            token = result.children[0]
-            others = [m for m in members if m != str(token)]
-            if others:
-                out.append(Mutant(token.line, token.column, token.start_pos, token.end_pos, str(token),
-                                  others[0], "result"))
-        elif isinstance(result, Tree):
-            out.extend(_threshold_mutants(result, "result", in_expression=False))
+    for row in table.rows:
+        for cell in row.cells:
+            if cell.kind == "compare":
+                out.append(_operator_mutant(text, cell.op_span, "cell"))
+            for span in (cell.low_span, cell.high_span):
+                if span.start >= 0:
+                    out.extend(_nudged(text, span, "cell", in_expression=False))
+        out.extend(_result_mutants(text, table, row, program))
     return out
+
+
+def _result_mutants(text: str, table: ast.Table, row: ast.TableRow, program) -> list[Mutant]:
+    span = row.result_span
+    if span.start < 0:
+        return []
+    if not isinstance(row.result, str):
+        return _nudged(text, span, "result", in_expression=False)
+    ir_table = program.ir.tables.get(table.name)
+    members = list(ir_table.result.enum.members) if ir_table and ir_table.result.enum else []
+    others = [m for m in members if m != row.result]
+    if not others:
+        return []
+    return [Mutant(span.line, span.column, span.start, span.end, row.result, others[0], "result")]
 
 
 def _signature(suite: Suite) -> list:

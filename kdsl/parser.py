@@ -190,8 +190,12 @@ def _expected(names: set[str], end: str = "the end of the file") -> str:
 
 
 def _span(meta_or_token, file: str) -> Span:
-    return Span(file, getattr(meta_or_token, "line", 0) or 0, getattr(meta_or_token, "column", 0) or 0,
-                getattr(meta_or_token, "end_line", 0) or 0, getattr(meta_or_token, "end_column", 0) or 0)
+    def get(name: str, missing: int = 0) -> int:
+        value = getattr(meta_or_token, name, None)
+        return missing if value is None else value
+
+    return Span(file, get("line"), get("column"), get("end_line"), get("end_column"),
+                get("start_pos", -1), get("end_pos", -1))
 
 
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
@@ -315,7 +319,7 @@ class _Builder(Transformer):
         return _span(meta, self.file)
 
     def _tok(self, token: Token) -> Span:
-        return Span(self.file, token.line, token.column, token.end_line, token.end_column)
+        return _span(token, self.file)
 
     # ---- top level --------------------------------------------------------------------------
     def start(self, meta, header, *statements):
@@ -487,7 +491,8 @@ class _Builder(Transformer):
         return ast.Def(str(name), params, body, criteria, span=span)
 
     def criterion(self, meta, name, condition, points):
-        return ast.Criterion(str(name), condition, points.value, span=self.s(meta))
+        return ast.Criterion(str(name), condition, points.value, span=self.s(meta),
+                             points_span=points.span)
 
     def param(self, meta, name, unit, default):
         return ast.Param(str(name), default.value if default is not None else None, unit=unit,
@@ -507,14 +512,14 @@ class _Builder(Transformer):
                               span=self.s(meta))
 
     def table_row(self, meta, *items):
-        *cells, result = items
-        return ast.TableRow(tuple(cells), result, span=self.s(meta))
+        *cells, (result, result_span) = items
+        return ast.TableRow(tuple(cells), result, span=self.s(meta), result_span=result_span)
 
     def result_name(self, meta, name):
-        return str(name)
+        return str(name), self._tok(name)
 
     def result_number(self, meta, number):
-        return number.value
+        return number.value, number.span
 
     def cell_any(self, meta):
         return ast.Cell("any", span=self.s(meta))
@@ -526,20 +531,22 @@ class _Builder(Transformer):
         return ast.Cell("set", names=tuple(str(n) for n in names), span=self.s(meta))
 
     def cell_compare(self, meta, op, number):
-        return ast.Cell("compare", op=str(op), low=number.value, span=self.s(meta))
+        return ast.Cell("compare", op=str(op), low=number.value, span=self.s(meta), op_span=self._tok(op),
+                        low_span=number.span)
 
     def cell_range(self, meta, low, high):
         if low.value > high.value:
             raise _SpecError("KD011", f"empty range `{low.value:g}..{high.value:g}`: the low end is above the high end",
                              self.s(meta))
-        return ast.Cell("range", low=low.value, high=high.value, span=self.s(meta))
+        return ast.Cell("range", low=low.value, high=high.value, span=self.s(meta), low_span=low.span,
+                        high_span=high.span)
 
     def _interval_cell(self, meta, low, high, low_open: bool, high_open: bool):
         written = f"{'(' if low_open else '['}{low.value:g}, {high.value:g}{')' if high_open else ']'}"
         if low.value > high.value or (low.value == high.value and (low_open or high_open)):
             raise _SpecError("KD011", f"empty interval `{written}`: no number lies in it", self.s(meta))
         return ast.Cell("range", low=low.value, high=high.value, low_open=low_open,
-                        high_open=high_open, span=self.s(meta))
+                        high_open=high_open, span=self.s(meta), low_span=low.span, high_span=high.span)
 
     def cell_closed(self, meta, low, high):
         return self._interval_cell(meta, low, high, False, False)
@@ -554,7 +561,8 @@ class _Builder(Transformer):
         return self._interval_cell(meta, low, high, True, True)
 
     def cell_number(self, meta, number):
-        return ast.Cell("number", low=number.value, high=number.value, span=self.s(meta))
+        return ast.Cell("number", low=number.value, high=number.value, span=self.s(meta),
+                        low_span=number.span)
 
     # ---- levels and rules --------------------------------------------------------------------
     def level_block(self, meta, name, *rest):
@@ -693,7 +701,7 @@ class _Builder(Transformer):
     def compare(self, meta, first, *rest):
         ops = tuple(str(t) for t in rest[0::2])
         operands = (first, *rest[1::2])
-        return ast.Compare(operands, ops, span=self.s(meta))
+        return ast.Compare(operands, ops, span=self.s(meta), op_spans=tuple(self._tok(t) for t in rest[0::2]))
 
     def in_op(self, meta, element, collection):
         return ast.In(element, collection, span=self.s(meta))

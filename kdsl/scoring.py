@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdsl.errors import KdslDataError, KdslError
+from kdsl.errors import KdslError
+from kdsl.rows import COMPLETION, MISSING, completion_problem, completion_text
 
 DEFAULT_BATCH_SIZE = 4096
 SHOWN_PROBLEMS = 20
@@ -46,7 +47,6 @@ OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv
 # Below these sizes, starting worker processes costs more than it saves.
 _PARALLEL_MIN_BYTES = 32 * 2**20
 _PARALLEL_MIN_ROWS = 16384
-_MISSING = object()
 
 
 class FormatError(ValueError):
@@ -198,11 +198,6 @@ def text_lines(index: int, completion: str, reward: float, levels: dict[str, flo
     return lines
 
 
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 # ---- scoring one chunk --------------------------------------------------------------------------
 class _NumberTexts(dict):
     """The JSON text of each rounded number, cached.
@@ -319,7 +314,7 @@ class ChunkScorer:
                 rows.append(empty)
                 texts.append("")
                 continue
-            completion = row.get("completion", _MISSING)
+            completion = row.get("completion", MISSING)
             rows.append(row)
             texts.append(completion if type(completion) is str
                          else self._completion_text(completion, i, problems))
@@ -338,20 +333,11 @@ class ChunkScorer:
 
     @staticmethod
     def _completion_text(value, i: int, problems: dict) -> str:
-        from kdsl.runtime.execute import completion_texts
-
-        if value is _MISSING:
-            problems.setdefault(i, []).append(("completion", "missing; every row needs a completion"))
+        problem = completion_problem(value)
+        if problem is not None:
+            problems.setdefault(i, []).append((COMPLETION, problem))
             return ""
-        if value is None:
-            problems.setdefault(i, []).append(("completion", "null; every row needs a completion"))
-            return ""
-        try:
-            return completion_texts([value])[0]
-        except (KdslDataError, AttributeError, TypeError):
-            problems.setdefault(i, []).append(
-                ("completion", f"expected a string or a list of chat messages, got {_shown(value)}"))
-            return ""
+        return completion_text(value)
 
     # -- scoring --
     def score(self, chunk: Chunk) -> ChunkResult:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from kdsl import ast
 from kdsl.errors import Diagnostic, KdslDataError, KdslError, Span
+from kdsl.rows import COMPLETION, completion_problem, completion_text
 
 NOISE = 1e-6
 JSONL_SUFFIX = ".kdtest.jsonl"
@@ -163,10 +164,14 @@ def jsonl_cases(path: str | Path, spec_path: str) -> list[Case]:
                                        "that no other case of the file uses", where))
             continue
         names.add(name)
-        completion = row.get("completion", "")
-        if not isinstance(completion, (str, list)):
-            problems.append(Diagnostic("error", "field `completion` must be a string", where))
+        # A case may leave the completion out (a case about input columns only: the completion is
+        # empty, as in an `example` block); one that is there is read as `kdsl score` reads it.
+        completion = row.get(COMPLETION, "")
+        problem = completion_problem(completion)
+        if problem is not None:  # as kdsl score and kdsl explain say it
+            problems.append(Diagnostic("error", f"column `completion`: {problem}", where))
             continue
+        completion = completion_text(completion)
         columns = row.get("columns", {})
         if not isinstance(columns, dict):
             problems.append(Diagnostic("error", "field `columns` must be an object", where))
@@ -183,8 +188,6 @@ def jsonl_cases(path: str | Path, spec_path: str) -> list[Case]:
         except KdslError as err:
             problems.append(Diagnostic("error", err.message, where))
             continue
-        if not isinstance(completion, str):
-            completion = json.dumps(completion)
         cases.append(Case(name, spec_path, str(path), number, completion, columns, expectations))
     if problems:
         raise KdslError(problems)
@@ -557,6 +560,98 @@ def _table_rows(suite: Suite) -> tuple[dict, dict]:
 
 
 # ---- JUnit XML --------------------------------------------------------------------------------------
+
+# ---- a whole `kdsl test` run -----------------------------------------------------------------------
+
+def test_targets(paths: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Spec -> extra .kdtest.jsonl files named on the command line (companions are found anyway).
+    A folder gives every spec in it that has cases, as the pytest plugin does (a library spec of
+    defs and tables, such as spectral/indices, has none)."""
+    targets: dict[str, list[Path]] = {}
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            for spec in sorted(path.rglob("*.kd")):
+                if companion_files(spec) or has_example_blocks(spec.read_text(encoding="utf-8")):
+                    targets.setdefault(str(spec), [])
+        elif path.is_file() and path.name.endswith(JSONL_SUFFIX):
+            spec = spec_for_jsonl(path)
+            extra = targets.setdefault(str(spec), [])
+            if path.resolve() not in {p.resolve() for p in companion_files(spec)}:
+                extra.append(path)
+        elif path.is_file():
+            targets.setdefault(str(path), [])
+        else:
+            raise KdslError(f"no such file or folder: {name}")
+    return targets
+
+
+@dataclass
+class TestRun:
+    """Every suite of a `kdsl test` run, the cases a ``-k`` pattern selected, and the specs that
+    could not be tested (their diagnostics)."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    suites: list[Suite]
+    shown: dict[str, set[str]]
+    problems: list[Diagnostic]
+    pattern: str | None = None
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [o for s in self.suites for o in s.outcomes if o.case.id in self.shown[s.spec]]
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return sum(o.error is None and not o.passed for o in self.outcomes)
+
+    @property
+    def errors(self) -> int:
+        return sum(o.error is not None for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.outcomes) and not (self.failed or self.errors or self.problems)
+
+    def summary(self) -> str:
+        return (f"{self.passed} passed, {self.failed} failed" + (f", {self.errors} errors" if self.errors else "")
+                + (f", {len(self.problems)} spec problems" if self.problems else ""))
+
+    def nothing_found(self) -> str | None:
+        """The message for a run that found no case at all, or None."""
+        if self.outcomes or self.problems:
+            return None
+        return "kdsl test: no cases found" + (f" matching -k {self.pattern!r}" if self.pattern else "")
+
+    def junit_xml(self) -> str:
+        """The JUnit report of the selected cases, with a trace for each failure."""
+        traces = {o.case.id: trace(s, o) for s in self.suites for o in s.outcomes
+                  if o.error is None and not o.passed and o.case.id in self.shown[s.spec]}
+        kept = [Suite(s.spec, s.program, s.cases, [o for o in s.outcomes if o.case.id in self.shown[s.spec]])
+                for s in self.suites]
+        return junit_xml(kept, traces)
+
+
+def run_tests(targets: dict[str, list[Path]], pattern: str | None = None,
+              strict: bool = False) -> TestRun:
+    """Run the cases of every spec of ``targets`` (see ``test_targets``); a spec that cannot be
+    loaded is a problem of the run, and the others still run."""
+    suites, shown, problems = [], {}, []
+    for spec, extra in targets.items():
+        try:
+            suite = run_suite(load_suite(spec, extra), strict=strict)
+        except KdslError as err:
+            problems.extend(err.diagnostics)
+            continue
+        suites.append(suite)
+        shown[spec] = {c.id for c in select(suite.cases, pattern)}
+    return TestRun(suites, shown, problems, pattern)
+
 
 def junit_xml(suites: Sequence[Suite], traces: dict[str, str] | None = None) -> str:
     """A JUnit XML report: one testsuite per spec, one testcase per case."""

@@ -400,9 +400,16 @@ def test_cli_bad_values_exit_1_naming_the_row_and_field(spec_path, rows, tmp_pat
     assert "    legs = no value" in out.splitlines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"completion": "x"}\n{not json\n{"completion": 5}\n')
+    nulls = tmp_path / "nulls.jsonl"
+    nulls.write_text('{"completion": null}\n{"label": "Cat"}\n')
     code, _, err = run("explain", str(spec_path), "--data", str(broken), "--row", "2")
-    assert code == 1 and err.strip() == (f"{broken}: error: row 2, field `completion`: expected a "
-                                         "string or a list of chat messages, got int")
+    # The words of `kdsl score` for the same row (kdsl.rows), at the row's line.
+    assert code == 1 and err.strip() == (f"{broken}:3: error: row 2, column `completion`: expected a "
+                                         "string or a list of chat messages, got 5")
+    for row, problem in ((3, "null"), (4, "missing")):
+        code, _, err = run("explain", str(spec_path), "--data", str(nulls), "--row", str(row - 3))
+        assert code == 1 and err.strip() == (f"{nulls}:{row - 2}: error: row {row - 3}, column "
+                                             f"`completion`: {problem}; every row needs a completion")
     code, _, err = run("explain", str(spec_path), "--data", str(broken), "--row", "1")
     assert code == 1 and err.startswith(f"{broken}:2: error: row 1 is not a JSON object")
     # A row without an input's field is scored with that value missing, as `kdsl score` does.
