@@ -371,7 +371,7 @@ def summary(node: object, indent: int = 0) -> str:
         return pad + repr(node)
     plain, nested = [], []
     for f in fields(node):
-        if f.name == "span" or f.name == "file":
+        if f.name == "file" or not f.compare:  # where things are written: shown as @line:column
             continue
         value = getattr(node, f.name)
         if isinstance(value, Node) or (isinstance(value, tuple) and value and isinstance(value[0], Node)):

@@ -291,6 +291,10 @@ class Generator:
         w.line(f"RULE_SPANS = {_lit(spans)}")
         needs = any(n.op == "length" and n.attr("unit") == "tokens" for n in self.nodes)
         w.line(f"NEEDS_TOKENIZER = {needs}")
+        # Whether a value of one row depends on other rows (batch_min() and friends): then the
+        # tensor phase cannot run on a batch in parts (see execute.run).
+        across = any(n.op in ("batch_min", "batch_max", "batch_mean") for n in self.nodes)
+        w.line(f"ACROSS_ROWS = {across}")
 
     def _enums(self) -> list:
         """The spec's enums and every imported one that a value of the program has."""

@@ -150,7 +150,11 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     with spec_lines(module):
         if trace is None:
             module.extract(texts, env, extraction)
-            out = (evaluate or module.evaluate)(**env)
+            if evaluate is not None:  # compiled: one fused pass over the whole batch
+                out = evaluate(**env)
+            else:
+                rows = rows_per_part(module, env, n)
+                out = module.evaluate(**env) if rows is None else in_parts(module.evaluate, env, n, rows)
         else:  # every local of both phases goes into the trace; the generated code has no hook
             with keeping_locals(trace, module.extract, module.evaluate):
                 module.extract(texts, env, extraction)
@@ -168,6 +172,37 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
 _LINE_TAG = re.compile(r"(?:^\s*|  )# (?P<file>[^#]+?):(?P<line>[0-9]+)(?: <- [^#]*)?\s*$")
 _CONTINUATION = 12  # statements are indented 4 or 8; their continuation lines 8 more
 _CALL = re.compile(r"\b(?:ex|ops)\.(?P<name>\w+)\(")
+
+
+# On a CPU, the tensor phase of per-pixel rules runs over the batch in parts of this many pixels
+# per value: each operation makes a pass over its operands, and a pass over values that fit in
+# the cache costs a fraction of one over main memory (benchmarks/bench_raster.py). A GPU, and a
+# compiled tensor phase (which fuses the passes), take the whole batch at once.
+PIXELS_PER_PART = 2**17
+
+
+def rows_per_part(module, env: dict, n: int) -> int | None:
+    """How many rows of the batch one part holds, or None to evaluate the batch at once."""
+    ref = env["ref"]
+    if ref.device.type != "cpu" or getattr(module, "ACROSS_ROWS", True):
+        return None
+    pixels = max((t[0].numel() // (t.shape[1] if t.dim() == 4 else 1) for t in env.values()
+                  if isinstance(t, torch.Tensor) and t.dim() >= 3 and len(t) == n), default=0)
+    if pixels == 0:  # no per-pixel values: one part
+        return None
+    rows = max(1, PIXELS_PER_PART // pixels)
+    return rows if rows < n else None
+
+
+def in_parts(evaluate, env: dict, n: int, rows: int) -> dict:
+    """The tensor phase run on consecutive parts of ``rows`` rows, its outputs concatenated: the
+    same values as one call on the whole batch (no output depends on other rows)."""
+    outs = []
+    for start in range(0, n, rows):
+        part = {name: value[start:start + rows] if isinstance(value, torch.Tensor) and value.dim()
+                and len(value) == n else value for name, value in env.items()}
+        outs.append(evaluate(**part))
+    return {name: torch.cat([o[name] for o in outs]) for name in outs[0]}
 
 
 @contextmanager
