@@ -818,35 +818,22 @@ def cmd_describe(args, console: Console) -> int:
 def cmd_explain(args, console: Console) -> int:
     import kdsl
     from kdsl import explain as explaining
-    from kdsl.errors import KdslDataError, Span
 
     spec = _existing(args.file)
     if (args.data is None) == (args.completion is None):
         raise _UsageError("give --data FILE [--row N] or --completion TEXT [--set COLUMN=VALUE ...]")
     program = kdsl.load(spec)
     overrides = _set_values(args.set, program)
+    data = None
     if args.data is not None:
         data = _existing(args.data)
         if args.row < 0:
             raise _UsageError(f"--row counts rows from 0, so it cannot be {args.row}")
-        try:
-            row = explaining.read_row(data, args.row)
-        except IndexError as err:
-            raise _UsageError(str(err)) from None
-        completion = row["completion"]
-        columns = {name: row.get(name) for name in program.input_names}
-        where = Span(str(data))
-    else:
-        completion, columns, where = args.completion, {}, Span("--set")
-    columns.update(overrides)
     try:
-        explanation = explaining.explain(program, completion, columns)
-    except KdslDataError as err:
-        # One completion is scored as a batch of one: name the row of the file instead.
-        message = err.message.removeprefix("row 0, ")
-        if args.data is not None:
-            message = f"row {args.row}, {message}"
-        raise KdslError(message, where) from None
+        explanation = explaining.explain_row(program, data, args.row, completion=args.completion,
+                                             overrides=overrides)
+    except IndexError as err:
+        raise _UsageError(str(err)) from None
     if args.format == "json":
         console.print(json.dumps(explanation, indent=2, ensure_ascii=False))
     else:

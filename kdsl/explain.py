@@ -83,6 +83,32 @@ class _Words:
 
 # ---- building an explanation ------------------------------------------------------------------
 
+def explain_row(program: Program, data: str | Path | None, row: int = 0, *, completion=None,
+                overrides: dict | None = None, tokenizer=None) -> dict:
+    """``explain`` for row ``row`` (from 0) of a jsonl or parquet file, or for ``completion``
+    given directly (``data`` None); ``overrides`` replace input values. A value that does not fit
+    its input raises ``KdslError`` naming the file and the row (or ``--set``), as ``kdsl score``
+    names them."""
+    from kdsl.errors import KdslDataError
+
+    if data is not None:
+        if row < 0:
+            raise IndexError(f"rows count from 0, so there is no row {row}")
+        found = read_row(Path(data), row)
+        completion = found[COMPLETION]
+        columns = {name: found.get(name) for name in program.input_names}
+        where = Span(str(data))
+    else:
+        columns, where = {}, Span("--set")
+    columns.update(overrides or {})
+    try:
+        return explain(program, completion, columns, tokenizer=tokenizer)
+    except KdslDataError as err:
+        # One completion is scored as a batch of one: its row of the file is named instead.
+        message = err.message.removeprefix("row 0, ")
+        raise KdslError(f"row {row}, {message}" if data is not None else message, where) from None
+
+
 def explain(program: Program, completion, columns: dict, *, tokenizer=None) -> dict:
     """Score one completion and say why it got its reward (the schema is in the module's doc).
 
