@@ -34,7 +34,8 @@ def main() -> None:
     import torch
 
     import kdsl
-    from kdsl import evaluation, landsat
+    from kdsl import evaluation
+    from kdsl.example import landsat
     from kdsl.loading import load_model
     from kdsl.train import EMBEDDED_MODEL
 

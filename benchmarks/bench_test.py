@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_spec(n: int, seed: int = 0) -> str:
-    from kdsl import landsat
+    from kdsl.example import landsat
 
     rng = random.Random(seed)
     rows = landsat.landsat_rows()

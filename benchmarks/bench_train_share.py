@@ -3,7 +3,7 @@
 Two measurements, both through the real code path (``KdslGRPOTrainer`` in TRL's ``GRPOTrainer``):
 
 1. **The tiny CPU run**: ``kdsl train``'s embedded default (the tiny land-cover model on the real
-   Landsat rows, ``kdsl.landsat.DEFAULT_TRAINING``) for ``--steps`` steps. Every call of kdsl's
+   Landsat rows, ``kdsl.example.landsat.DEFAULT_TRAINING``) for ``--steps`` steps. Every call of kdsl's
    reward functions and of ``KdslGRPOTrainer.kdsl_apply`` (advantages from gathered rewards,
    token-level spans, loss masks) is timed; the share is their total over the training time.
 2. **kdsl's work on a 7B-sized batch**: 64 completions of about 2 KB (8 prompts x 8 generations,
@@ -29,7 +29,7 @@ import torch
 from timing import results_path
 
 import kdsl
-from kdsl import landsat
+from kdsl.example import landsat
 from kdsl.train import EMBEDDED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]

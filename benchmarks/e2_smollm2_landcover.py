@@ -48,7 +48,7 @@ TRAINING = {
 
 
 def prompt_for(sr) -> list[dict]:
-    from kdsl.landsat import BANDS
+    from kdsl.example.landsat import BANDS
 
     bands = ", ".join(f"{band} = {float(v):.3f}" for band, v in zip(BANDS, sr))
     return [{"role": "user", "content": f"A Landsat 8 pixel has surface reflectance {bands}. Is it "
@@ -56,7 +56,7 @@ def prompt_for(sr) -> list[dict]:
 
 
 def write_data(folder: Path, heldout_fraction: float) -> tuple[Path, Path, int, int]:
-    from kdsl import landsat
+    from kdsl.example import landsat
 
     rows = [{**row, "prompt": prompt_for(row["sr"])} for row in landsat.landsat_rows()]
     train, held = landsat.train_heldout_split(rows, heldout_fraction=heldout_fraction, seed=0)

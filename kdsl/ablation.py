@@ -227,7 +227,8 @@ class AblationOptions:
 
 def _runs(options: AblationOptions, program, variants, console):
     """Every (variant, seed, fold, run folder, train rows, held-out rows, program) to train."""
-    from kdsl import evaluation, landsat
+    from kdsl import evaluation
+    from kdsl.example import landsat
     from kdsl.train import load_rows
 
     if options.dataset is None:
@@ -268,8 +269,8 @@ def run(options: AblationOptions, console=None) -> dict:
     from rich.console import Console
 
     import kdsl
-    from kdsl import landsat
     from kdsl.evaluation import metric_name
+    from kdsl.example import landsat
     from kdsl.train import TrainOptions, train
 
     console = console or Console(stderr=True)

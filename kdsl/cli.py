@@ -656,7 +656,7 @@ def cmd_eval(args, console: Console) -> int:
     program = kdsl.load(spec)
     evaluation.metric_name(program, args.metric)
     if args.dataset is None:
-        from kdsl import landsat
+        from kdsl.example import landsat
 
         rows, where = landsat.train_heldout_split(landsat.landsat_rows())[1], "embedded held-out rows"
     else:

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from kdsl.errors import KdslDataError, KdslError, Span
 
 RUN_FOLDER = "kdsl_run"
-EMBEDDED_MODEL = Path(__file__).resolve().parent / "models" / "tiny_landcover"
+EMBEDDED_MODEL = Path(__file__).resolve().parent / "example" / "tiny_landcover"
 
 
 @dataclass
@@ -133,7 +133,7 @@ def check_dataset(program, dataset, invalid=None) -> list[str]:
 
 
 def _embedded_rows():
-    from kdsl import landsat
+    from kdsl.example import landsat
 
     rows = landsat.landsat_rows()
     return landsat.train_heldout_split(rows)
@@ -419,7 +419,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
     if embedded:
         from datasets import Dataset
 
-        from kdsl import landsat
+        from kdsl.example import landsat
 
         train_rows, heldout = _embedded_rows()
         dataset = Dataset.from_list(train_rows)

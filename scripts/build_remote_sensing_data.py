@@ -380,7 +380,7 @@ def prompt(sr: list[float]) -> str:
 
 def example_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """The 120 samples as prompts, split 90/30 with kdsl's stratified split (seed 0)."""
-    from kdsl.landsat import train_heldout_split
+    from kdsl.example.landsat import train_heldout_split
 
     data = [{"prompt": prompt(r["sr"]), "label": r["label"], "sr": r["sr"], "sample": r["sample"]}
             for r in rows]

@@ -1,11 +1,11 @@
-"""Build the tiny default model of ``kdsl train`` (``kdsl/models/tiny_landcover/``) from scratch.
+"""Build the tiny default model of ``kdsl train`` (``kdsl/example/tiny_landcover/``) from scratch.
 
-    python scripts/build_tiny_model.py [--out kdsl/models/tiny_landcover] [--seed 0]
+    python scripts/build_tiny_model.py [--out kdsl/example/tiny_landcover] [--seed 0]
 
 Everything is seeded and local (no hub access):
 
 1. a byte-level BPE tokenizer, trained with ``tokenizers`` on the training prompts of the real
-   spyndex Landsat 8 samples (``kdsl.landsat``) and on the synthetic completions below. Digits are
+   spyndex Landsat 8 samples (``kdsl.example.landsat``) and on the synthetic completions below. Digits are
    single tokens and the four tags are added tokens, so every prompt has the same layout and a
    reply is about 20 tokens;
 2. a small Llama-architecture causal LM with random weights (2 layers, tied embeddings);
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_OUT = ROOT / "kdsl" / "models" / "tiny_landcover"
+DEFAULT_OUT = ROOT / "kdsl" / "example" / "tiny_landcover"
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
@@ -53,13 +53,13 @@ VOCAB_SIZE = 512
 WARMUP = {"steps": 300, "batch_size": 32, "learning_rate": 3e-3}
 
 
-# What GRPO does with this model, measured with `kdsl.landsat.DEFAULT_TRAINING`; update it when
+# What GRPO does with this model, measured with `kdsl.example.landsat.DEFAULT_TRAINING`; update it when
 # the model or the settings change.
 TRAINING_RESULT = """
 ## GRPO on this model
 
 `kdsl train examples/landsat_landcover.kd` (no `--model`, no `--dataset`) with
-`kdsl.landsat.DEFAULT_TRAINING` (learning rate 3e-4 constant, beta 0.04, 8 completions for each
+`kdsl.example.landsat.DEFAULT_TRAINING` (learning rate 3e-4 constant, beta 0.04, 8 completions for each
 of 8 prompts a step, completions of at most 48 tokens, temperature 1.0, 300 steps), on a 2-core
 CPU: 160-175 s of training, about 3 minutes for the whole command. Greedy, on the 30 held-out rows:
 
@@ -75,7 +75,7 @@ most 3.5 (format 1 + accuracy 2 x 1 + knowledge 0.5 x 1).
 
 
 def completion(sr, rng: random.Random) -> str:
-    from kdsl.landsat import BANDS, CLASSES
+    from kdsl.example.landsat import BANDS, CLASSES
 
     values = {band: f"{float(v):.3f}" for band, v in zip(BANDS, sr)}
     thinking = rng.choice(THINKING).format(**values)
@@ -87,7 +87,7 @@ def build_tokenizer(rows: list[dict], seed: int):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from kdsl.landsat import CLASSES
+    from kdsl.example.landsat import CLASSES
 
     rng = random.Random(seed)
     corpus = [r["prompt"] for r in rows]
@@ -172,7 +172,7 @@ def check(model, tokenizer, train, heldout) -> dict:
     from collections import Counter
 
     import kdsl
-    from kdsl import landsat
+    from kdsl.example import landsat
 
     program = kdsl.load(ROOT / "examples" / "landsat_landcover.kd")
     replies = landsat.generate_completions(model, tokenizer, [r["prompt"] for r in train])
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from kdsl import landsat
+    from kdsl.example import landsat
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     rows = landsat.landsat_rows()
@@ -254,7 +254,7 @@ def readme(info: dict) -> str:
     greedy = ", ".join(f"{k} for {v}" for k, v in info["train_greedy_answers"].items())
     sampled = ", ".join(f"{k} {v:.0%}" for k, v in info["train_sampled_answers"].items())
     paragraphs = [
-        f"- **Data**: the {info['train_rows']} training rows of `kdsl.landsat.train_heldout_split` "
+        f"- **Data**: the {info['train_rows']} training rows of `kdsl.example.landsat.train_heldout_split` "
         f"(seed 0) of the 120 real labelled Landsat 8 samples shipped in `spyndex`; the "
         f"{info['heldout_rows']} held-out rows are never seen, not even by the tokenizer.",
         f"- **Tokenizer**: byte-level BPE trained with `tokenizers` on those prompts and on the synthetic "

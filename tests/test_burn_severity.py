@@ -10,7 +10,7 @@ import spyndex
 import torch
 
 import kdsl
-from kdsl import landsat
+from kdsl.example import landsat
 from kdsl.resources import library_dir
 
 CLASSES = ["EnhancedRegrowthHigh", "EnhancedRegrowthLow", "Unburned", "Low", "ModerateLow",

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import kdsl
-from kdsl import evaluation, landsat
+from kdsl import evaluation
 from kdsl.cli import main
 from kdsl.errors import KdslError
+from kdsl.example import landsat
 
 SPEC_PATH = "examples/landsat_landcover.kd"
 

@@ -13,10 +13,10 @@ import torch
 
 import kdsl
 from kdsl.errors import KdslError
-from kdsl.landsat import landsat_rows, prompt_for
+from kdsl.example.landsat import landsat_rows, prompt_for
 from kdsl.loading import load_model, write_gguf
 
-EMBEDDED_MODEL = Path(kdsl.__file__).parent / "models" / "tiny_landcover"
+EMBEDDED_MODEL = Path(kdsl.__file__).parent / "example" / "tiny_landcover"
 
 
 @pytest.fixture(scope="module")

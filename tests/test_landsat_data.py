@@ -1,5 +1,5 @@
 """The land-cover example's data (the real spyndex Landsat 8 samples), its split, and the tiny
-default model of ``kdsl train`` shipped in ``kdsl/models/tiny_landcover``. Nothing here needs the
+default model of ``kdsl train`` shipped in ``kdsl/example/tiny_landcover``. Nothing here needs the
 network."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kdsl import landsat
+from kdsl.example import landsat
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "kdsl" / "models" / "tiny_landcover"
+MODEL = ROOT / "kdsl" / "example" / "tiny_landcover"
 SPEC = ROOT / "examples" / "landsat_landcover.kd"
 
 

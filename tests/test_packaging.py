@@ -34,7 +34,7 @@ def test_wheel_ships_grammar_and_library(tmp_path):
     assert "kdsl/verifiers.py" in names
     assert not any("reference" in name for name in names)  # the test oracle stays in tests/
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        assert f"kdsl/models/tiny_landcover/{name}" in names
+        assert f"kdsl/example/tiny_landcover/{name}" in names
 
 
 def test_import_from_the_library_by_name():

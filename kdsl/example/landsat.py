@@ -18,7 +18,7 @@ BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
 
 # GRPOConfig fields for the embedded tiny model on the embedded data, tuned on a 2-core CPU: 300
 # steps take about 3 minutes, in which the mean reward and the held-out accuracy rise (measured
-# numbers in kdsl/models/tiny_landcover/README.md). A model this small, trained from scratch, needs
+# numbers in kdsl/example/tiny_landcover/README.md). A model this small, trained from scratch, needs
 # a much larger learning rate than a pretrained one; the KL term (beta) keeps the reasoning text
 # from drifting while the answer is learned; 8 prompts x 8 completions a step keep the gradient
 # steady enough that the policy does not settle on one class for every pixel.
