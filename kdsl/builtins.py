@@ -22,8 +22,8 @@ from kdsl import types as T
 from kdsl.errors import Span, did_you_mean
 
 if TYPE_CHECKING:  # the checker imports this module; its type is only named here
-    from kdsl.checker import Checker
     from kdsl.ir import Node
+    from kdsl.semantic.lower import Lowering
 
 LENGTH_UNITS = ("chars", "words", "tokens")
 MATH_VERIFY_MODES = ("default", "open-r1-length")
@@ -41,7 +41,7 @@ class Call:
     span: Span
     ctx: object
 
-    def arity(self, c: Checker, *counts: int) -> None:
+    def arity(self, c: Lowering, *counts: int) -> None:
         if len(self.args) not in counts:
             want = " or ".join(str(n) for n in counts)
             raise c.error("KD083", f"{self.name}() takes {want} argument{'s' if counts != (1,) else ''}, "
@@ -54,7 +54,7 @@ class Builtin:
     usage: str  # how it is written, e.g. `mentions(t, "a" | "b")`
     meaning: str  # what it gives, in the words of docs/language.md
     result: Result
-    lower: Callable[[Checker, Call], Node]
+    lower: Callable[[Lowering, Call], Node]
 
     @property
     def sentence(self) -> str:
@@ -63,7 +63,7 @@ class Builtin:
 
 
 # ---- type rules ----------------------------------------------------------------------------------
-def _present(c: Checker, call: Call) -> Node:
+def _present(c: Lowering, call: Call) -> Node:
     call.arity(c, 1)
     x = c.lower(call.args[0], call.ctx)
     if x.type.is_text:
@@ -75,7 +75,7 @@ def _present(c: Checker, call: Call) -> Node:
     return c.node("present", (x,), T.BOOL if not x.type.extra_dims else x.type, call.span)
 
 
-def _count(c: Checker, call: Call) -> Node:
+def _count(c: Lowering, call: Call) -> Node:
     call.arity(c, 1)
     x = c.lower(call.args[0], call.ctx)
     if x.op != "tag":
@@ -84,7 +84,7 @@ def _count(c: Checker, call: Call) -> Node:
     return c.node("tag_count", x.args, T.INT, call.span, name=x.attr("name"))
 
 
-def _length(c: Checker, call: Call) -> Node:
+def _length(c: Lowering, call: Call) -> Node:
     call.arity(c, 1, 2)
     text = c.text_arg(call.args[0], call.ctx)
     unit = "chars"
@@ -98,7 +98,7 @@ def _length(c: Checker, call: Call) -> Node:
     return c.node("length", (text,), T.INT, call.span, unit=unit)
 
 
-def _mentions(c: Checker, call: Call) -> Node:
+def _mentions(c: Lowering, call: Call) -> Node:
     call.arity(c, 2)
     text = c.text_arg(call.args[0], call.ctx)
     terms = call.args[1]
@@ -114,7 +114,7 @@ def _mentions(c: Checker, call: Call) -> Node:
     return c.node(call.name, (text,), out, call.span, terms=tuple(values))
 
 
-def _repetition(c: Checker, call: Call) -> Node:
+def _repetition(c: Lowering, call: Call) -> Node:
     call.arity(c, 1, 2)
     text = c.text_arg(call.args[0], call.ctx)
     n = 3
@@ -127,7 +127,7 @@ def _repetition(c: Checker, call: Call) -> Node:
     return c.node("repetition", (text,), T.FLOAT, call.span, n=n)
 
 
-def _choice(c: Checker, call: Call) -> Node:
+def _choice(c: Lowering, call: Call) -> Node:
     call.arity(c, 2)
     text = c.text_arg(call.args[0], call.ctx)
     letters_expr = call.args[1]
@@ -140,12 +140,12 @@ def _choice(c: Checker, call: Call) -> Node:
     return c.node("choice", (text,), T.STR, call.span, letters=letters)
 
 
-def _number(c: Checker, call: Call) -> Node:
+def _number(c: Lowering, call: Call) -> Node:
     call.arity(c, 1)
     return c.convert_text(c.text_arg(call.args[0], call.ctx), "float", call.ctx.scope, call.span)
 
 
-def _pattern(c: Checker, call: Call) -> Node:
+def _pattern(c: Lowering, call: Call) -> Node:
     """matches() and match_count(): a regex written as a string, compiled here only to report a
     bad pattern at check time."""
     call.arity(c, 2)
@@ -158,7 +158,7 @@ def _pattern(c: Checker, call: Call) -> Node:
     return c.node(call.name, (text,), out, call.span, pattern=pattern.value)
 
 
-def _occurrences(c: Checker, call: Call) -> Node:
+def _occurrences(c: Lowering, call: Call) -> Node:
     call.arity(c, 2)
     text = c.text_arg(call.args[0], call.ctx)
     literal = call.args[1]
@@ -168,14 +168,14 @@ def _occurrences(c: Checker, call: Call) -> Node:
     return c.node("occurrences", (text,), T.INT, call.span, literal=literal.value)
 
 
-def _normalize(c: Checker, call: Call) -> Node:
+def _normalize(c: Lowering, call: Call) -> Node:
     call.arity(c, 1)
     operands, column = c.text_or_column(
         call.args[0], call.ctx, "normalize() takes text from the completion or a `str` input column")
     return c.node("normalize", operands, T.STR, call.span, column=column)
 
 
-def _compare_texts(c: Checker, call: Call) -> Node:
+def _compare_texts(c: Lowering, call: Call) -> Node:
     """math_verify() and similarity(): the completion's text against a reference text."""
     name, args = call.name, call.args
     call.arity(c, 2, 3) if name == "math_verify" else call.arity(c, 2)
@@ -196,7 +196,7 @@ def _compare_texts(c: Checker, call: Call) -> Node:
     return c.node(name, (text, *other), out, call.span, **attrs)
 
 
-def _batch_reduction(c: Checker, call: Call) -> Node:
+def _batch_reduction(c: Lowering, call: Call) -> Node:
     call.arity(c, 1)
     x = c.lower(call.args[0], call.ctx)
     if not (x.type.is_numeric and x.type.extra_dims == 0):
@@ -205,7 +205,7 @@ def _batch_reduction(c: Checker, call: Call) -> Node:
     return c.node(call.name, (x,), T.FLOAT, call.span)
 
 
-def _unary_math(c: Checker, call: Call) -> Node:
+def _unary_math(c: Lowering, call: Call) -> Node:
     call.arity(c, 1)
     x = c.lower(call.args[0], call.ctx)
     c.require_numeric(x, call.args[0].span, f"{call.name}()")
@@ -214,7 +214,7 @@ def _unary_math(c: Checker, call: Call) -> Node:
     return c.node(call.name, (x,), out, call.span)
 
 
-def _extreme(c: Checker, call: Call) -> Node:
+def _extreme(c: Lowering, call: Call) -> Node:
     """min() and max(): of one vector or field, its extreme element; of several values, elementwise."""
     name, args = call.name, call.args
     if len(args) == 1:
@@ -235,7 +235,7 @@ def _extreme(c: Checker, call: Call) -> Node:
     return result
 
 
-def _reduction(c: Checker, call: Call) -> Node:
+def _reduction(c: Lowering, call: Call) -> Node:
     name, args = call.name, call.args
     call.arity(c, 2 if name == "quantile" else 1)
     x = c.lower(args[0], call.ctx)
@@ -261,7 +261,7 @@ def _reduction(c: Checker, call: Call) -> Node:
     return c.node(f"reduce_{name}", (x,), T.FLOAT, call.span, **attrs)
 
 
-def _clamp(c: Checker, call: Call) -> Node:
+def _clamp(c: Lowering, call: Call) -> Node:
     call.arity(c, 3)
     x, lo, hi = (c.lower(a, call.ctx) for a in call.args)
     for node, arg in zip((x, lo, hi), call.args):
@@ -272,7 +272,7 @@ def _clamp(c: Checker, call: Call) -> Node:
     return c.node("min", (a, b), c.arith_type(raised.type, hi.type, "+", shape), call.span)
 
 
-def _single_boxes(c: Checker, call: Call) -> Node:
+def _single_boxes(c: Lowering, call: Call) -> Node:
     """iou() and area(): single boxes, read from text where the argument is text."""
     call.arity(c, 2 if call.name == "iou" else 1)
     boxes = []
@@ -287,7 +287,7 @@ def _single_boxes(c: Checker, call: Call) -> Node:
     return c.node(call.name, tuple(boxes), T.FLOAT, call.span)
 
 
-def _box_lists(c: Checker, call: Call) -> Node:
+def _box_lists(c: Lowering, call: Call) -> Node:
     """box_count() and matched_boxes(): lists of boxes, read from text where the argument is text."""
     name = call.name
     call.arity(c, 1 if name == "box_count" else 3)
@@ -309,7 +309,7 @@ def _box_lists(c: Checker, call: Call) -> Node:
     return c.node("matched_boxes", tuple(lists), T.INT, call.span, threshold=float(threshold))
 
 
-def _default(c: Checker, call: Call) -> Node:
+def _default(c: Lowering, call: Call) -> Node:
     call.arity(c, 2)
     x = c.lower(call.args[0], call.ctx)
     y = c.lower(call.args[1], call.ctx, x.type)

@@ -371,7 +371,7 @@ class Generator:
     @staticmethod
     def _texts(n: Node, position: int) -> str:
         """The texts of a text operand: a `str` column's values, or the spans of argument
-        ``position`` (see ``Checker.text_or_column``)."""
+        ``position`` (see ``semantic.calls.CallLowering.text_or_column``)."""
         column = n.attr("column")
         return f"ex.column_texts({_lit(column)})" if column else f"ex.span_texts(s{n.args[position].id})"
 

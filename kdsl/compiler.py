@@ -14,12 +14,12 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from kdsl import ast
-from kdsl.checker import Checker, Scope, check
 from kdsl.errors import Diagnostic, DiagnosticSink, KdslCheckError, KdslError, Span, printable
 from kdsl.ir import ProgramIR, TableIR
 from kdsl.limits import MAX_IMPORT_PATH, MAX_SPEC_BYTES
 from kdsl.parser import parse
 from kdsl.resources import library_dir
+from kdsl.semantic import Scope, check, declare_library
 
 
 @dataclass
@@ -186,7 +186,7 @@ class _Importer:
                     continue
                 child = Scope(file, prefix=f"{imp.alias}.")
                 self.resolve(imported, child, (*stack, target), found.root)
-                Checker(imported, child, self.sink).declare_names()
+                declare_library(imported, child, self.sink)
                 self.loaded[target] = child
             scope.imports[imp.alias] = self.loaded[target]
             scope.unavailable.discard(imp.alias)

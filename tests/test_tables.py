@@ -13,8 +13,8 @@ from kdsl.analysis.tables import (
     row_matches,
 )
 from kdsl.analysis.tables import check_table as check_ir_table
-from kdsl.checker import table_rows
 from kdsl.parser import parse
+from kdsl.semantic import table_rows
 
 
 def table(rows: str, params: str = "kind: Kind, size: float"):
