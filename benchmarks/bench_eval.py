@@ -34,10 +34,10 @@ def main() -> None:
     import torch
 
     import kdsl
-    from kdsl import evaluation
     from kdsl.example import landsat
-    from kdsl.loading import load_model
-    from kdsl.train import EMBEDDED_MODEL
+    from kdsl.io.loading import load_model
+    from kdsl.tools import evaluation
+    from kdsl.training.train import EMBEDDED_MODEL
 
     program = kdsl.load(Path(__file__).resolve().parents[1] / "examples" / "landsat_landcover.kd")
     rows = (landsat.landsat_rows() * ((args.rows + 119) // 120))[:args.rows]

@@ -21,7 +21,7 @@ import ray
 from timing import results_path
 
 import kdsl
-from kdsl import scoring
+from kdsl.tools import scoring
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "landsat_landcover.kd"

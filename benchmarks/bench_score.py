@@ -237,7 +237,7 @@ def main() -> None:
         t_process = timed(lambda: kdsl_subprocess(spec, data, ours, args.workers))
         size = data.stat().st_size
 
-    from kdsl.scoring import available_cores
+    from kdsl.tools.scoring import available_cores
 
     rows = args.n
     results = {

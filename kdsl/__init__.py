@@ -17,21 +17,21 @@ def load(path, *, similarity_model=None, spec_path=()):
     """Parse, check and compile a ``.kd`` file into a ``Program``. ``similarity_model`` (a
     sentence-transformers path or hub id, or a loaded model) backs ``similarity()``;
     ``spec_path`` adds folders that imports may come from (see docs/security.md)."""
-    from kdsl.program import load as _load
+    from kdsl.runtime.program import load as _load
 
     return _load(path, similarity_model=similarity_model, spec_path=spec_path)
 
 
 def loads(text: str, name: str = "<string>", *, similarity_model=None, spec_path=()):
     """Parse, check and compile spec text into a ``Program``."""
-    from kdsl.program import loads as _loads
+    from kdsl.runtime.program import loads as _loads
 
     return _loads(text, name, similarity_model=similarity_model, spec_path=spec_path)
 
 
 def __getattr__(name: str):
     if name in ("Program", "Scores"):
-        from kdsl import program
+        from kdsl.runtime import program
 
         return getattr(program, name)
     raise AttributeError(f"module 'kdsl' has no attribute {name!r}")

@@ -448,7 +448,7 @@ def _parse_value(text: str):
 
 def cmd_score(args, console: Console) -> int:
     import kdsl
-    from kdsl import scoring
+    from kdsl.tools import scoring
 
     spec = _existing(args.file)
     if args.batch_size < 1 or args.workers < 0 or args.max_bad_rows < 0:
@@ -534,7 +534,7 @@ def _set_values(items: list[str], program) -> dict:
 
 
 def _print_scores(console: Console, program, completions, scores, as_json: bool = False) -> None:
-    from kdsl.scoring import text_lines
+    from kdsl.tools.scoring import text_lines
 
     for i, completion in enumerate(completions):
         row = {
@@ -553,7 +553,7 @@ def _print_scores(console: Console, program, completions, scores, as_json: bool 
 
 
 def cmd_test(args, console: Console) -> int:
-    from kdsl import testing
+    from kdsl.tools import testing
 
     try:
         targets = testing.test_targets(args.paths)
@@ -577,7 +577,7 @@ def cmd_test(args, console: Console) -> int:
                 console.error(f"{suite.spec}: coverage {cov.percent:.1f}% is under {args.fail_under:g}%")
                 status = 1
     if args.mutate or args.fail_under_mutation is not None:
-        from kdsl.mutation import format_report, mutate
+        from kdsl.tools.mutation import format_report, mutate
 
         for suite in suites:
             report = mutate(suite)
@@ -603,7 +603,7 @@ def _require_training_extra(command: str) -> None:
 
 def cmd_train(args, console: Console) -> int:
     _require_training_extra("train")
-    from kdsl import train as training
+    from kdsl.training import train as training
 
     if args.lora:
         try:
@@ -634,9 +634,9 @@ def cmd_train(args, console: Console) -> int:
 
 def cmd_eval(args, console: Console) -> int:
     try:
-        from kdsl import evaluation
-        from kdsl.loading import load_model
-        from kdsl.train import EMBEDDED_MODEL, load_rows
+        from kdsl.io.loading import load_model
+        from kdsl.tools import evaluation
+        from kdsl.training.train import EMBEDDED_MODEL, load_rows
     except ImportError as err:
         raise _UsageError(f"`kdsl eval` needs the training extra: pip install 'kdsl[train]' "
                           f"({err})") from None
@@ -700,7 +700,7 @@ def cmd_eval(args, console: Console) -> int:
 
 def cmd_ablate(args, console: Console) -> int:
     _require_training_extra("ablate")
-    from kdsl import ablation
+    from kdsl.tools import ablation
 
     _existing(args.file)
     if args.config:
@@ -740,7 +740,7 @@ def cmd_serve(args, console: Console) -> int:
     if missing:
         raise _UsageError(f"`kdsl serve` needs the serve extra: pip install 'kdsl[serve]' "
                           f"(not installed: {', '.join(missing)})")
-    from kdsl.serve import ServeOptions, serve
+    from kdsl.integrations.serve import ServeOptions, serve
 
     options = ServeOptions(spec=str(_existing(args.file)), host=args.host, port=args.port,
                            token_file=args.token_file, max_batch=args.max_batch,
@@ -754,7 +754,7 @@ def cmd_serve(args, console: Console) -> int:
 
 def cmd_merge(args, console: Console) -> int:
     _require_training_extra("merge")
-    from kdsl import merging
+    from kdsl.training import merging
 
     for expert in args.experts:
         if not Path(expert).is_dir():
@@ -803,7 +803,7 @@ def cmd_merge(args, console: Console) -> int:
 
 def cmd_describe(args, console: Console) -> int:
     import kdsl
-    from kdsl import describe
+    from kdsl.tools import describe
 
     program = kdsl.load(_existing(args.file))
     if args.guidance:
@@ -817,7 +817,7 @@ def cmd_describe(args, console: Console) -> int:
 
 def cmd_explain(args, console: Console) -> int:
     import kdsl
-    from kdsl import explain as explaining
+    from kdsl.tools import explain as explaining
 
     spec = _existing(args.file)
     if (args.data is None) == (args.completion is None):
@@ -844,7 +844,7 @@ def cmd_explain(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from kdsl.report import write_report
+    from kdsl.tools.report import write_report
 
     if not Path(args.run_dir).is_dir():
         raise _UsageError(f"no such run folder: {args.run_dir}")

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from kdsl import ast
 from kdsl.errors import Diagnostic, DiagnosticSink, KdslCheckError, KdslError, Span, printable
+from kdsl.frontend import ast
+from kdsl.frontend.parser import parse
+from kdsl.io.resources import library_dir
 from kdsl.ir import ProgramIR, TableIR
 from kdsl.limits import MAX_IMPORT_PATH, MAX_SPEC_BYTES
-from kdsl.parser import parse
-from kdsl.resources import library_dir
 from kdsl.semantic import Scope, check, declare_library
 
 

@@ -182,7 +182,7 @@ _SECTION = re.compile(r"^## (KD\d{3}): ", re.MULTILINE)
 def error_pages() -> dict[str, str]:
     """Every diagnostic code's section of docs/errors.md (``## KD041: title`` up to the next
     section), the text ``kdsl check --explain`` prints."""
-    from kdsl.resources import data_dir
+    from kdsl.io.resources import data_dir
 
     text = (data_dir("docs") / "errors.md").read_text(encoding="utf-8")
     starts = list(_SECTION.finditer(text))

@@ -18,7 +18,7 @@ none of them has a case of its own for it:
 
 The leaves and declarations' calls (``input``, ``const``, ``str_const``, ``table``) are not
 operations: each stage reads them from the program. What a spec may write, and the type rule that
-makes a call into one of these nodes, is in ``kdsl.builtins`` (a builtin may lower to several
+makes a call into one of these nodes, is in ``kdsl.semantic.builtins`` (a builtin may lower to several
 operations, e.g. ``present()`` to ``text_present`` or to ``present``). The reference interpreter
 in ``tests/`` gives every builtin its meaning independently; ``tests/test_operators.py`` checks
 that every entry is complete. This module stays free of torch.

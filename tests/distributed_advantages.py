@@ -9,7 +9,7 @@ import sys
 from accelerate import Accelerator
 
 import kdsl
-from kdsl.trl import gathered_advantages
+from kdsl.training.trl import gathered_advantages
 
 sys.path.insert(0, sys.argv[2])
 from tests.test_advantages import SPEC, scripted_batch  # noqa: E402
@@ -27,7 +27,7 @@ def main(out: str) -> None:
     scores = program.score(completions[rows], gold=gold[rows])
     results = {}
     for aggregate in ("sum", "per_level", "per_rule"):
-        config = kdsl.advantages.AdvantageConfig(aggregate=aggregate)
+        config = kdsl.training.advantages.AdvantageConfig(aggregate=aggregate)
         local, _parts, _all = gathered_advantages(accelerator, program.module, scores, GROUP, config)
         results[aggregate] = accelerator.gather(local).tolist()
     if accelerator.is_main_process:

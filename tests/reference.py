@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from kdsl import ast
-from kdsl.parser import parse
+from kdsl.frontend import ast
+from kdsl.frontend.parser import parse
 from tests import reference_text as tx
 
 GATE_TOLERANCE = 1e-6

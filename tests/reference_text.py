@@ -214,7 +214,7 @@ def choice(completion: str, span: Span, letters: str) -> str | None:
 
 # ---- decision tables ------------------------------------------------------------------------------
 def cell_accepts(cell, value) -> bool:
-    """Whether one table cell (a kdsl.ast.Cell) accepts a value: a member's name, a bool or a number."""
+    """Whether one table cell (a kdsl.frontend.ast.Cell) accepts a value: a member's name, a bool or a number."""
     if cell.kind == "any":
         return True
     if cell.kind in ("name", "set"):

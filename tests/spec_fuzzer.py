@@ -279,7 +279,7 @@ def run_case(mutant: Mutant) -> Outcome:
     raises but a ``KdslError``."""
     from kdsl.compiler import check_source
     from kdsl.errors import KdslError
-    from kdsl.program import Program
+    from kdsl.runtime.program import Program
 
     # Named after its seed, so the seed's imports resolve beside it as they would for the seed.
     result = check_source(mutant.text, str(mutant.seed))

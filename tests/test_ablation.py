@@ -9,9 +9,9 @@ import json
 import pytest
 
 import kdsl
-from kdsl import ablation
 from kdsl.cli import main
 from kdsl.errors import KdslError
+from kdsl.tools import ablation
 
 SPEC_PATH = "examples/landsat_landcover.kd"
 
@@ -122,7 +122,7 @@ def test_folds_hold_out_every_row_once_and_labels_can_be_scarce():
 
 
 def test_a_prompt_variant_tells_the_rules_it_no_longer_rewards():
-    from kdsl.describe import guidance
+    from kdsl.tools.describe import guidance
 
     program = kdsl.load(SPEC_PATH)
     options = ablation.AblationOptions(spec=SPEC_PATH, seeds=1)
@@ -141,7 +141,7 @@ def test_a_prompt_variant_tells_the_rules_it_no_longer_rewards():
 
 
 def test_variants_are_compared_with_the_first_paired_by_seed():
-    from kdsl.ablation import compare
+    from kdsl.tools.ablation import compare
 
     def seed(values, finished=True):
         return {"finished": finished, "curve": [{"step": 10 * i, "metric": v} for i, v in enumerate(values)]}

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import kdsl
-from kdsl import advantages as adv
-from kdsl.advantages import AdvantageConfig
+from kdsl.training import advantages as adv
+from kdsl.training.advantages import AdvantageConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,7 +207,7 @@ def test_two_processes_give_the_same_advantages_as_one(tmp_path):
     import subprocess
     import sys
 
-    import kdsl.advantages  # noqa: F401  (the script reaches it as kdsl.advantages)
+    import kdsl.training.advantages  # noqa: F401  (the script reaches it as kdsl.training.advantages)
 
     script = Path(__file__).with_name("distributed_advantages.py")
     out = tmp_path / "two.json"

@@ -11,7 +11,7 @@ import torch
 
 import kdsl
 from kdsl.example import landsat
-from kdsl.resources import library_dir
+from kdsl.io.resources import library_dir
 
 CLASSES = ["EnhancedRegrowthHigh", "EnhancedRegrowthLow", "Unburned", "Low", "ModerateLow",
            "ModerateHigh", "High"]

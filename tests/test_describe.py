@@ -1,4 +1,4 @@
-"""The plain-language rendering of specs (kdsl.describe): a golden file per shipped spec in
+"""The plain-language rendering of specs (kdsl.tools.describe): a golden file per shipped spec in
 tests/fixtures/describe/NAME.txt (KDSL_UPDATE_GOLDEN=1 rewrites them, to be read before they are
 committed), sentences for each construct, the level filter and the prompt guidance."""
 
@@ -9,9 +9,9 @@ import pytest
 import kdsl
 from conftest import FIXTURES, golden
 from kdsl.compiler import compile_ir, read_spec_file
-from kdsl.describe import GUIDANCE_HEADER, describe, guidance
 from kdsl.errors import KdslError
-from kdsl.program import Program
+from kdsl.runtime.program import Program
+from kdsl.tools.describe import GUIDANCE_HEADER, describe, guidance
 
 REPO = Path(__file__).resolve().parents[1]
 # The spectral library is generated (280-odd index formulas, rewritten whenever spyndex is

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import kdsl
-from kdsl import advantages as adv
 from kdsl.runtime import execute
+from kdsl.training import advantages as adv
 
 DEVICE = torch.device(os.environ.get("KDSL_TEST_DEVICE", "cpu"))
 ON_CUDA = DEVICE.type == "cuda"
@@ -173,7 +173,12 @@ def _aligned(tokenizer, texts):
 
 
 def test_span_token_masks_are_the_same_on_the_device(tokenizer):
-    from kdsl.tokens import TokenAligner, char_to_byte_offsets, marker_mask, span_token_mask
+    from kdsl.training.tokens import (
+        TokenAligner,
+        char_to_byte_offsets,
+        marker_mask,
+        span_token_mask,
+    )
 
     ids, mask = _aligned(tokenizer, GROUP)
     aligner = TokenAligner(tokenizer)
@@ -202,8 +207,8 @@ def test_the_trainers_kdsl_step_is_the_same_on_the_device(steps, tokenizer):
     advantages for rules `on` an output, the loss mask of `mask after`."""
     from accelerate import Accelerator
 
-    from kdsl.tokens import TokenAligner
-    from kdsl.trl import gathered_advantages, token_span_columns
+    from kdsl.training.tokens import TokenAligner
+    from kdsl.training.trl import gathered_advantages, token_span_columns
 
     def step(device):
         accelerator = Accelerator(cpu=device.type == "cpu")
@@ -222,7 +227,7 @@ def test_the_trainers_kdsl_step_is_the_same_on_the_device(steps, tokenizer):
 
 @needs_cuda
 def test_advantages_and_token_masks_make_no_host_sync(steps, tokenizer):
-    from kdsl.tokens import TokenAligner, span_token_mask
+    from kdsl.training.tokens import TokenAligner, span_token_mask
 
     scores = steps.score(GROUP, gold=[4.0] * 4, device=DEVICE)
     comp = adv.components(steps.module, scores)

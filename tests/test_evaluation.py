@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import kdsl
-from kdsl import evaluation
 from kdsl.cli import main
 from kdsl.errors import KdslError
 from kdsl.example import landsat
+from kdsl.tools import evaluation
 
 SPEC_PATH = "examples/landsat_landcover.kd"
 
@@ -48,7 +48,7 @@ def program():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from kdsl.train import EMBEDDED_MODEL
+    from kdsl.training.train import EMBEDDED_MODEL
 
     return AutoTokenizer.from_pretrained(EMBEDDED_MODEL)
 
@@ -142,7 +142,7 @@ def test_the_bootstrap_resamples_rows_not_completions():
 def test_eval_of_the_embedded_model_matches_the_api_and_writes_the_completions(program, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from kdsl.train import EMBEDDED_MODEL
+    from kdsl.training.train import EMBEDDED_MODEL
 
     out = tmp_path / "eval.jsonl"
     assert main(["eval", SPEC_PATH, "--rows", "5", "--max-new-tokens", "48", "--json",
@@ -201,7 +201,7 @@ def test_train_logs_held_out_figures_every_n_steps(tmp_path):
     """The embedded example with a small budget: held-out figures at steps 0, 2, 4 and at the end,
     in the log history next to the training metrics, in heldout.jsonl, and the last evaluation's
     completions for kdsl explain; rows without a label train, and are not judged on accuracy."""
-    from kdsl.train import TrainOptions, train
+    from kdsl.training.train import TrainOptions, train
 
     rows = landsat.train_heldout_split(landsat.landsat_rows())[0][:16]
     for row in rows[::2]:

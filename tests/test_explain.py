@@ -1,4 +1,4 @@
-"""`kdsl explain` and `kdsl.explain`: one completion's reward, traced through the compiled program.
+"""`kdsl explain` and `kdsl.tools.explain`: one completion's reward, traced through the compiled program.
 
 Every number of an explanation is checked against `program.score` on the same rows, and the
 spans, the closed gate and the reward's arithmetic against what the spec says by hand.
@@ -13,7 +13,7 @@ import torch
 
 import kdsl
 from kdsl.cli import Console, main
-from kdsl.explain import explain, render, render_text
+from kdsl.tools.explain import explain, render, render_text
 
 SPEC = """\
 spec pets version 1
@@ -403,7 +403,7 @@ def test_cli_bad_values_exit_1_naming_the_row_and_field(spec_path, rows, tmp_pat
     nulls = tmp_path / "nulls.jsonl"
     nulls.write_text('{"completion": null}\n{"label": "Cat"}\n')
     code, _, err = run("explain", str(spec_path), "--data", str(broken), "--row", "2")
-    # The words of `kdsl score` for the same row (kdsl.rows), at the row's line.
+    # The words of `kdsl score` for the same row (kdsl.io.rows), at the row's line.
     assert code == 1 and err.strip() == (f"{broken}:3: error: row 2, column `completion`: expected a "
                                          "string or a list of chat messages, got 5")
     for row, problem in ((3, "null"), (4, "missing")):

@@ -164,7 +164,7 @@ def test_bad_raster_values_are_row_errors(tmp_path):
     with pytest.raises(KdslDataError, match="cannot read it as a raster"):
         probe.score([""], scene=[str(tmp_path / "text.tif")])
     # a scorer that collects problems keeps going: the bad row is reported, the good one scored
-    from kdsl.scoring import evaluate_rows
+    from kdsl.tools.scoring import evaluate_rows
 
     collected: dict = {}
     values, _ = evaluate_rows(probe, ["", ""], {"scene": [str(tmp_path / "missing.tif"),

@@ -14,7 +14,7 @@ import torch
 import kdsl
 from kdsl.errors import KdslError
 from kdsl.example.landsat import landsat_rows, prompt_for
-from kdsl.loading import load_model, write_gguf
+from kdsl.io.loading import load_model, write_gguf
 
 EMBEDDED_MODEL = Path(kdsl.__file__).parent / "example" / "tiny_landcover"
 
@@ -141,7 +141,7 @@ def test_a_model_folder_loads_with_its_tokenizer(original):
 def test_which_configs_are_vision_language_models():
     from transformers import LlamaConfig, LlavaConfig
 
-    from kdsl.loading import _is_vision_language
+    from kdsl.io.loading import _is_vision_language
 
     assert _is_vision_language(LlavaConfig())
     assert not _is_vision_language(LlamaConfig())

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, golden
-from kdsl.ast import summary
 from kdsl.compiler import check_source
 from kdsl.errors import KdslError
-from kdsl.parser import parse
+from kdsl.frontend.ast import summary
+from kdsl.frontend.parser import parse
 
 
 def _cases(stage: str) -> list[Path]:

@@ -5,13 +5,13 @@ boundary values."""
 import pytest
 
 import kdsl
-from kdsl import ast
 from kdsl.analysis.tables import cell_matches
 from kdsl.compiler import check_source
-from kdsl.describe import describe
 from kdsl.errors import KdslError
-from kdsl.mutation import find_mutants
-from kdsl.parser import parse
+from kdsl.frontend import ast
+from kdsl.frontend.parser import parse
+from kdsl.tools.describe import describe
+from kdsl.tools.mutation import find_mutants
 
 # USGS burn severity classes from dNBR (Key and Benson), written as the table prints them.
 DNBR = """spec burn version 1

@@ -156,7 +156,7 @@ def test_kdsl_test_reports_invalid_values_and_strict_makes_them_errors(tmp_path,
 
 
 def test_the_training_dataset_check_counts_invalid_values(tmp_path, capsys):
-    from kdsl.train import check_dataset, load_rows
+    from kdsl.training.train import check_dataset, load_rows
 
     spec = tmp_path / "small.kd"
     spec.write_text(SMALL)

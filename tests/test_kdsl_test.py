@@ -12,7 +12,7 @@ import pytest
 
 from kdsl.cli import main
 from kdsl.errors import KdslError
-from kdsl.testing import compare, jsonl_cases, load_suite, run_suite
+from kdsl.tools.testing import compare, jsonl_cases, load_suite, run_suite
 
 SPEC = """\
 spec nodules version 1
@@ -340,7 +340,7 @@ def test_pytest_reports_a_broken_spec_as_one_failure(pytester):
 
 
 def test_table_rows_are_covered_in_a_spec_that_imports_another(tmp_path):
-    from kdsl.testing import coverage
+    from kdsl.tools.testing import coverage
 
     (tmp_path / "lib.kd").write_text(textwrap.dedent("""\
         spec lib version 1
@@ -426,7 +426,7 @@ def test_pytest_gates_on_the_mutation_score(pytester):
 
 def test_an_expectation_with_extra_words_says_where_it_should_have_ended():
     from kdsl.errors import Span
-    from kdsl.testing import parse_expectation
+    from kdsl.tools.testing import parse_expectation
 
     assert parse_expectation("level.knowledge == 1 +- 0.01", Span("cases")).tolerance == 0.01
     with pytest.raises(KdslError) as err:

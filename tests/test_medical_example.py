@@ -41,7 +41,7 @@ def test_the_script_writes_the_committed_data(tmp_path):
 
 
 def test_the_dataset_fits_the_spec():
-    from kdsl.train import check_dataset, load_rows
+    from kdsl.training.train import check_dataset, load_rows
 
     program = kdsl.load(SPEC)
     dataset = load_rows(str(PATIENTS))
@@ -84,7 +84,7 @@ def test_kdsl_score_gives_the_rewards_of_the_readme(tmp_path):
 
 
 def test_the_cha2ds2_vasc_dataset_fits_its_spec_and_agrees_with_medcalc_bench():
-    from kdsl.train import check_dataset, load_rows
+    from kdsl.training.train import check_dataset, load_rows
 
     program = kdsl.load(AF_SPEC)
     dataset = load_rows(str(AF_PATIENTS))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import kdsl
-from kdsl import testing
-from kdsl.mutation import mutate
+from kdsl.tools import testing
+from kdsl.tools.mutation import mutate
 
 MEDICAL = Path(__file__).resolve().parent.parent / "domain_specs" / "medical"
 SPECS = sorted(MEDICAL.glob("*.kd"))

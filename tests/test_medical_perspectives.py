@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import kdsl
-from kdsl import advantages as adv
-from kdsl.advantages import AdvantageConfig
+from kdsl.training import advantages as adv
+from kdsl.training.advantages import AdvantageConfig
 
 SPEC = "domain_specs/medical/pneumonia_perspectives.kd"
 EPS = 1e-4

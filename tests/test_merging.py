@@ -92,7 +92,7 @@ def test_experts_that_cannot_merge_are_refused_before_loading(base, tmp_path, ca
 
 
 def test_conflicts_are_measured_per_layer_type(base, tmp_path, capsys):
-    from kdsl.merging import conflicts, read_expert
+    from kdsl.training.merging import conflicts, read_expert
 
     a = expert(base / "base", tmp_path / "a", seed=7)
     same = tmp_path / "same"
@@ -134,8 +134,8 @@ level l {
 
 
 def test_select_on_keeps_the_best_worst_case_specialty(base, tmp_path, capsys):
-    from kdsl import evaluation
-    from kdsl.loading import load_model
+    from kdsl.io.loading import load_model
+    from kdsl.tools import evaluation
 
     a = expert(base / "base", tmp_path / "a", seed=11)
     b = expert(base / "base", tmp_path / "b", seed=12)

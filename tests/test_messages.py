@@ -6,8 +6,8 @@ import pytest
 import kdsl
 from kdsl.compiler import check_source
 from kdsl.errors import KdslDataError, KdslError
-from kdsl.parser import parse
-from kdsl.resources import library_dir
+from kdsl.frontend.parser import parse
+from kdsl.io.resources import library_dir
 
 
 def syntax_error(text: str):

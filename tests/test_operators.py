@@ -1,6 +1,6 @@
 """Every entry of the two registries is complete, and every builtin is run end to end.
 
-`kdsl.builtins` (what a spec may call, and its type rule) and `kdsl.operators` (what each IR
+`kdsl.semantic.builtins` (what a spec may call, and its type rule) and `kdsl.operators` (what each IR
 operation does at run time, in interval analysis and in `kdsl explain`) are the only places a
 builtin or an operation is defined. These tests fail when an entry misses a part: a builtin
 without a sample below (so it is never run against the reference interpreter), without a row in
@@ -18,12 +18,12 @@ import torch
 import kdsl
 from kdsl.analysis.interval import Interval
 from kdsl.analysis.intervals import Ranges
-from kdsl.builtins import BUILTINS, Builtin
 from kdsl.codegen import Generator
 from kdsl.compiler import check_source
 from kdsl.operators import OPERATIONS, TEXT_OPS, OpDef
 from kdsl.runtime import ops
 from kdsl.runtime.execute import Extraction
+from kdsl.semantic.builtins import BUILTINS, Builtin
 from tests.reference import Reference
 
 LANGUAGE = (Path(__file__).resolve().parents[1] / "docs" / "language.md").read_text(encoding="utf-8")

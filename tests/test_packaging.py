@@ -31,7 +31,7 @@ def test_wheel_ships_grammar_and_library(tmp_path):
     assert "kdsl/_data/domain_specs/common/formats.kd" in names
     assert "kdsl/_data/docs/errors.md" in names  # what `kdsl check --explain` prints
     assert "kdsl/runtime/ops.py" in names
-    assert "kdsl/verifiers.py" in names
+    assert "kdsl/integrations/verifiers.py" in names
     assert not any("reference" in name for name in names)  # the test oracle stays in tests/
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert f"kdsl/example/tiny_landcover/{name}" in names

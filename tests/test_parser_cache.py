@@ -5,8 +5,8 @@ import stat
 import subprocess
 import sys
 
-from kdsl import parser
-from kdsl.resources import grammar_path
+from kdsl.frontend import parser
+from kdsl.io.resources import grammar_path
 
 SPEC = "spec cached version 1\n\ninput {\n  x: float\n}\n\nlevel main {\n  rule positive: x > 0\n}\n"
 

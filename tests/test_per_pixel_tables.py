@@ -98,7 +98,7 @@ def test_checker_messages(body, message):
 
 
 def test_row_coverage_counts_pixels(tmp_path):
-    from kdsl.testing import coverage, load_suite, run_suite
+    from kdsl.tools.testing import coverage, load_suite, run_suite
 
     scene = np.full((2, 2, 2), 0.3)
     scene[1] = [[0.1, 0.3], [0.5, 0.3]]            # NDWI 0.5, 0, -0.25, 0 across the pixels

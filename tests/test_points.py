@@ -7,8 +7,8 @@ import pytest
 import kdsl
 from kdsl.compiler import check_source
 from kdsl.errors import KdslError
-from kdsl.mutation import find_mutants
-from kdsl.parser import parse
+from kdsl.frontend.parser import parse
+from kdsl.tools.mutation import find_mutants
 
 # The Wells score for pulmonary embolism (Wells et al., Thromb Haemost 2000), as printed.
 WELLS = """spec wells version 1
@@ -119,7 +119,7 @@ def test_a_criterion_that_is_not_a_condition_is_named():
 
 
 def test_shipped_clinical_scores_are_points_sheets():
-    from kdsl.resources import library_dir
+    from kdsl.io.resources import library_dir
 
     for name, criteria in (("curb65", 5), ("cha2ds2_vasc", 8)):
         spec = parse((library_dir() / "medical" / f"{name}.kd").read_text(encoding="utf-8"))

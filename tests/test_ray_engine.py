@@ -10,7 +10,7 @@ import pytest
 import ray
 
 import kdsl
-from kdsl import scoring
+from kdsl.tools import scoring
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "landsat_landcover.kd"

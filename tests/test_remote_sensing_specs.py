@@ -300,7 +300,7 @@ def test_example_spec_checks_and_its_dataset_fits():
     train, heldout = read_jsonl(EXAMPLE / "landcover_train.jsonl"), read_jsonl(EXAMPLE / "landcover_heldout.jsonl")
     assert (len(train), len(heldout)) == (90, 30)
     assert sorted(r["sample"] for r in train + heldout) == list(range(120))
-    from kdsl.train import check_dataset, load_rows
+    from kdsl.training.train import check_dataset, load_rows
 
     prog = program("examples/remote_sensing/pixel_landcover.kd")
     for name in ("landcover_train.jsonl", "landcover_heldout.jsonl"):

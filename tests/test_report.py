@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kdsl.cli import main
-from kdsl.report import build_figure, never_applied, series, smooth, y_limits
+from kdsl.tools.report import build_figure, never_applied, series, smooth, y_limits
 
 SPEC = """spec reported version 1
 input { x: float }
@@ -65,7 +65,7 @@ def test_constant_lines_get_a_readable_range():
 
 
 def test_rules_that_never_applied_are_named(run_dir):
-    from kdsl.report import rule_names
+    from kdsl.tools.report import rule_names
 
     data = series(history(5))
     assert rule_names(run_dir) == ["has_answer", "big", "rare"]

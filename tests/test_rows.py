@@ -1,4 +1,4 @@
-"""A row's completion is read one way by every tool (kdsl.rows): a missing, null or malformed
+"""A row's completion is read one way by every tool (kdsl.io.rows): a missing, null or malformed
 completion is reported by `kdsl score`, `kdsl explain` and `kdsl test` in the same words."""
 
 import json
@@ -6,8 +6,8 @@ import json
 import pytest
 
 from kdsl.errors import KdslError
-from kdsl.rows import MISSING, completion_problem, completion_text
-from kdsl.testing import jsonl_cases
+from kdsl.io.rows import MISSING, completion_problem, completion_text
+from kdsl.tools.testing import jsonl_cases
 from tests.test_cli import run
 
 SPEC = """spec s version 1

@@ -21,7 +21,7 @@ import uvicorn
 
 import kdsl
 from kdsl.errors import KdslError
-from kdsl.serve import ServeOptions, check_bind, create_app
+from kdsl.integrations.serve import ServeOptions, check_bind, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = str(ROOT / "examples" / "landsat_landcover.kd")

@@ -105,7 +105,7 @@ def test_deep_nesting_is_a_located_error(form, depth):
 
 @pytest.mark.parametrize("form", ["not", "neg", "pow", "sum"])
 def test_nesting_within_the_limit_runs_every_stage(form):
-    from kdsl.explain import explain
+    from kdsl.tools.explain import explain
     from tests.reference import Reference
 
     text = nested(form, 150)

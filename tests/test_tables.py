@@ -13,7 +13,7 @@ from kdsl.analysis.tables import (
     row_matches,
 )
 from kdsl.analysis.tables import check_table as check_ir_table
-from kdsl.parser import parse
+from kdsl.frontend.parser import parse
 from kdsl.semantic import table_rows
 
 

@@ -20,7 +20,7 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
-from kdsl.tokens import (
+from kdsl.training.tokens import (
     TokenAligner,
     bytes_to_unicode,
     char_to_byte_offsets,

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from kdsl.cli import main
-from kdsl.train import TrainOptions, last_checkpoint, train
+from kdsl.training.train import TrainOptions, last_checkpoint, train
 
 SPEC = """
 spec tiny_train version 1
@@ -91,7 +91,7 @@ def test_train_logs_kdsl_metrics_and_keeps_a_run_folder(workspace, tmp_path, cap
 def test_prompts_beyond_the_models_positions_are_warned_about(workspace, tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    from kdsl.train import longest_prompt
+    from kdsl.training.train import longest_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(workspace / "model")
     long = "guidance " * 120 + "What is 1 + 1? <answer>"
@@ -198,7 +198,7 @@ def test_lora_trains_an_adapter_with_the_given_settings(workspace, tmp_path):
 def test_every_dataset_format_loads_the_same_rows(workspace, tmp_path):
     import datasets
 
-    from kdsl.train import load_rows
+    from kdsl.training.train import load_rows
 
     rows = [json.loads(line) for line in (workspace / "data.jsonl").read_text().splitlines()]
     table = datasets.Dataset.from_list(rows)
@@ -273,7 +273,7 @@ def test_vision_language_model_trains_on_easy_vqa_images(tmp_path):
 KILL_WHILE_SAVING = """
 import os, signal, sys
 import transformers
-import kdsl.checkpoints
+import kdsl.training.checkpoints
 from kdsl.cli import main
 
 step, where = int(sys.argv[1]), sys.argv[2]
@@ -289,12 +289,12 @@ if where == "optimizer":  # the model is written, the optimizer and trainer stat
         return save(self, output_dir)
     transformers.Trainer._save_optimizer_and_scheduler = saving
 else:  # every file is written; the run dies before marking the checkpoint complete
-    mark = kdsl.checkpoints.mark_complete
+    mark = kdsl.training.checkpoints.mark_complete
     def marking(folder, at):
         if at == step:
             die()
         return mark(folder, at)
-    kdsl.checkpoints.mark_complete = marking
+    kdsl.training.checkpoints.mark_complete = marking
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -331,7 +331,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_usable(workspace, tm
 
 
 def test_checkpoint_problems_are_named(tmp_path):
-    from kdsl import checkpoints
+    from kdsl.training import checkpoints
 
     folder = tmp_path / "checkpoint-5"
     folder.mkdir()

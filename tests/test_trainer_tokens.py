@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.advantages import AdvantageConfig, advantages, column_names, components
+from kdsl.training.advantages import AdvantageConfig, advantages, column_names, components
 
 SPEC = """
 spec spans version 1
@@ -87,7 +87,7 @@ def batch():
     from datasets import Dataset
     from trl import GRPOConfig
 
-    from kdsl.trl import KdslGRPOTrainer
+    from kdsl.training.trl import KdslGRPOTrainer
     from tests.tiny import byte_level_tokenizer, tiny_causal_lm
 
     program = kdsl.loads(SPEC)

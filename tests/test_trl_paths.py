@@ -15,8 +15,8 @@ import pytest
 
 import kdsl
 from kdsl.errors import KdslError
-from kdsl.rewards import verdicts
-from kdsl.train import TrainOptions, build_config, train
+from kdsl.training.rewards import verdicts
+from kdsl.training.train import TrainOptions, build_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "landsat_landcover.kd"

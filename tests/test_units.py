@@ -6,7 +6,7 @@ import torch
 import kdsl
 from kdsl import units
 from kdsl.compiler import check_source
-from kdsl.explain import explain, render_text
+from kdsl.tools.explain import explain, render_text
 
 SPEC = """spec units version 1
 input {
@@ -98,7 +98,7 @@ def test_explain_and_describe_show_units(tmp_path):
     e = explain(program, "", {"size": 7.0, "limit": 0.5, "temp": 30.0, "rate": 80.0})
     assert [i["unit"] for i in e["inputs"]] == ["mm", "cm", "degC", "/min"]
     assert "    size = 7 mm" in render_text(e)
-    from kdsl.describe import describe
+    from kdsl.tools.describe import describe
 
     path = tmp_path / "units.kd"
     path.write_text(SPEC, encoding="utf-8")

@@ -1,7 +1,7 @@
 """kdsl as a reward of a `verifiers` task, called by verifiers' own code: `Task.score` (what a
 rollout calls when it finishes) on tasks whose `@vf.reward` method awaits a SpecReward, and
 verifiers' offline re-scoring (`vf-replay`'s `run_replay`) of a saved run with the reward
-plugged in by config (`fn = "kdsl.verifiers:reward"`), on the land-cover example's completions.
+plugged in by config (`fn = "kdsl.integrations.verifiers:reward"`), on the land-cover example's completions.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from verifiers.v1.trace import Trace, TraceTask
 from verifiers.v1.types import AssistantMessage, UserMessage
 
 import kdsl
-import kdsl.verifiers
+import kdsl.integrations.verifiers
 from kdsl.errors import KdslError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ class LandcoverData(vf.TaskData):
     sr: list[float] | None = None
 
 
-class CountingReward(kdsl.verifiers.SpecReward):
+class CountingReward(kdsl.integrations.verifiers.SpecReward):
     calls = 0
 
     def score_rows(self, completions, rows):
@@ -123,7 +123,7 @@ def test_verifiers_replay_rescores_a_saved_run_with_the_reward_plugged_in_by_con
             data = WireTaskData(idx=i, prompt="p", answer=r["label"], sr=r["sr"])
             await append_trace(source, trace_for(data, r["completion"]), lock)
         config = ReplayConfig(taskset={"id": "landcover_taskset", "task": {
-            "rewards": {"kdsl": {"fn": "kdsl.verifiers:reward", "weight": 2.0}}}},
+            "rewards": {"kdsl": {"fn": "kdsl.integrations.verifiers:reward", "weight": 2.0}}}},
             rich=False, output_dir=out)
         return await run_replay(config, source, out)
 
@@ -141,7 +141,7 @@ def test_verifiers_replay_rescores_a_saved_run_with_the_reward_plugged_in_by_con
 
 
 def test_a_task_without_an_input_fails_alone_with_its_task_and_field_named():
-    spec_reward = kdsl.verifiers.SpecReward(SPEC)
+    spec_reward = kdsl.integrations.verifiers.SpecReward(SPEC)
 
     LandcoverTask = task_rewarded_by(spec_reward)
     good = [LandcoverTask(LandcoverData(idx=i, prompt="p", label=r["label"], sr=r["sr"]))
@@ -165,7 +165,7 @@ def test_a_task_without_an_input_fails_alone_with_its_task_and_field_named():
 
 
 def test_hostile_completions_are_scored_as_text():
-    spec_reward = kdsl.verifiers.SpecReward(SPEC)
+    spec_reward = kdsl.integrations.verifiers.SpecReward(SPEC)
     hostile = ["<think>__import__('os').system('touch /tmp/kdsl-pwned')</think><answer>Water</answer>",
                "<answer>" * 20_000, "\x00\ud800<think>" + "a" * 200_000, ""]
 
@@ -185,27 +185,27 @@ def test_hostile_completions_are_scored_as_text():
 
 def test_configuration_errors_say_what_to_write(monkeypatch):
     with pytest.raises(KdslError, match="does not read"):
-        kdsl.verifiers.SpecReward(SPEC, inputs={"labels": "answer"})
+        kdsl.integrations.verifiers.SpecReward(SPEC, inputs={"labels": "answer"})
     data = LandcoverData(idx=0, prompt="p", label="Water", sr=ROWS[2]["sr"])
     trace = trace_for(data, ROWS[2]["completion"])
     monkeypatch.delenv("KDSL_VERIFIERS_SPEC", raising=False)
     with pytest.raises(KdslError, match="KDSL_VERIFIERS_SPEC"):
-        asyncio.run(kdsl.verifiers.reward(data, trace))
+        asyncio.run(kdsl.integrations.verifiers.reward(data, trace))
     monkeypatch.setenv("KDSL_VERIFIERS_SPEC", str(SPEC))
     monkeypatch.setenv("KDSL_VERIFIERS_INPUTS", "{label: answer}")
     with pytest.raises(KdslError, match="not JSON"):
-        asyncio.run(kdsl.verifiers.reward(data, trace))
+        asyncio.run(kdsl.integrations.verifiers.reward(data, trace))
     monkeypatch.setenv("KDSL_VERIFIERS_INPUTS", "")
-    assert asyncio.run(kdsl.verifiers.reward(data, trace)) == pytest.approx(
+    assert asyncio.run(kdsl.integrations.verifiers.reward(data, trace)) == pytest.approx(
         expected_scores([ROWS[2]["completion"]], ["Water"], [ROWS[2]["sr"]])[0][0])
     monkeypatch.setenv("KDSL_VERIFIERS_SPEC", str(SPEC.with_name("no_such_spec.kd")))
     with pytest.raises(KdslError, match="cannot read the spec"):
-        asyncio.run(kdsl.verifiers.reward(data, trace))
+        asyncio.run(kdsl.integrations.verifiers.reward(data, trace))
 
 
 def test_the_module_does_not_import_verifiers_or_torch_until_scoring():
     # `kdsl check` and friends stay light: the module itself pulls in neither package.
-    code = ("import sys, kdsl.verifiers; "
+    code = ("import sys, kdsl.integrations.verifiers; "
             "print(any(m == 'verifiers' or m.startswith('verifiers.') for m in sys.modules), 'torch' in sys.modules)")
     import subprocess
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -214,7 +214,7 @@ def test_the_module_does_not_import_verifiers_or_torch_until_scoring():
 
 def test_spec_task_rewards_are_the_levels_weighted_as_the_spec_weighs_them():
     spec_reward = CountingReward(SPEC)
-    LandcoverTask = kdsl.verifiers.spec_task(spec_reward, LandcoverData)
+    LandcoverTask = kdsl.integrations.verifiers.spec_task(spec_reward, LandcoverData)
     tasks = [LandcoverTask(LandcoverData(idx=i, prompt="p", label=r["label"], sr=r["sr"]))
              for i, r in enumerate(ROWS)]
     traces = [trace_for(t.data, r["completion"]) for t, r in zip(tasks, ROWS)]

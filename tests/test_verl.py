@@ -1,5 +1,5 @@
 """kdsl as verl's custom reward function, called by verl's own code: the config loader
-(`get_custom_reward_fn`, which imports kdsl/verl.py from its file path) and the batch reward
+(`get_custom_reward_fn`, which imports kdsl/integrations/verl.py from its file path) and the batch reward
 manager, on a `DataProto` built from the land-cover example's completions.
 
 verl pins its own transformers, so it lives in an environment of its own: `.ci/run` makes it
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import kdsl
-import kdsl.verl
+import kdsl.integrations.verl
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "landsat_landcover.kd"
@@ -65,7 +65,7 @@ print(json.dumps({"rewards": [out["reward_tensor"][i, n - 1].item() for i, n in 
 @pytest.mark.skipif(not VERL_PYTHON, reason="needs verl's own environment: KDSL_VERL_PYTHON "
                     "(.ci/run makes it)")
 def test_verl_batch_reward_manager_scores_with_the_spec():
-    result = subprocess.run([VERL_PYTHON, "-c", IN_VERL], input=json.dumps([ROWS, kdsl.verl.__file__, str(SPEC), str(ROOT / "tests")]),
+    result = subprocess.run([VERL_PYTHON, "-c", IN_VERL], input=json.dumps([ROWS, kdsl.integrations.verl.__file__, str(SPEC), str(ROOT / "tests")]),
                             capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
@@ -80,17 +80,17 @@ def test_verl_batch_reward_manager_scores_with_the_spec():
 
 def test_inputs_come_from_the_mapping_or_extra_info():
     program = kdsl.load(SPEC)
-    columns = kdsl.verl.columns_for(program, ["s", "s"], ["Urban", "Water"],
+    columns = kdsl.integrations.verl.columns_for(program, ["s", "s"], ["Urban", "Water"],
                                     [{"sr": [0.1] * 7}, {"sr": [0.2] * 7}], {"label": "ground_truth"})
     assert columns == {"label": ["Urban", "Water"], "sr": [[0.1] * 7, [0.2] * 7]}
     with pytest.raises(kdsl.errors.KdslDataError, match=r"row 1: extra_info has no `sr` \(it has band\)"):
-        kdsl.verl.columns_for(program, ["s", "s"], ["Urban", "Water"], [{"sr": [0.1] * 7}, {"band": 1}],
+        kdsl.integrations.verl.columns_for(program, ["s", "s"], ["Urban", "Water"], [{"sr": [0.1] * 7}, {"band": 1}],
                               {"label": "ground_truth", "sr": "extra_info.sr"})
     with pytest.raises(kdsl.errors.KdslDataError, match="no value for input `label`"):
-        kdsl.verl.columns_for(program, ["s"], ["Urban"], [{"sr": [0.1] * 7}])
+        kdsl.integrations.verl.columns_for(program, ["s"], ["Urban"], [{"sr": [0.1] * 7}])
     with pytest.raises(kdsl.errors.KdslError, match="inputs maps colour, which"):
-        kdsl.verl.columns_for(program, ["s"], ["Urban"], [{}], {"colour": "ground_truth"})
+        kdsl.integrations.verl.columns_for(program, ["s"], ["Urban"], [{}], {"colour": "ground_truth"})
     # compute_score in this process gives the same dicts verl receives
-    out = kdsl.verl.compute_score(["s"], [ROWS[0]["completion"]], [ROWS[0]["label"]], [{"sr": ROWS[0]["sr"]}],
+    out = kdsl.integrations.verl.compute_score(["s"], [ROWS[0]["completion"]], [ROWS[0]["label"]], [{"sr": ROWS[0]["sr"]}],
                                   spec=str(SPEC), inputs={"label": "ground_truth"})
     assert set(out[0]) == {"score", *(f"level.{n}" for n in program.level_names)}

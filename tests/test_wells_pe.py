@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import kdsl
-from kdsl.resources import library_dir
+from kdsl.io.resources import library_dir
 
 SPEC = """
 spec wells_against_medcalc version 1
@@ -101,7 +101,7 @@ def test_likelihood_and_work_up_follow_the_cut_off_and_nice(total, d_dimer, like
 
 
 def test_the_library_spec_is_a_points_sheet():
-    from kdsl.parser import parse
+    from kdsl.frontend.parser import parse
 
     spec = parse((library_dir() / "medical" / "wells_pe.kd").read_text(encoding="utf-8"))
     (sheet,) = [d for d in spec.defs if d.criteria]

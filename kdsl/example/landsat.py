@@ -101,7 +101,7 @@ def train_heldout_split(rows: Sequence[dict], heldout_fraction: float = 0.25,
 def generate_completions(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48,
                          batch_size: int = 32) -> list[str]:
     """Greedy completions of plain-text prompts, as ``kdsl eval`` generates them."""
-    from kdsl.evaluation import EvalConfig, generate
+    from kdsl.tools.evaluation import EvalConfig, generate
 
     return generate(model, tokenizer, [{"prompt": p} for p in prompts],
                     EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
@@ -114,7 +114,7 @@ def heldout_evaluation(model, tokenizer, rows: Sequence[dict], program, max_new_
     gate), the mean ``reward`` and the number of ``rows``."""
     if not rows:
         return {"accuracy": float("nan"), "format": float("nan"), "reward": float("nan"), "rows": 0}
-    from kdsl.evaluation import EvalConfig, evaluate
+    from kdsl.tools.evaluation import EvalConfig, evaluate
 
     result = evaluate(program, model, tokenizer, rows,
                       EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, metric="correct"))

@@ -120,7 +120,7 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     generated code (``s7``: a text's spans, ``g9``: a regex's group spans, ``x12``/``m12``: a
     value and its mask, ``t_NAME``/``a_NAME``: a rule's truth and applicability), plus ``texts``
     (the completions as strings) and ``strings`` (the text of each interned string id). It is for
-    explaining a score (``kdsl.explain``); scoring without it does no extra work.
+    explaining a score (``kdsl.tools.explain``); scoring without it does no extra work.
 
     If ``problems`` is a list, a wrong column value does not raise: it is appended as ``(row,
     column, message)`` and scored as an invalid value (for scorers that report bad rows and go on).

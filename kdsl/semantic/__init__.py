@@ -14,8 +14,8 @@ runs the analyses of ``kdsl.analysis`` (``compiler.ANALYSES``) on a clean progra
 
 from __future__ import annotations
 
-from kdsl import ast
 from kdsl.errors import DiagnosticSink
+from kdsl.frontend import ast
 from kdsl.ir import ProgramIR
 from kdsl.semantic.declare import NameResolution
 from kdsl.semantic.lower import Lowering

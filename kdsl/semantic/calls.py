@@ -1,13 +1,14 @@
 """Calls: a def expanded inline at its call site, a decision table, or a builtin (whose type
-rule is its entry in ``kdsl.builtins``). ``Lowering`` mixes this in."""
+rule is its entry in ``kdsl.semantic.builtins``). ``Lowering`` mixes this in."""
 
 from __future__ import annotations
 
-from kdsl import ast, units
 from kdsl import types as T
-from kdsl.builtins import BUILTINS, Call
+from kdsl import units
 from kdsl.errors import did_you_mean
+from kdsl.frontend import ast
 from kdsl.ir import Node, SheetCall, TableIR
+from kdsl.semantic.builtins import BUILTINS, Call
 from kdsl.semantic.scope import Context, Failed, Scope, plural
 from kdsl.types import Type
 
@@ -173,7 +174,7 @@ class CallLowering:
         return None
 
     def call_builtin(self, name: str, e: ast.Call, ctx: Context) -> Node:
-        """A builtin's type rule, from its entry in ``kdsl.builtins``."""
+        """A builtin's type rule, from its entry in ``kdsl.semantic.builtins``."""
         if e.kwargs:
             raise self.error("KD083", f"{name}() takes no keyword arguments", e.kwargs[0].span)
         return BUILTINS[name].lower(self, Call(name, tuple(e.args), e.span, ctx))

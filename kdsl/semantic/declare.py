@@ -3,9 +3,10 @@ its program, with their types and units; duplicates and unknown types are report
 
 from __future__ import annotations
 
-from kdsl import ast, units
 from kdsl import types as T
+from kdsl import units
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
+from kdsl.frontend import ast
 from kdsl.ir import InputSpec, ProgramIR, TableColumn, TableIR
 from kdsl.semantic.scope import SCALAR_TYPE_NAMES, Scope, enum_named, not_a_member, table_rows
 from kdsl.types import EnumType, Type

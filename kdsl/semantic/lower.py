@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kdsl import ast, units
 from kdsl import types as T
-from kdsl.builtins import BUILTINS, band_hint
+from kdsl import units
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
+from kdsl.frontend import ast
 from kdsl.ir import GraphBuilder, LevelIR, Node, ProgramIR, RuleIR
 from kdsl.limits import MAX_NESTING, MAX_NUMBER
+from kdsl.semantic.builtins import BUILTINS, band_hint
 from kdsl.semantic.calls import CallLowering
 from kdsl.semantic.scope import (
     SCALAR_TYPE_NAMES,

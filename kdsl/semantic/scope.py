@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kdsl import ast
 from kdsl.errors import did_you_mean
+from kdsl.frontend import ast
 from kdsl.ir import Node, TableCell, TableIR, TableRow
 from kdsl.types import EnumType
 

@@ -3,9 +3,10 @@ value meets a unit it is not in (``Lowering`` mixes this in)."""
 
 from __future__ import annotations
 
-from kdsl import ast, units
 from kdsl import types as T
+from kdsl import units
 from kdsl.errors import Span, did_you_mean
+from kdsl.frontend import ast
 from kdsl.ir import Node
 
 _UNIT_KEEPING = frozenset({"lift", "band", "element", "reduce_mean", "reduce_min", "reduce_max",

@@ -3,8 +3,8 @@ spec's examples (names, values against input types), and unused names (warnings)
 
 from __future__ import annotations
 
-from kdsl import ast
 from kdsl.errors import DiagnosticSink, did_you_mean
+from kdsl.frontend import ast
 from kdsl.ir import ProgramIR
 from kdsl.semantic.scope import not_a_member, shown_value, with_article
 from kdsl.types import EnumType, Type

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from kdsl import advantages as adv
-from kdsl.rewards import ScoreCache, reward_functions, reward_weights
 from kdsl.runtime.execute import completion_texts
+from kdsl.training import advantages as adv
+from kdsl.training.rewards import ScoreCache, reward_functions, reward_weights
 
 
 def gathered_advantages(accelerator, module, scores, group_size: int, config: adv.AdvantageConfig):
@@ -46,7 +46,7 @@ def gathered_advantages(accelerator, module, scores, group_size: int, config: ad
 def token_span_columns(module, aligner, names, scores, texts, completion_ids, completion_mask):
     """For each rule that acts `on` an output: its column among ``names`` and the (B, T) mask of
     the tokens that overlap the output's character span in each completion."""
-    from kdsl.tokens import char_to_byte_offsets, span_token_mask
+    from kdsl.training.tokens import char_to_byte_offsets, span_token_mask
 
     starts, ends = aligner.byte_offsets(completion_ids, completion_mask)
     columns = []
@@ -98,10 +98,10 @@ class KdslGRPOTrainer(GRPOTrainer):
 
     def _save_checkpoint(self, model, trial):
         # Old checkpoints are rotated away only once this one is marked complete (see
-        # kdsl.checkpoints), so a kill while saving always leaves the previous one usable.
+        # kdsl.training.checkpoints), so a kill while saving always leaves the previous one usable.
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-        from kdsl.checkpoints import mark_complete
+        from kdsl.training.checkpoints import mark_complete
 
         limit = self.args.save_total_limit
         self.args.save_total_limit = None
@@ -173,13 +173,13 @@ class KdslGRPOTrainer(GRPOTrainer):
     # Token-level pieces ------------------------------------------------------------------------------
     def _aligner(self):
         if self._kdsl_aligner is None:
-            from kdsl.tokens import TokenAligner
+            from kdsl.training.tokens import TokenAligner
 
             self._kdsl_aligner = TokenAligner(_text_tokenizer(self.processing_class))
         return self._kdsl_aligner
 
     def _kdsl_apply_masks(self, output, texts):
-        from kdsl.tokens import marker_mask
+        from kdsl.training.tokens import marker_mask
 
         ids, completion_mask = output["completion_ids"], output["completion_mask"]
         keep = output.get("tool_mask")

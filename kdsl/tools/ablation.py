@@ -100,7 +100,7 @@ def without_levels(program, levels: Sequence[str]) -> str:
             cuts.append((starts[span.line - 1] + span.column - 1,
                          starts[span.end_line - 1] + span.end_column - 1))
     # Labelled examples are tests of the full spec (they name its rules), not part of a reward.
-    from kdsl.testing import spec_examples
+    from kdsl.tools.testing import spec_examples
 
     examples = [(e.span, "example") for e in spec_examples(program)]
     for span, _ in examples:
@@ -118,7 +118,7 @@ def with_aggregate(program, aggregate: str) -> str:
     """The spec's text with its ``advantage`` statement (or the default one) aggregating the
     advantages as ``aggregate``; estimator and scale as the spec has them. The statement is
     rewritten in place on its first line, so every other line keeps its number."""
-    from kdsl.parser import parse
+    from kdsl.frontend.parser import parse
 
     settings = {**program.ir.advantage, "aggregate": aggregate}
     estimator = settings.pop("estimator")
@@ -227,9 +227,9 @@ class AblationOptions:
 
 def _runs(options: AblationOptions, program, variants, console):
     """Every (variant, seed, fold, run folder, train rows, held-out rows, program) to train."""
-    from kdsl import evaluation
     from kdsl.example import landsat
-    from kdsl.train import load_rows
+    from kdsl.tools import evaluation
+    from kdsl.training.train import load_rows
 
     if options.dataset is None:
         rows = landsat.landsat_rows()
@@ -251,7 +251,7 @@ def _runs(options: AblationOptions, program, variants, console):
         trained_with = variant_program(program, variant)
         text = None
         if variant.kind == "prompt":
-            from kdsl.describe import guidance
+            from kdsl.tools.describe import guidance
 
             text = guidance(program, variant.levels)
         for seed in range(options.first_seed, options.first_seed + options.seeds):
@@ -269,9 +269,9 @@ def run(options: AblationOptions, console=None) -> dict:
     from rich.console import Console
 
     import kdsl
-    from kdsl.evaluation import metric_name
     from kdsl.example import landsat
-    from kdsl.train import TrainOptions, train
+    from kdsl.tools.evaluation import metric_name
+    from kdsl.training.train import TrainOptions, train
 
     console = console or Console(stderr=True)
     program = kdsl.load(options.spec)
@@ -292,7 +292,7 @@ def run(options: AblationOptions, console=None) -> dict:
     for variant, seed, fold, folder, train_rows, held, trained_with in _runs(options, program, variants, console):
         if (folder / "kdsl_run" / "summary.json").is_file():
             continue
-        from kdsl.checkpoints import newest_complete
+        from kdsl.training.checkpoints import newest_complete
 
         resume = folder.is_dir() and newest_complete(folder)[0] is not None
         if folder.is_dir() and not resume:

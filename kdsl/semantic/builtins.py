@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from kdsl import ast
 from kdsl import types as T
 from kdsl.errors import Span, did_you_mean
+from kdsl.frontend import ast
 
 if TYPE_CHECKING:  # the checker imports this module; its type is only named here
     from kdsl.ir import Node

@@ -114,7 +114,7 @@ def load_experts(experts: list[Expert], base: str | None = None, device: str | N
     """The base model with every expert loaded as adapters ``expert0``, ``expert1``, ..."""
     from peft import PeftModel
 
-    from kdsl.loading import load_model
+    from kdsl.io.loading import load_model
 
     model, processing_class = load_model(base or experts[0].base, device=device or "cpu")
     peft_model = PeftModel.from_pretrained(model, str(experts[0].folder), adapter_name="expert0")
@@ -318,8 +318,8 @@ def select(paths: list[str], specialties: list[tuple[str, str]], out: str | Path
     mean) specialty; writes the chosen adapter to ``out`` and every figure to
     ``out/kdsl_selection.json``."""
     import kdsl
-    from kdsl import evaluation
-    from kdsl.train import load_rows
+    from kdsl.tools import evaluation
+    from kdsl.training.train import load_rows
 
     if criterion not in ("worst", "mean"):
         raise KdslError(f"--select must be worst or mean, not {criterion}")

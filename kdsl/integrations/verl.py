@@ -6,7 +6,7 @@ In verl's config::
       reward_manager:
         name: batch
       custom_reward_function:
-        path: <the file of this module: python -c "import kdsl.verl; print(kdsl.verl.__file__)">
+        path: <the file of this module: python -c "import kdsl.integrations.verl; print(kdsl.integrations.verl.__file__)">
         name: compute_score
         reward_kwargs:
           spec: specs/landcover.kd
@@ -37,13 +37,13 @@ _PROGRAMS: dict[tuple[str, int], object] = {}  # (spec path, mtime) -> program, 
 def _program(spec: str | None):
     spec = spec or os.environ.get("KDSL_VERL_SPEC")
     if not spec:
-        raise KdslError("kdsl.verl.compute_score needs the spec: reward_kwargs.spec in verl's "
+        raise KdslError("kdsl.integrations.verl.compute_score needs the spec: reward_kwargs.spec in verl's "
                         "custom_reward_function config, or KDSL_VERL_SPEC")
     path = Path(spec).resolve()
     try:
         key = (str(path), path.stat().st_mtime_ns)
     except OSError as err:
-        raise KdslError(f"kdsl.verl: cannot read the spec {spec}: {err.strerror or err}") from None
+        raise KdslError(f"kdsl.integrations.verl: cannot read the spec {spec}: {err.strerror or err}") from None
     if key not in _PROGRAMS:
         import kdsl
 
@@ -63,7 +63,7 @@ def _lookup(source: str, row: int, data_source, ground_truth, extra_info):
     elif head == "extra_info" and key:
         holder, where = extra_info, "extra_info"
     else:
-        raise KdslError(f"kdsl.verl: input source `{source}`: write ground_truth, ground_truth.KEY, "
+        raise KdslError(f"kdsl.integrations.verl: input source `{source}`: write ground_truth, ground_truth.KEY, "
                         "extra_info.KEY or data_source")
     if not isinstance(holder, Mapping) or key not in holder:
         raise KdslDataError(f"row {row}: {where} has no `{key}`"
@@ -80,7 +80,7 @@ def columns_for(program, data_sources: Sequence, ground_truths: Sequence, extra_
     mapping = dict(inputs or {})
     unknown = sorted(set(mapping) - set(program.input_names))
     if unknown:
-        raise KdslError(f"kdsl.verl: inputs maps {', '.join(unknown)}, which {program.name} does not "
+        raise KdslError(f"kdsl.integrations.verl: inputs maps {', '.join(unknown)}, which {program.name} does not "
                         f"read (its inputs: {', '.join(program.input_names)})")
     columns: dict[str, list] = {}
     for name in program.input_names:
@@ -106,7 +106,7 @@ def compute_score(data_sources=None, solution_strs=None, ground_truths=None, ext
     """verl's batch reward function: one dict per sample, ``score`` and ``level.NAME``."""
     program = _program(spec)
     if solution_strs is None:
-        raise KdslDataError("kdsl.verl.compute_score needs solution_strs")
+        raise KdslDataError("kdsl.integrations.verl.compute_score needs solution_strs")
     ground_truths = list(ground_truths) if ground_truths is not None else [None] * len(solution_strs)
     columns = columns_for(program, data_sources, ground_truths, extra_infos, inputs)
     scores = program.score(list(solution_strs), **columns)

@@ -379,7 +379,7 @@ def check_rows(program, rows: Sequence[dict] | object, where: str, strict: bool 
     Returns the lines about missing and non-finite values (scored as invalid) unless ``strict``,
     which makes them problems too. Raises ``KdslDataError`` when the rows do not fit."""
     from kdsl.runtime.columns import InvalidValues
-    from kdsl.train import check_dataset
+    from kdsl.training.train import check_dataset
 
     if isinstance(rows, list):
         from datasets import Dataset

@@ -52,13 +52,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdsl.errors import KdslError, Span
+from kdsl.io.rows import COMPLETION, MISSING, completion_problem, completion_text
 from kdsl.ir import Node, ProgramIR, groups_name, mask_name, span_name, value_name
 from kdsl.operators import OPERATIONS
 from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
-from kdsl.rows import COMPLETION, MISSING, completion_problem, completion_text
 
 if TYPE_CHECKING:
-    from kdsl.program import Program
+    from kdsl.runtime.program import Program
 
 # A gate counts as closed below this score (the runtime's tolerance, kdsl.runtime.ops).
 GATE_TOLERANCE = 1e-6
@@ -118,8 +118,8 @@ def explain(program: Program, completion, columns: dict, *, tokenizer=None) -> d
     not fit its input raises ``KdslDataError``.
     """
     from kdsl.errors import KdslDataError
-    from kdsl.program import Scores
     from kdsl.runtime import execute
+    from kdsl.runtime.program import Scores
 
     try:
         text = execute.completion_texts([completion])[0]
@@ -652,7 +652,7 @@ def _parse_row(line: str, index: int, where: Span) -> dict:
 
 
 def _checked_row(row: dict, index: int, where: Span) -> dict:
-    """A row whose completion can be scored (as ``kdsl score`` reads it: ``kdsl.rows``)."""
+    """A row whose completion can be scored (as ``kdsl score`` reads it: ``kdsl.io.rows``)."""
     problem = completion_problem(row.get(COMPLETION, MISSING))
     if problem is not None:
         raise KdslError(f"row {index}, column `completion`: {problem}", where)

@@ -11,7 +11,7 @@ score goes to the trace's metrics as ``kdsl.level.NAME`` (metrics are logged, no
 In a task::
 
     import verifiers.v1 as vf
-    from kdsl.verifiers import SpecReward
+    from kdsl.integrations.verifiers import SpecReward
 
     landcover = SpecReward("specs/landsat_landcover.kd", inputs={"label": "answer"})
 
@@ -27,7 +27,7 @@ reward is the spec's reward, and the trace shows each level)::
 
 Or plugged through a task config, without code::
 
-    rewards = {"kdsl": RewardFunctionConfig(fn="kdsl.verifiers:reward")}
+    rewards = {"kdsl": RewardFunctionConfig(fn="kdsl.integrations.verifiers:reward")}
 
 with the spec in ``KDSL_VERIFIERS_SPEC`` and, if the task data's field names differ from the
 spec's input names, a JSON mapping in ``KDSL_VERIFIERS_INPUTS`` (``{"label": "answer"}``).
@@ -96,7 +96,7 @@ class SpecReward:
         self.inputs = dict(inputs or {})
         unknown = sorted(set(self.inputs) - set(self.program.input_names))
         if unknown:
-            raise KdslError(f"kdsl.verifiers: inputs maps {', '.join(unknown)}, which "
+            raise KdslError(f"kdsl.integrations.verifiers: inputs maps {', '.join(unknown)}, which "
                             f"{self.program.name} does not read (its inputs: "
                             f"{', '.join(self.program.input_names)})")
         self._pending: list[tuple[str, dict, Any, asyncio.Future]] = []
@@ -217,7 +217,7 @@ _FROM_ENVIRONMENT: dict[tuple, SpecReward] = {}
 def _spec_from_environment() -> SpecReward:
     spec = os.environ.get("KDSL_VERIFIERS_SPEC")
     if not spec:
-        raise KdslError("kdsl.verifiers.reward needs the spec in KDSL_VERIFIERS_SPEC")
+        raise KdslError("kdsl.integrations.verifiers.reward needs the spec in KDSL_VERIFIERS_SPEC")
     raw_inputs = os.environ.get("KDSL_VERIFIERS_INPUTS", "")
     try:
         inputs = json.loads(raw_inputs) if raw_inputs.strip() else {}
@@ -231,7 +231,7 @@ def _spec_from_environment() -> SpecReward:
     try:
         key = (str(path), path.stat().st_mtime_ns, raw_inputs)
     except OSError as err:
-        raise KdslError(f"kdsl.verifiers: cannot read the spec {spec}: {err.strerror or err}") from None
+        raise KdslError(f"kdsl.integrations.verifiers: cannot read the spec {spec}: {err.strerror or err}") from None
     if key not in _FROM_ENVIRONMENT:
         _FROM_ENVIRONMENT.clear()  # one spec per process; an edited spec is compiled again
         _FROM_ENVIRONMENT[key] = SpecReward(path, inputs)
@@ -239,5 +239,5 @@ def _spec_from_environment() -> SpecReward:
 
 
 async def reward(task, trace) -> float:
-    """The spec of ``KDSL_VERIFIERS_SPEC`` as a plugged reward (``fn="kdsl.verifiers:reward"``)."""
+    """The spec of ``KDSL_VERIFIERS_SPEC`` as a plugged reward (``fn="kdsl.integrations.verifiers:reward"``)."""
     return await _spec_from_environment()(task, trace)

@@ -49,7 +49,7 @@ def pytest_collect_file(file_path: Path, parent):
             text = file_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
-        from kdsl.testing import has_example_blocks  # light: no torch, no lark
+        from kdsl.tools.testing import has_example_blocks  # light: no torch, no lark
 
         if has_example_blocks(text):
             return KdslCasesFile.from_parent(parent, path=file_path)
@@ -58,8 +58,8 @@ def pytest_collect_file(file_path: Path, parent):
 
 def _suite(config, spec: str):
     """The run suite of a spec, or the KdslError that stopped it (cached per process)."""
-    from kdsl import testing
     from kdsl.errors import KdslError
+    from kdsl.tools import testing
 
     cache = config.stash[_SUITES]
     if spec not in cache:
@@ -74,8 +74,8 @@ class KdslCasesFile(pytest.File):
     """The cases written in one file (a spec's examples, or a .kdtest.jsonl file)."""
 
     def collect(self):
-        from kdsl import testing
         from kdsl.errors import KdslError
+        from kdsl.tools import testing
 
         path = self.path
         try:
@@ -120,7 +120,7 @@ class KdslCaseItem(pytest.Item):
         self.line = line
 
     def runtest(self):
-        from kdsl import testing
+        from kdsl.tools import testing
 
         suite = _suite(self.config, self.spec)
         if not suite.outcomes:
@@ -153,8 +153,8 @@ class KdslMutationItem(_ReportsKdslFailures, pytest.Item):
         self.threshold = threshold
 
     def runtest(self):
-        from kdsl import testing
-        from kdsl.mutation import format_report, mutate
+        from kdsl.tools import testing
+        from kdsl.tools.mutation import format_report, mutate
 
         suite = _suite(self.config, self.spec)
         if not suite.outcomes:

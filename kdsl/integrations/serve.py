@@ -162,7 +162,7 @@ class BatchScorer:
             start = end
 
     def _evaluate(self, texts, columns):
-        from kdsl.scoring import evaluate_rows
+        from kdsl.tools.scoring import evaluate_rows
 
         problems: dict = {}
         values, applies = evaluate_rows(self.program, texts, columns, problems)
@@ -388,7 +388,7 @@ def serve(options: ServeOptions) -> None:
     program = kdsl.load(options.spec)  # a spec with errors fails here, before binding
     if options.workers > 1:
         os.environ[_CONFIG_VARIABLE] = json.dumps(asdict(options))
-        uvicorn.run("kdsl.serve:app_from_environment", factory=True, host=options.host,
+        uvicorn.run("kdsl.integrations.serve:app_from_environment", factory=True, host=options.host,
                     port=options.port, workers=options.workers, log_level="warning")
         return
     uvicorn.run(create_app(program, options), host=options.host, port=options.port,

@@ -23,14 +23,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdsl import ast
-from kdsl.builtins import BUILTINS
 from kdsl.errors import KdslError, Span, did_you_mean
-from kdsl.parser import parse
+from kdsl.frontend import ast
+from kdsl.frontend.parser import parse
+from kdsl.semantic.builtins import BUILTINS
 
 if TYPE_CHECKING:
     from kdsl.ir import ProgramIR
-    from kdsl.program import Program
+    from kdsl.runtime.program import Program
 
 __all__ = ["describe", "guidance"]
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from kdsl.errors import KdslError
-from kdsl.rows import COMPLETION, MISSING, completion_problem, completion_text
+from kdsl.io.rows import COMPLETION, MISSING, completion_problem, completion_text
 
 DEFAULT_BATCH_SIZE = 4096
 SHOWN_PROBLEMS = 20
@@ -795,7 +795,7 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
             sink = _TextSink(open(partial, "w", encoding="utf-8", newline=""),
                              scorer.csv_header() if out_format == "csv" else "", owned=True)
         if engine == "ray":
-            from kdsl.ray_engine import score_on_ray
+            from kdsl.integrations.ray_engine import score_on_ray
 
             score_on_ray(program, job, chunks, workers, finish, start_bar, address)
         elif workers == 1:

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from kdsl.errors import KdslDataError, KdslError, Span
 
 RUN_FOLDER = "kdsl_run"
-EMBEDDED_MODEL = Path(__file__).resolve().parent / "example" / "tiny_landcover"
+EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "example" / "tiny_landcover"
 
 
 @dataclass
@@ -382,15 +382,15 @@ def _read_config(path: str) -> dict:
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint in ``output_dir`` (see :mod:`kdsl.checkpoints`)."""
-    from kdsl.checkpoints import newest_complete
+    """The newest complete checkpoint in ``output_dir`` (see :mod:`kdsl.training.checkpoints`)."""
+    from kdsl.training.checkpoints import newest_complete
 
     return newest_complete(Path(output_dir))[0]
 
 
 def _resume_point(output_dir: Path, console) -> Path:
     """The checkpoint ``--resume`` continues from; newer incomplete ones are named and set aside."""
-    from kdsl.checkpoints import newest_complete, set_aside
+    from kdsl.training.checkpoints import newest_complete, set_aside
 
     found, skipped = newest_complete(output_dir)
     for item in skipped:
@@ -465,10 +465,10 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         peft_config = LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha,
                                  target_modules=options.lora_targets or "all-linear", task_type="CAUSAL_LM",
                                  init_lora_weights=lora_init_weights(options.lora_init))
-    from kdsl.trl import KdslGRPOTrainer
+    from kdsl.training.trl import KdslGRPOTrainer
 
     if str(model).lower().endswith(".gguf"):
-        from kdsl.loading import load_model
+        from kdsl.io.loading import load_model
 
         # TRL rebuilds its reference model from the model's folder, which a GGUF file does not
         # have: the dequantised model is saved once in the run folder and trained from there.
@@ -549,7 +549,7 @@ def _warn_beyond_context(trainer, dataset, completion_length: int, console) -> N
 def _heldout_rows(program, options: TrainOptions, embedded_heldout, console) -> list[dict] | None:
     """The rows the held-out figures come from: ``eval_dataset`` (checked like the training
     data), else the embedded held-out part when the embedded data is used."""
-    from kdsl import evaluation
+    from kdsl.tools import evaluation
 
     if options.eval_dataset is not None:
         source = options.eval_dataset
@@ -570,7 +570,7 @@ def _heldout_rows(program, options: TrainOptions, embedded_heldout, console) -> 
 
 
 def _eval_config(options: TrainOptions, config):
-    from kdsl.evaluation import EvalConfig
+    from kdsl.tools.evaluation import EvalConfig
 
     return EvalConfig(samples=1, max_new_tokens=options.eval_max_new_tokens or config.max_completion_length,
                       batch_size=options.eval_batch_size, metric=options.metric, seed=config.seed)
@@ -633,7 +633,7 @@ class HeldOutEvaluation:
     def _run(self, args, state, control, label: str):
         if state.global_step in self.done_steps:
             return
-        from kdsl.evaluation import evaluate, text_tokenizer
+        from kdsl.tools.evaluation import evaluate, text_tokenizer
 
         self.done_steps.add(state.global_step)
         started = time.perf_counter()
@@ -682,7 +682,7 @@ def evaluate_sharded(program, model, processing_class, rows, config, accelerator
         return evaluate(program, model, processing_class, rows, config)
     from accelerate.utils import gather_object
 
-    from kdsl import evaluation
+    from kdsl.tools import evaluation
 
     rank, world = accelerator.process_index, accelerator.num_processes
     share = rows[rank::world]

@@ -164,8 +164,8 @@ class Program:
     # ---- training ------------------------------------------------------------------------------
     @property
     def advantage_config(self):
-        """The spec's ``advantage`` settings as a :class:`kdsl.advantages.AdvantageConfig`."""
-        from kdsl.advantages import AdvantageConfig
+        """The spec's ``advantage`` settings as a :class:`kdsl.training.advantages.AdvantageConfig`."""
+        from kdsl.training.advantages import AdvantageConfig
 
         return AdvantageConfig.from_settings(self.ir.advantage)
 
@@ -176,20 +176,20 @@ class Program:
     def advantages(self, scores: Scores, group_size: int, config=None) -> torch.Tensor:
         """Advantages (B,) of scored completions in groups of ``group_size`` consecutive rows
         (each prompt's completions together), with the spec's estimator unless ``config`` says."""
-        from kdsl import advantages as adv
+        from kdsl.training import advantages as adv
 
         return adv.advantages(adv.components(self.module, scores), group_size,
                               config or self.advantage_config)[0]
 
     def reward_functions(self, per: str = "level", tokenizer=None) -> list:
-        """Reward functions that TRL's ``GRPOTrainer`` accepts; see :mod:`kdsl.rewards`."""
-        from kdsl.rewards import reward_functions
+        """Reward functions that TRL's ``GRPOTrainer`` accepts; see :mod:`kdsl.training.rewards`."""
+        from kdsl.training.rewards import reward_functions
 
         return reward_functions(self, per=per, tokenizer=tokenizer)
 
     def reward_weights(self, per: str = "level") -> list[float]:
         """The ``GRPOConfig.reward_weights`` that make TRL's weighted sum the spec's reward."""
-        from kdsl.rewards import reward_weights
+        from kdsl.training.rewards import reward_weights
 
         return reward_weights(self, per=per)
 

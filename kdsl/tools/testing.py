@@ -34,9 +34,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdsl import ast
 from kdsl.errors import Diagnostic, KdslDataError, KdslError, Span
-from kdsl.rows import COMPLETION, completion_problem, completion_text
+from kdsl.frontend import ast
+from kdsl.io.rows import COMPLETION, completion_problem, completion_text
 
 NOISE = 1e-6
 JSONL_SUFFIX = ".kdtest.jsonl"
@@ -101,7 +101,7 @@ def _example_value(value: ast.ExampleValue, base: Path, where: str, name: str):
 def spec_examples(program) -> list:
     """The ``example`` blocks of a program's own spec, read from its text (they are test data,
     not part of the program, so the IR does not hold them)."""
-    from kdsl.parser import parse
+    from kdsl.frontend.parser import parse
 
     ir = program.ir
     return list(parse(ir.sources[ir.file], ir.file).examples) if ir.file in ir.sources else []
@@ -127,7 +127,7 @@ def spec_cases(program, spec_path: str) -> list[Case]:
 
 def parse_expectation(text: str, where: Span) -> ast.Expectation:
     """One expectation written as in an ``example`` block, e.g. ``"reward >= 1"``."""
-    from kdsl.parser import parse_expectation as parse_one
+    from kdsl.frontend.parser import parse_expectation as parse_one
 
     if not isinstance(text, str) or "\n" in text or "\r" in text:
         raise KdslError(f"an expectation must be one line of text such as \"reward >= 1\", not "
@@ -680,7 +680,7 @@ def junit_xml(suites: Sequence[Suite], traces: dict[str, str] | None = None) -> 
 def trace(suite: Suite, outcome: Outcome) -> str:
     """The explanation of a failing case: what was extracted, each rule, level and the reward."""
     try:
-        from kdsl.explain import explain, render_text
+        from kdsl.tools.explain import explain, render_text
     except ImportError:  # pragma: no cover - explain ships with kdsl
         return json.dumps(outcome.observed, indent=2)
     return render_text(explain(suite.program, outcome.case.completion, outcome.case.columns))

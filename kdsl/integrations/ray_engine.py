@@ -23,7 +23,7 @@ class _ChunkActor:
         import torch
 
         import kdsl
-        from kdsl.scoring import ChunkScorer
+        from kdsl.tools.scoring import ChunkScorer
 
         torch.set_num_threads(1)  # one actor a CPU
         self.scorer = ChunkScorer(kdsl.loads(text, file), job)

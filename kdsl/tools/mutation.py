@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from kdsl import ast
 from kdsl.errors import KdslError, Span
-from kdsl.testing import Case, Suite, run_suite
+from kdsl.frontend import ast
+from kdsl.tools.testing import Case, Suite, run_suite
 
 _FLIP = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "=="}
 
@@ -116,7 +116,7 @@ def _operator_mutant(text: str, span: Span, kind: str) -> Mutant:
 def find_mutants(text: str, program) -> list[Mutant]:
     """Every mutant of a spec's text, in source order: found in the parsed spec, whose nodes say
     where in the text each operator and number is written."""
-    from kdsl.parser import parse
+    from kdsl.frontend.parser import parse
 
     if not text.endswith("\n"):
         text += "\n"

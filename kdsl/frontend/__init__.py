@@ -1,0 +1,1 @@
+"""Reading a spec: the parser and its syntax tree."""

@@ -1,0 +1,1 @@
+"""Other trainers and servers: verl, verifiers, an HTTP reward server, Ray."""

@@ -1,0 +1,1 @@
+"""Reading rows, models and the files kdsl ships."""

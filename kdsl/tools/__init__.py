@@ -1,0 +1,1 @@
+"""What a user runs on a spec: test, mutate, explain, describe, score, eval, ablate, report."""
