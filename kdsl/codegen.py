@@ -220,6 +220,9 @@ class Generator:
         self.evaluate(w)
         w.blank()
         w.blank()
+        self.traced_table_rows(w)
+        w.blank()
+        w.blank()
         w.line("def score(completions, device=None, dtype=torch.float32, tokenizer=None, **columns):")
         w.line('"""Score a batch: a dict of tensors (reward, rule.*, applies.*, level.*, let.*, valid.*)."""',
                indent=1)
@@ -295,6 +298,23 @@ class Generator:
         # tensor phase cannot run on a batch in parts (see execute.run).
         across = any(n.op in ("batch_min", "batch_max", "batch_mean") for n in self.nodes)
         w.line(f"ACROSS_ROWS = {across}")
+        # The tensor phase's constants, made into tensors by execute.constants once per device,
+        # dtype and batch size (not on every batch); evaluate reads them from `k`.
+        w.line("CONSTANTS = (  # (value, integer)")
+        for node in self._constants():
+            w.line(f"({_lit(self._constant_value(node))}, {node.op == 'str_const' or node.type.kind == 'enum'}),",
+                   node.span, indent=1)
+        w.line(")")
+
+    def _constants(self) -> list[Node]:
+        """The constants of the tensor phase, in the order of ``CONSTANTS``."""
+        return [n for n in self.nodes if n.op in ("const", "str_const") and not n.is_text_phase]
+
+    def _constant_value(self, node: Node):
+        if node.op == "str_const":
+            return self._string(node.attr("value"))
+        value = node.attr("value")
+        return int(value) if node.type.kind == "enum" else float(value)
 
     def _enums(self) -> list:
         """The spec's enums and every imported one that a value of the program has."""
@@ -388,37 +408,65 @@ class Generator:
 
     # ---- tables -------------------------------------------------------------------------------------
     def table(self, w: _Writer, table: TableIR) -> None:
+        """A decision table as two functions: its values (called by ``evaluate``), and which row
+        decided each sample (called only by ``traced_table_rows``, when a score is traced)."""
         fname = generated_name("table", table.name)
         params = ", ".join(f"a{i}, v{i}" for i in range(len(table.params)))
-        w.line(f"def {fname}({params}, dt, trace=None, call=0):", table.span)
-        w.line(f'"""Decision table `{quote(table.name)}`: the first matching row gives the result.',
+        valid = " & ".join(["done"] + [f"v{i}" for i in range(len(table.params))])
+        w.line(f"def {fname}({params}, dt):", table.span)
+        w.line(f'"""Decision table `{quote(table.name)}`: the first matching row gives the result."""',
                indent=1)
-        w.line("With a trace, records which row decided each sample (-1: none) at call node `call`,",
-               indent=1)
-        w.line('for row coverage and explanations."""', indent=1)
         numeric = table.result.kind != "enum"
         w.line(f"out = torch.zeros_like(a0, dtype={'dt' if numeric else 'torch.long'})", indent=1)
         w.line("done = torch.zeros_like(v0)", indent=1)
-        w.line("if trace is not None:", indent=1)
-        w.line("decided_by = torch.full_like(a0, -1, dtype=torch.long)", indent=2)
-        for index, row in enumerate(table.rows):
-            terms = [self.cell(cell, f"a{i}", table.params[i][1]) for i, cell in enumerate(row.cells)]
-            terms = [t for t in terms if t is not None]
-            hit = " & ".join(terms) if terms else "torch.ones_like(done)"
+        for row, hit in zip(table.rows, self._row_hits(table)):
             result = row.result
             if isinstance(result, str):
                 result = table.result.enum.members.index(result)
             w.line(f"hit = {hit}", row.span, indent=1)
             w.line(f"out = torch.where(hit & ~done, {_lit(result)}, out)", indent=1)
-            w.line("if trace is not None:", indent=1)
-            w.line(f"decided_by = torch.where(hit & ~done, {index}, decided_by)", indent=2)
             w.line("done = done | hit", indent=1)
-        valid = " & ".join(["done"] + [f"v{i}" for i in range(len(table.params))])
         w.line(f"valid = {valid}", indent=1)
-        w.line("if trace is not None:", indent=1)
-        w.line(f"trace.setdefault('table_rows', []).append(({_lit(table.name)}, "
-               "torch.where(valid, decided_by, -1), call))", indent=2)
         w.line("return torch.where(valid, out, torch.zeros_like(out)), valid", indent=1)
+        w.blank()
+        w.blank()
+        w.line(f"def {generated_name('rows', table.name)}({params}):", table.span)
+        w.line(f'"""Which row of table `{quote(table.name)}` decided each sample (-1: none).', indent=1)
+        w.line('For row coverage and explanations: evaluate never calls it."""', indent=1)
+        w.line("decided_by = torch.full_like(a0, -1, dtype=torch.long)", indent=1)
+        w.line("done = torch.zeros_like(v0)", indent=1)
+        for index, (row, hit) in enumerate(zip(table.rows, self._row_hits(table))):
+            w.line(f"hit = {hit}", row.span, indent=1)
+            w.line(f"decided_by = torch.where(hit & ~done, {index}, decided_by)", indent=1)
+            w.line("done = done | hit", indent=1)
+        w.line(f"return torch.where({valid}, decided_by, -1)", indent=1)
+
+    def _row_hits(self, table: TableIR) -> list[str]:
+        """Each row's condition over the arguments ``a0, a1, ...``."""
+        hits = []
+        for row in table.rows:
+            terms = [self.cell(cell, f"a{i}", table.params[i][1]) for i, cell in enumerate(row.cells)]
+            terms = [term for term in terms if term is not None]
+            hits.append(" & ".join(terms) if terms else "torch.ones_like(done)")
+        return hits
+
+    def traced_table_rows(self, w: _Writer) -> None:
+        """``traced_table_rows(values)``: for a traced score, which row decided each call of each table,
+        from the traced arguments (outside the hot path: ``evaluate`` records nothing)."""
+        calls = [n for n in self.nodes if n.op == "table"]
+        w.line("def traced_table_rows(values):")
+        w.line('"""(table, row that decided each sample or -1, call node) for every table call,', indent=1)
+        w.line('from the values of a traced evaluate."""', indent=1)
+        if not calls:
+            w.line("return []", indent=1)
+            return
+        w.line("return [", indent=1)
+        for n in calls:
+            args = ", ".join(f"values[{_lit(name)}]" for a in n.args
+                             for name in (value_name(a.id), mask_name(a.id)))
+            w.line(f"({_lit(n.attr('table'))}, {generated_name('rows', n.attr('table'))}({args}), "
+                   f"{n.id}),", n.span, indent=2)
+        w.line("]", indent=1)
 
     def cell(self, cell, arg: str, type_) -> str | None:
         if cell.kind == "any":
@@ -444,7 +492,8 @@ class Generator:
         # Its parameters are the values the columns and the text phase give (`execute.run`
         # passes them by name; columns the text phase reads as text arrive in `_unread`).
         given = [n for n in self.nodes if n.op in EXTRACTOR_OPS or n.op == "input"]
-        params = ", ".join(["ref", *(_pair(n) for n in given), "_trace=None", "**_unread"])
+        params = ", ".join(["ref", "k", *(_pair(n) for n in given), "**_unread"])
+        self.constant_index = {n.id: i for i, n in enumerate(self._constants())}
         w.line(f"def evaluate({params}):")
         w.line('"""Tensor phase: a pure function of tensors, free of Python loops over samples', indent=1)
         w.line('and of host syncs."""', indent=1)
@@ -511,16 +560,13 @@ class Generator:
         out = f"{value_name(n.id)}, {mask_name(n.id)} = "
         args = ", ".join(_pair(a) for a in n.args)
         op = n.op
-        if op == "const":
-            value = n.attr("value")
-            if n.type.kind == "enum":
-                return out + f"ops.const(ref, {int(value)}, torch.long)"
-            return out + f"ops.const(ref, {_lit(float(value))})"
-        if op == "str_const":
-            return out + f"ops.const(ref, {self._string(n.attr('value'))}, torch.long)  # " + \
-                quote(n.attr("value")[:40])
+        if op in ("const", "str_const"):
+            code = out + f"k[{self.constant_index[n.id]}]"
+            if op == "str_const":
+                return code + "  # " + quote(n.attr("value")[:40])
+            return code
         if op == "table":
-            return out + f"{generated_name('table', n.attr('table'))}({args}, dt, _trace, {n.id})"
+            return out + f"{generated_name('table', n.attr('table'))}({args}, dt)"
         return out + OPERATIONS[op].emit(n, self)
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -71,11 +72,12 @@ def _content(content, row: int) -> str:
 def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interner: col.Interner,
                     problems: list | None = None,
                     invalid: col.InvalidValues | None = None) -> dict:
-    """Each input column as (value, mask) tensors in a new env. A wrong value raises
+    """Each input column as (value, mask) tensors in a new env, with ``ref`` and the program's
+    constants (``k``: see ``constants``). A wrong value raises
     ``KdslDataError``, unless ``problems`` is a list: then it receives ``(row, column, message)``
     and the value is made invalid. ``invalid`` counts the missing and non-finite values (see
     :mod:`kdsl.runtime.columns`)."""
-    env: dict[str, torch.Tensor] = {"ref": ref}
+    env: dict = {"ref": ref, "k": constants(module.CONSTANTS, ref)}
     device, dtype = ref.device, ref.dtype
     for name, kind, node, options in module.INPUTS:
         if name not in columns:
@@ -158,9 +160,14 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         else:  # every local of both phases goes into the trace; the generated code has no hook
             with keeping_locals(trace, module.extract, module.evaluate):
                 module.extract(texts, env, extraction)
-                out = module.evaluate(**env, _trace=trace)
+                out = module.evaluate(**env)
+            trace["table_rows"] = module.traced_table_rows(trace)
         if spans is not None:
             spans.update(extraction.kept_spans)
+    shared = {x.data_ptr() for pair in env["k"] for x in pair}
+    for name, value in out.items():  # a constant passed straight through must not be shared
+        if isinstance(value, torch.Tensor) and value.data_ptr() in shared:
+            out[name] = value.clone()
     if trace is not None:
         trace["texts"] = texts
         trace["strings"] = list(interner.ids)  # ids are given in insertion order
@@ -194,6 +201,30 @@ def rows_per_part(module, env: dict, n: int) -> int | None:
     return rows if rows < n else None
 
 
+# Constants of the tensor phase as tensors, by (CONSTANTS, device, dtype, batch size): a
+# training run scores batches of one size on one device, so they are made once, not per batch.
+_CONSTANTS: OrderedDict = OrderedDict()
+_CONSTANTS_KEPT = 64
+
+
+def constants(values: tuple, ref: torch.Tensor) -> tuple:
+    """``(x, mask)`` for each ``(value, integer)`` of a module's ``CONSTANTS``, shaped like ``ref``.
+    Shared between calls: the generated code only reads them, and ``run`` copies an output that
+    is one of them."""
+    key = (values, str(ref.device), ref.dtype, ref.shape[0])
+    made = _CONSTANTS.get(key)
+    if made is None:
+        ones = torch.ones_like(ref, dtype=torch.bool)
+        made = tuple((torch.full_like(ref, value, dtype=torch.long if integer else ref.dtype), ones)
+                     for value, integer in values)
+        _CONSTANTS[key] = made
+        while len(_CONSTANTS) > _CONSTANTS_KEPT:
+            _CONSTANTS.popitem(last=False)
+    else:
+        _CONSTANTS.move_to_end(key)
+    return made
+
+
 def in_parts(evaluate, env: dict, n: int, rows: int) -> dict:
     """The tensor phase run on consecutive parts of ``rows`` rows, its outputs concatenated: the
     same values as one call on the whole batch (no output depends on other rows)."""
@@ -201,8 +232,14 @@ def in_parts(evaluate, env: dict, n: int, rows: int) -> dict:
     for start in range(0, n, rows):
         part = {name: value[start:start + rows] if isinstance(value, torch.Tensor) and value.dim()
                 and len(value) == n else value for name, value in env.items()}
+        part["k"] = constants_part(env["k"], start, rows)
         outs.append(evaluate(**part))
     return {name: torch.cat([o[name] for o in outs]) for name in outs[0]}
+
+
+def constants_part(made: tuple, start: int, rows: int) -> tuple:
+    """The rows ``start:start + rows`` of each constant (views, no copy)."""
+    return tuple((x[start:start + rows], m[start:start + rows]) for x, m in made)
 
 
 @contextmanager

@@ -123,7 +123,8 @@ def check_dataset(program, dataset, invalid=None) -> list[str]:
             problems.append(f"missing column `{name}` ({kind} {options.get('where', 'input')} of "
                             f"{module.SPEC})")
             continue
-        single = SimpleNamespace(INPUTS=(entry,), ENUM_LOOKUP=module.ENUM_LOOKUP, ENUMS=module.ENUMS)
+        single = SimpleNamespace(INPUTS=(entry,), ENUM_LOOKUP=module.ENUM_LOOKUP, ENUMS=module.ENUMS,
+                                CONSTANTS=())
         try:
             prepare_columns(single, {name: dataset[name]}, n, ref, col.Interner(module.STRINGS),
                             invalid=invalid)
