@@ -5,7 +5,7 @@ border (0) and a few NaNs, scored by kdsl and by a numpy loop over patches compu
 masked mean and fraction. Both must agree before anything is timed. A plain tensor copy of the
 same input, measured in the same run, shows what the memory system allows.
 
-    python benchmarks/bench_raster.py [--n 1024] [--size 64] [--repeats 5]
+    python benchmarks/bench_raster.py [--n 1024] [--size 64] [--repeats 11]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from timing import median_time, results_path
+from timing import interleaved_medians, results_path
 
 import kdsl
 from kdsl.runtime import execute
@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     args = parser.parse_args()
@@ -92,22 +92,22 @@ def main() -> None:
              "copy": lambda: tensor.clone()}
     if rows is not None:
         timed["parts"] = lambda: execute.in_parts(module.evaluate, env, args.n, rows)
-    # Every scorer is warmed up before any is timed (the first seconds of a process are slower
-    # on this machine, whichever scorer runs in them), then each is timed in turn.
-    for _ in range(3):
-        for fn in timed.values():
-            fn()
-    t = {name: median_time(fn, args.repeats) for name, fn in timed.items()}
-    t_numpy, t_kdsl, t_tensor, t_copy = t["numpy"], t["kdsl"], t["whole"], t["copy"]
-    t_parts = t.get("parts")
-    t_compiled = t_compile = None
+    t_compile = None
     if not args.no_compile:
         compiled = kdsl.loads(SPEC, "bench_raster.kd").compile(dynamic=False)
         start = time.perf_counter()
         fused = compiled.score(blanks, pixels=tensor)
         t_compile = time.perf_counter() - start
         assert np.allclose(fused.values["ndvi"].cpu().numpy(), means, rtol=1e-4, atol=1e-6)
-        t_compiled = median_time(lambda: compiled.score(blanks, pixels=tensor), args.repeats)
+        timed["compiled"] = lambda: compiled.score(blanks, pixels=tensor)
+    # Every scorer is warmed up before any is timed (the first seconds of a process are slower
+    # on this machine, whichever scorer runs in them), then they are timed in rounds.
+    for _ in range(3):
+        for fn in timed.values():
+            fn()
+    t = interleaved_medians(timed, args.repeats)
+    t_numpy, t_kdsl, t_tensor, t_copy = t["numpy"], t["kdsl"], t["whole"], t["copy"]
+    t_parts, t_compiled = t.get("parts"), t.get("compiled")
 
     # Bytes the rules must read: the two bands they use (the copy reads and writes everything).
     used = 2 * args.n * args.size * args.size * 4

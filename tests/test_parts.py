@@ -3,6 +3,7 @@ the scores are the same as one call on the whole batch, and programs whose value
 rows (batch_min() and friends) are never split."""
 
 import numpy as np
+import pytest
 import torch
 
 import kdsl
@@ -86,3 +87,41 @@ def test_only_per_pixel_values_on_a_cpu_are_split():
     env = execute.prepare_columns(scalar.module, {"x": x}, len(x), torch.zeros(len(x)),
                                   execute.col.Interner())
     assert execute.rows_per_part(scalar.module, env, len(x)) is None
+
+
+OVERFLOW = """spec overflow version 1
+input {
+  pixels: raster[2] bands(a, b)
+}
+let spread = mean(pixels.a * 1e30 - pixels.b * 1e30)
+let total = sum(pixels.a * 1e30 - pixels.b * 1e30)
+let low = min(pixels.a * 1e30 - pixels.b * 1e30)
+let top = max(pixels.a * 1e30 - pixels.b * 1e30)
+level l {
+  rule r: spread > 0
+}
+"""
+
+
+def test_reductions_leave_out_the_nan_an_overflow_makes():
+    """inf - inf is NaN: that pixel is left out of the reduction, on the CPU's path for batches
+    without such a pixel and on the general one alike; a valid inf makes the reduction invalid
+    (docs/language.md: a non-finite value is made invalid where it is summarised)."""
+    program = kdsl.loads(OVERFLOW, "overflow.kd")
+    pixels = np.zeros((3, 2, 2, 2), dtype=np.float32)
+    pixels[:, 0] = [[1.0, 2.0], [3.0, 4.0]]  # a - b = 1, 2, 3, 4 (times 1e30)
+    pixels[1, :, 0, 0] = 1e10  # both overflow to inf at one pixel: inf - inf is NaN, left out
+    pixels[2, 0, 0, 0] = 1e10  # only a overflows: the difference is inf, a valid entry
+    together = program.score([""] * 3, pixels=torch.from_numpy(pixels))
+    expected = {"spread": [2.5e30, 3e30, None], "total": [10e30, 9e30, None],
+                "low": [1e30, 2e30, 2e30], "top": [4e30, 4e30, None]}
+    for row in range(3):
+        alone = program.score([""], pixels=torch.from_numpy(pixels[row:row + 1]))
+        for scores, index in ((together, row), (alone, 0)):
+            for name, values in expected.items():
+                if values[row] is None:
+                    assert not bool(scores.valid[name][index]), (name, row)
+                else:
+                    assert bool(scores.valid[name][index]), (name, row)
+                    assert float(scores.values[name][index]) == pytest.approx(values[row], rel=1e-6)
+            assert float(scores.rules["r"][index]) == (0.0 if row == 2 else 1.0)

@@ -183,9 +183,12 @@ _CALL = re.compile(r"\b(?:ex|ops)\.(?P<name>\w+)\(")
 
 # On a CPU, the tensor phase of per-pixel rules runs over the batch in parts of this many pixels
 # per value: each operation makes a pass over its operands, and a pass over values that fit in
-# the cache costs a fraction of one over main memory (benchmarks/bench_raster.py). A GPU, and a
-# compiled tensor phase (which fuses the passes), take the whole batch at once.
-PIXELS_PER_PART = 2**17
+# the cache costs a fraction of one over main memory, while every part pays each operation's
+# fixed cost of a few microseconds once. In benchmarks/bench_raster.py (2^15 to 2^21 tried),
+# parts got faster up to 2^20 pixels (4 MB a float32 value) and fell off a cliff at 2^21, where
+# a part's values leave the cache; 2^19 keeps a margin for CPUs with smaller caches. A GPU, and
+# a compiled tensor phase (which fuses the passes), take the whole batch at once.
+PIXELS_PER_PART = 2**19
 
 
 def rows_per_part(module, env: dict, n: int) -> int | None:
@@ -228,6 +231,7 @@ def constants(values: tuple, ref: torch.Tensor) -> tuple:
 def in_parts(evaluate, env: dict, n: int, rows: int) -> dict:
     """The tensor phase run on consecutive parts of ``rows`` rows, its outputs concatenated: the
     same values as one call on the whole batch (no output depends on other rows)."""
+    _keep_parts_on_the_heap()
     outs = []
     for start in range(0, n, rows):
         part = {name: value[start:start + rows] if isinstance(value, torch.Tensor) and value.dim()
@@ -235,6 +239,25 @@ def in_parts(evaluate, env: dict, n: int, rows: int) -> dict:
         part["k"] = constants_part(env["k"], start, rows)
         outs.append(evaluate(**part))
     return {name: torch.cat([o[name] for o in outs]) for name in outs[0]}
+
+
+_HEAP_READY = False
+
+
+def _keep_parts_on_the_heap() -> None:
+    """glibc's malloc maps fresh pages for a block above its mmap threshold (128 KB at first),
+    each page faulted in when first written, and raises the threshold to the size of such a
+    block once it is freed. A part's values are such blocks, made and freed by every operation,
+    so until a large block has been freed in the process every operation pays page faults: in a
+    fresh process the parts ran at 0.58x of the numpy loop instead of 1.2x
+    (benchmarks/bench_raster.py). Freeing one untouched block larger than any value of a part
+    (a float64 value of PIXELS_PER_PART pixels, four times over) raises the threshold once per
+    process; with another allocator it costs one allocation."""
+    global _HEAP_READY
+    if not _HEAP_READY:
+        block = torch.empty(4 * 8 * PIXELS_PER_PART, dtype=torch.uint8)
+        del block
+        _HEAP_READY = True
 
 
 def constants_part(made: tuple, start: int, rows: int) -> tuple:
