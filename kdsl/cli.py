@@ -63,15 +63,15 @@ def _build_parser() -> _Parser:
     score = sub.add_parser(
         "score", help="score completions given on the command line or in a file",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
---data streams the file in batches, so files of millions of rows fit in memory. Each
-output row carries `row` (0-based, input order) and, for jsonl input, `line` (1-based),
+--data streams the source in batches, so files of millions of rows fit in memory. Each
+output row carries `row` (0-based, input order) and, for jsonl and csv input, `line` (1-based),
 then the reward, level scores and rule values (null where a rule does not apply): as
 nested objects in .jsonl, as columns `reward`, `level.NAME`, `rule.NAME` and `error` in
 .csv and .parquet.
 
 A bad row (not JSON, no completion, a value of the wrong type) is reported on stderr
-(the first 20: `FILE:LINE: row N, column `c`: ...` for jsonl, `FILE: row N, column `c`:
-...` for parquet), counted in the summary, and written with null scores and an `error`;
+(the first 20: `FILE:LINE: row N, column `c`: ...` for jsonl and csv, `FILE: row N,
+column `c`: ...` for the others), counted in the summary, and written with null scores and an `error`;
 every other row is still scored and written.
 
 exit status: 0 when every row was scored (or at most --max-bad-rows were bad); 1 when
@@ -80,8 +80,9 @@ output name whose format is unknown).""")
     score.add_argument("file", metavar="SPEC")
     score.add_argument("--completion", action="append", default=[], metavar="TEXT",
                        help="a completion to score (repeatable)")
-    score.add_argument("--data", metavar="FILE", help="rows with a `completion` field and one field "
-                       "per input: .jsonl (one JSON object a line) or .parquet")
+    score.add_argument("--data", metavar="SOURCE", help="rows with a `completion` field and one "
+                       "field per input: .jsonl (one JSON object a line), .parquet, .csv, .tsv, a "
+                       "save_to_disk folder or a hub id")
     score.add_argument("--out", metavar="FILE", help="write per-row results here (.jsonl, .csv or "
                        ".parquet) and print a summary; without it, rows are printed")
     score.add_argument("--batch-size", type=int, default=4096, metavar="N",
@@ -297,8 +298,9 @@ program call. Listens on 127.0.0.1 unless --host says otherwise, and elsewhere o
         "explain", help="show why one completion got its reward: what each output found, each "
                         "let, rule and level, the gate that closed and the reward's arithmetic")
     explain.add_argument("file", metavar="SPEC")
-    explain.add_argument("--data", metavar="FILE", help="rows with a `completion` field and one "
-                         "field per input: .jsonl (one JSON object a line) or .parquet")
+    explain.add_argument("--data", metavar="SOURCE", help="rows with a `completion` field and one "
+                         "field per input: .jsonl (one JSON object a line), .parquet, .csv, .tsv, "
+                         "a save_to_disk folder or a hub id")
     explain.add_argument("--row", type=int, default=0, metavar="N",
                          help="which row of --data to explain, counting from 0 (default 0)")
     explain.add_argument("--completion", metavar="TEXT", help="the completion to explain")
@@ -387,11 +389,18 @@ def _existing(path: str) -> Path:
     return p
 
 
-def _dataset_file(source: str | None) -> None:
-    """A dataset named by a file suffix must exist (anything else may be a hub id or a folder)."""
-    if source and Path(source).suffix.lower() in (".jsonl", ".json", ".parquet", ".csv", ".tsv") \
-            and not Path(source).exists():
-        raise _UsageError(f"no such dataset file: {source}")
+def _dataset_file(source: str | None) -> str | None:
+    """A data source's format (``kdsl.io.rows.data_format``); a file that does not exist, or whose
+    format its name does not tell, is a usage error."""
+    from kdsl.errors import KdslDataError
+    from kdsl.io.rows import data_format
+
+    if source is None:
+        return None
+    try:
+        return data_format(source)
+    except KdslDataError as err:
+        raise _UsageError(err.message) from None
 
 
 def cmd_check(args, console: Console) -> int:
@@ -457,9 +466,9 @@ def cmd_score(args, console: Console) -> int:
         if args.completion or args.set:
             raise _UsageError("--completion and --set give rows on the command line; with --data, "
                               "completions and columns come from the file")
-        data = _existing(args.data)
+        data = Path(args.data)
+        _dataset_file(args.data)
         try:
-            scoring.data_format(data)
             if args.out:
                 scoring.output_format(args.out)
         except scoring.FormatError as err:
@@ -635,8 +644,9 @@ def cmd_train(args, console: Console) -> int:
 def cmd_eval(args, console: Console) -> int:
     try:
         from kdsl.io.loading import load_model
+        from kdsl.io.rows import load_dataset
         from kdsl.tools import evaluation
-        from kdsl.training.train import EMBEDDED_MODEL, load_rows
+        from kdsl.training.train import EMBEDDED_MODEL
     except ImportError as err:
         raise _UsageError(f"`kdsl eval` needs the training extra: pip install 'kdsl[train]' "
                           f"({err})") from None
@@ -660,7 +670,7 @@ def cmd_eval(args, console: Console) -> int:
 
         rows, where = landsat.train_heldout_split(landsat.landsat_rows())[1], "embedded held-out rows"
     else:
-        rows, where = evaluation.as_rows(load_rows(args.dataset, split=args.split)), args.dataset
+        rows, where = evaluation.as_rows(load_dataset(args.dataset, split=args.split)), args.dataset
     rows = evaluation.select_rows(rows, args.rows)
     for line in evaluation.check_rows(program, rows, where, strict=args.strict):
         console.error(f"warning: {line} (scored as invalid; --strict stops instead)")
@@ -826,7 +836,8 @@ def cmd_explain(args, console: Console) -> int:
     overrides = _set_values(args.set, program)
     data = None
     if args.data is not None:
-        data = _existing(args.data)
+        data = args.data
+        _dataset_file(data)
         if args.row < 0:
             raise _UsageError(f"--row counts rows from 0, so it cannot be {args.row}")
     try:

@@ -364,6 +364,25 @@ def test_cli_reads_parquet(spec_path, tmp_path, dog):
     assert json.loads(out) == dog
 
 
+def test_cli_reads_csv_and_dataset_folders(spec_path, tmp_path, dog):
+    import datasets
+
+    rows = [{"completion": CAT, **CAT_COLUMNS}, {"completion": DOG, **DOG_COLUMNS}]
+    path = tmp_path / "rows.csv"  # cells are text, read as the inputs' types; 2 lines in a cell
+    path.write_text('completion,label,legs,mass\n"<answer>Cat</answer>\n",Cat,4,0\n'
+                    f"{DOG},Cat,4,2\n{DOG},Cat,four,2\n")
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    for data in (path, folder):
+        code, out, err = run("explain", str(spec_path), "--data", str(data), "--row", "1",
+                             "--format", "json")
+        assert code == 0, err
+        assert json.loads(out) == dog
+    code, _, err = run("explain", str(spec_path), "--data", str(path), "--row", "2")
+    assert code == 1
+    assert err.strip() == f"{path}:5: error: row 2, column `legs`: expected a number, got 'four'"
+
+
 def test_cli_usage_errors_exit_2_with_a_message(spec_path, rows, tmp_path):
     code, out, err = run("explain", str(spec_path), "--data", str(rows), "--row", "3")
     assert code == 2 and out == ""
@@ -388,7 +407,7 @@ def test_cli_usage_errors_exit_2_with_a_message(spec_path, rows, tmp_path):
 def test_cli_bad_values_exit_1_naming_the_row_and_field(spec_path, rows, tmp_path):
     code, out, err = run("explain", str(spec_path), "--data", str(rows), "--row", "2")
     assert code == 1 and out == ""
-    assert err.strip() == (f"{rows}: error: row 2, column `label`: expected one of Cat, Dog, "
+    assert err.strip() == (f"{rows}:4: error: row 2, column `label`: expected one of Cat, Dog, "
                            "got 'Parrot'")
     code, _, err = run("explain", str(spec_path), "--completion", "x", "--set", "label=Cat",
                        "--set", "legs=four", "--set", "mass=1")

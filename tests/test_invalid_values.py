@@ -156,7 +156,8 @@ def test_kdsl_test_reports_invalid_values_and_strict_makes_them_errors(tmp_path,
 
 
 def test_the_training_dataset_check_counts_invalid_values(tmp_path, capsys):
-    from kdsl.training.train import check_dataset, load_rows
+    from kdsl.io.rows import load_dataset
+    from kdsl.training.train import check_dataset
 
     spec = tmp_path / "small.kd"
     spec.write_text(SMALL)
@@ -164,7 +165,7 @@ def test_the_training_dataset_check_counts_invalid_values(tmp_path, capsys):
     write_rows(data, [{"prompt": "p", "v": 1.0, "sr": [1, 1]}, {"prompt": "p", "v": None, "sr": [1, 1]},
                       {"prompt": "p", "v": 2.0, "sr": [1, None]}])
     invalid = InvalidValues()
-    assert check_dataset(kdsl.load(spec), load_rows(str(data)), invalid) == []
+    assert check_dataset(kdsl.load(spec), load_dataset(str(data)), invalid) == []
     assert invalid.lines() == ["column `sr`: 1 missing (row 2)", "column `v`: 1 missing (row 1)"]
     # --strict stops before any model is loaded (the model named here does not exist)
     assert main(["train", str(spec), "--dataset", str(data), "--model", str(tmp_path / "none"),

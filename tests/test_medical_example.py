@@ -41,10 +41,11 @@ def test_the_script_writes_the_committed_data(tmp_path):
 
 
 def test_the_dataset_fits_the_spec():
-    from kdsl.training.train import check_dataset, load_rows
+    from kdsl.io.rows import load_dataset
+    from kdsl.training.train import check_dataset
 
     program = kdsl.load(SPEC)
-    dataset = load_rows(str(PATIENTS))
+    dataset = load_dataset(str(PATIENTS))
     assert check_dataset(program, dataset) == []
     assert len(dataset) == 96 and "prompt" in dataset.column_names
 
@@ -84,10 +85,11 @@ def test_kdsl_score_gives_the_rewards_of_the_readme(tmp_path):
 
 
 def test_the_cha2ds2_vasc_dataset_fits_its_spec_and_agrees_with_medcalc_bench():
-    from kdsl.training.train import check_dataset, load_rows
+    from kdsl.io.rows import load_dataset
+    from kdsl.training.train import check_dataset
 
     program = kdsl.load(AF_SPEC)
-    dataset = load_rows(str(AF_PATIENTS))
+    dataset = load_dataset(str(AF_PATIENTS))
     assert check_dataset(program, dataset) == []
     rows = read_jsonl(AF_PATIENTS)
     scores = program.score([""] * len(rows), **{n: [r[n] for r in rows] for n in program.input_names})

@@ -300,11 +300,12 @@ def test_example_spec_checks_and_its_dataset_fits():
     train, heldout = read_jsonl(EXAMPLE / "landcover_train.jsonl"), read_jsonl(EXAMPLE / "landcover_heldout.jsonl")
     assert (len(train), len(heldout)) == (90, 30)
     assert sorted(r["sample"] for r in train + heldout) == list(range(120))
-    from kdsl.training.train import check_dataset, load_rows
+    from kdsl.io.rows import load_dataset
+    from kdsl.training.train import check_dataset
 
     prog = program("examples/remote_sensing/pixel_landcover.kd")
     for name in ("landcover_train.jsonl", "landcover_heldout.jsonl"):
-        assert check_dataset(prog, load_rows(str(EXAMPLE / name))) == []
+        assert check_dataset(prog, load_dataset(str(EXAMPLE / name))) == []
 
 
 def test_kdsl_score_gives_the_rewards_of_the_readme(tmp_path):

@@ -251,7 +251,7 @@ def test_clean_file_exits_0_and_blank_lines_are_not_rows(data, tmp_path):
 def test_max_bad_rows_and_usage_errors(data, tmp_path):
     small = tmp_path / "small.jsonl"
     small.write_text("\n".join(data["path"].read_text().splitlines()[:40]) + "\n")
-    (tmp_path / "rows.csv").write_text("completion,label\nx,River\n")
+    (tmp_path / "rows.xlsx").write_text("completion,label\nx,River\n")
     spec = str(data["spec"])
     assert run("score", spec, "--data", str(small), "--out", str(tmp_path / "s.jsonl"))[0] == 1
     assert run("score", spec, "--data", str(small), "--out", str(tmp_path / "s.jsonl"),
@@ -263,7 +263,8 @@ def test_max_bad_rows_and_usage_errors(data, tmp_path):
         (["--data", str(small), "--out", str(small)], "names the --data file"),
         (["--data", str(small), "--completion", "x"], "--completion and --set"),
         (["--data", str(small), "--batch-size", "0"], "--batch-size"),
-        (["--data", str(tmp_path / "rows.csv")], "reads jsonl (one JSON object a line) or parquet"),
+        (["--data", str(tmp_path / "rows.xlsx")], "unknown dataset format .xlsx; use .jsonl, .json, "
+                                                  ".parquet, .csv, .tsv"),
         (["--completion", "x", "--out", str(tmp_path / "s.jsonl")], "--out needs --data"),
     ]:
         code, _, err = run("score", spec, *argv)
@@ -323,3 +324,60 @@ def test_only_the_first_bad_rows_are_printed_but_all_are_counted(data, tmp_path)
     assert f"{source}: 10 more bad rows not shown (30 in all)" in err
     assert json.loads(out)["bad"] == 30
     assert sum("error" in row for row in read_jsonl(out_path)) == 30
+
+
+def _as_csv(records: list, delimiter: str = ",") -> str:
+    """Rows (dicts) and raw records (lists of cells) as csv text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["completion", "label", "gold", "sr"])
+    for row in records:
+        writer.writerow(row if isinstance(row, list) else
+                        [row["completion"], row["label"], "" if row["gold"] is None else row["gold"],
+                         json.dumps(row["sr"])])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])
+def test_csv_rows_are_read_by_the_inputs_types(data, tmp_path, suffix, delimiter):
+    """A csv cell is text: kdsl reads it as the input it fills needs (a number, a JSON list, a
+    member); an empty cell is a missing value. The scores are those of the same rows as jsonl."""
+    rows = [r for r in data["rows"][:300] if r is not None]
+    rows[5] = {**rows[5], "completion": 'a "quoted", two-line\n<answer>River</answer>'}
+    bad_at = 40  # a record with a fifth cell, and a gold that is no number
+    records = [*rows[:bad_at], ["<answer>Urban</answer>", "Urban", "3", "[1, 2, 3]", "extra"],
+               ["<answer>Urban</answer>", "Urban", "seven", "[1, 2, 3]"], *rows[bad_at:]]
+    source = tmp_path / f"rows{suffix}"
+    source.write_text(_as_csv(records, delimiter))
+    out = tmp_path / "scores.jsonl"
+    code, _, err = run("score", str(data["spec"]), "--data", str(source), "--out", str(out),
+                       "--max-bad-rows", "2")
+    assert code == 0, err
+    written = read_jsonl(out)
+    assert len(written) == len(rows) + 2
+    good = [w for w in written if "error" not in w]
+    scores = expected_scores(data["program"], rows)
+    assert [w["reward"] for w in good] == pytest.approx(scores.reward.tolist(), abs=1e-5)
+    # the quoted cell spans two lines: every later record starts one line further on
+    assert [w["line"] for w in written[:8]] == [2, 3, 4, 5, 6, 7, 9, 10]
+    extra, seven = written[bad_at], written[bad_at + 1]
+    assert extra["error"] == "a record of 5 cells, where the header names 4 columns"
+    assert seven["error"] == "column `gold`: expected a number, got 'seven'"
+    line = extra["line"]
+    assert f"{source}:{line}: a record of 5 cells, where the header names 4 columns" in err
+    assert f"{source}:{line + 1}: row {bad_at + 1}, column `gold`: expected a number, got 'seven'" in err
+
+
+def test_a_saved_dataset_folder_scores_like_its_jsonl(data, tmp_path):
+    import datasets
+
+    rows = [r for r in data["rows"][:200] if r is not None]
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
+    out = tmp_path / "scores.csv"
+    code, _, err = run("score", str(data["spec"]), "--data", str(folder), "--out", str(out))
+    assert code == 0, err
+    written = list(csv.DictReader(out.read_text().splitlines()))
+    assert "line" not in written[0]  # rows of a dataset have no lines
+    scores = expected_scores(data["program"], rows)
+    assert [float(w["reward"]) for w in written] == pytest.approx(scores.reward.tolist(), abs=1e-5)

@@ -198,7 +198,7 @@ def test_lora_trains_an_adapter_with_the_given_settings(workspace, tmp_path):
 def test_every_dataset_format_loads_the_same_rows(workspace, tmp_path):
     import datasets
 
-    from kdsl.training.train import load_rows
+    from kdsl.io.rows import load_dataset
 
     rows = [json.loads(line) for line in (workspace / "data.jsonl").read_text().splitlines()]
     table = datasets.Dataset.from_list(rows)
@@ -208,14 +208,14 @@ def test_every_dataset_format_loads_the_same_rows(workspace, tmp_path):
     (tmp_path / "data.json").write_text(json.dumps(rows))
     table.save_to_disk(str(tmp_path / "saved"))
     for source in ("data.parquet", "data.csv", "data.tsv", "data.json", "saved"):
-        loaded = load_rows(str(tmp_path / source))
+        loaded = load_dataset(str(tmp_path / source))
         assert [(r["prompt"], float(r["gold"])) for r in loaded] == \
             [(r["prompt"], float(r["gold"])) for r in rows], source
     (tmp_path / "data.xlsx").write_text("not a table")
     from kdsl.errors import KdslDataError
 
     with pytest.raises(KdslDataError, match="unknown dataset format .xlsx"):
-        load_rows(str(tmp_path / "data.xlsx"))
+        load_dataset(str(tmp_path / "data.xlsx"))
 
 
 VQA_SPEC = """spec easy_vqa version 1

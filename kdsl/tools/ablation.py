@@ -228,15 +228,15 @@ class AblationOptions:
 def _runs(options: AblationOptions, program, variants, console):
     """Every (variant, seed, fold, run folder, train rows, held-out rows, program) to train."""
     from kdsl.example import landsat
+    from kdsl.io.rows import load_dataset
     from kdsl.tools import evaluation
-    from kdsl.training.train import load_rows
 
     if options.dataset is None:
         rows = landsat.landsat_rows()
     else:
-        rows = evaluation.as_rows(load_rows(options.dataset))
+        rows = evaluation.as_rows(load_dataset(options.dataset))
     if options.eval_dataset is not None:
-        splits = [(rows, evaluation.as_rows(load_rows(options.eval_dataset)))]
+        splits = [(rows, evaluation.as_rows(load_dataset(options.eval_dataset)))]
     elif options.folds > 1:
         splits = folds_of(rows, options.folds, options.split_seed, options.stratify)
     elif options.dataset is None:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdsl.errors import KdslError, Span
-from kdsl.io.rows import COMPLETION, MISSING, completion_problem, completion_text
+from kdsl.io.rows import COMPLETION, read_row
 from kdsl.ir import Node, ProgramIR, groups_name, mask_name, span_name, value_name
 from kdsl.operators import OPERATIONS
 from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
@@ -85,7 +85,7 @@ class _Words:
 
 def explain_row(program: Program, data: str | Path | None, row: int = 0, *, completion=None,
                 overrides: dict | None = None, tokenizer=None) -> dict:
-    """``explain`` for row ``row`` (from 0) of a jsonl or parquet file, or for ``completion``
+    """``explain`` for row ``row`` (from 0) of a data source (``kdsl.io.rows``), or for ``completion``
     given directly (``data`` None); ``overrides`` replace input values. A value that does not fit
     its input raises ``KdslError`` naming the file and the row (or ``--set``), as ``kdsl score``
     names them."""
@@ -94,10 +94,9 @@ def explain_row(program: Program, data: str | Path | None, row: int = 0, *, comp
     if data is not None:
         if row < 0:
             raise IndexError(f"rows count from 0, so there is no row {row}")
-        found = read_row(Path(data), row)
-        completion = found[COMPLETION]
-        columns = {name: found.get(name) for name in program.input_names}
-        where = Span(str(data))
+        kinds = {name: kind for name, kind, _, _ in program.module.INPUTS}
+        columns, where = read_row(data, row, program.input_names, kinds)
+        completion = columns.pop(COMPLETION)
     else:
         columns, where = {}, Span("--set")
     columns.update(overrides or {})
@@ -604,76 +603,6 @@ def _source(ir: ProgramIR, span: Span) -> str | None:
         last = lines[span.end_line - 1][:span.end_column - 1]
         piece = " ".join([first, *middle, last])
     return " ".join(piece.replace("\\\n", " ").split()) or None
-
-
-# ---- rows of a data file ------------------------------------------------------------------------
-
-def read_row(path: Path, index: int) -> dict:
-    """Row ``index`` (from 0) of a jsonl or parquet file of rows with a ``completion`` field.
-
-    Raises ``IndexError`` (its message names the file and how many rows it has) when there is no
-    such row, and ``KdslError`` when the file or the row cannot be read.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        row, count = _parquet_row(path, index)
-    else:
-        row, count = _jsonl_row(path, index)
-    if row is None:
-        rows = f"{count} rows (0 to {count - 1})" if count else "no rows"
-        raise IndexError(f"row {index} is out of range: {path} has {rows}")
-    return row
-
-
-def _jsonl_row(path: Path, index: int) -> tuple[dict | None, int]:
-    count = 0
-    try:
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                if count == index:
-                    return _parse_row(line, index, Span(f"{path}:{number}")), count + 1
-                count += 1
-    except (OSError, UnicodeDecodeError) as err:
-        raise KdslError(f"cannot read {path}: {err}", Span(str(path))) from None
-    return None, count
-
-
-def _parse_row(line: str, index: int, where: Span) -> dict:
-    """One jsonl row; errors are reported at ``FILE:LINE``."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise KdslError(f"row {index} is not a JSON object ({err.msg})", where) from None
-    if not isinstance(row, dict):
-        raise KdslError(f"row {index} is not a JSON object", where)
-    return _checked_row(row, index, where)
-
-
-def _checked_row(row: dict, index: int, where: Span) -> dict:
-    """A row whose completion can be scored (as ``kdsl score`` reads it: ``kdsl.io.rows``)."""
-    problem = completion_problem(row.get(COMPLETION, MISSING))
-    if problem is not None:
-        raise KdslError(f"row {index}, column `completion`: {problem}", where)
-    return {**row, COMPLETION: completion_text(row[COMPLETION])}
-
-
-def _parquet_row(path: Path, index: int) -> tuple[dict | None, int]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise KdslError(f"reading {path} needs pyarrow (pip install pyarrow), or give the rows "
-                        "as jsonl") from None
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several kinds for a file that is not parquet
-        raise KdslError(f"cannot read {path} as parquet: {err}", Span(str(path))) from None
-    if "completion" not in table.column_names:
-        raise KdslError(f"{path}: the rows need a `completion` column", Span(str(path)))
-    if not 0 <= index < table.num_rows:
-        return None, table.num_rows
-    return _checked_row(table.slice(index, 1).to_pylist()[0], index, Span(str(path))), table.num_rows
 
 
 # ---- rendering --------------------------------------------------------------------------------

@@ -1,22 +1,22 @@
 """Scoring files of saved completions offline (``kdsl score SPEC --data FILE [--out FILE]``).
 
-The file streams through in chunks (jsonl lines, parquet record batches): each chunk is parsed,
-scored as one batch and written out before more is read, so memory stays bounded however large
-the file is. With several workers, chunks are scored in worker processes and written in input
-order.
+The source (any that ``kdsl.io.rows`` reads: jsonl, parquet, csv, a ``datasets`` folder or hub id)
+streams through in chunks: each chunk is parsed, scored as one batch and written out before more
+is read, so memory stays bounded however large the file is. With several workers, chunks are
+scored in worker processes and written in input order.
 
 A bad row (a line that is not JSON, a row without a completion, a value of the wrong type) never
 stops the run and is never dropped: it is reported with its row number and field, counted in the
 summary, and written with null scores and an ``error``. Rows are numbered from 0 in input order
-(``row``); jsonl messages also give the 1-based line number, as ``file:line:``, and jsonl output
-rows carry it as ``line``.
+(``row``); jsonl and csv messages also give the 1-based line number, as ``file:line:``, and
+output rows carry it as ``line``.
 
 Output formats, chosen by the suffix of ``--out``:
 
-- ``.jsonl``: ``{"row", "line" (jsonl input), "reward", "levels": {...}, "rules": {...}}`` per row,
+- ``.jsonl``: ``{"row", "line" (jsonl, csv input), "reward", "levels": {...}, "rules": {...}}`` per row,
   the same objects ``kdsl score --json`` prints; a rule is ``null`` where it does not apply; a bad
   row has every score ``null`` and an ``"error"``. Numbers are rounded to 6 decimals.
-- ``.csv``: columns ``row``, ``line`` (jsonl input), ``reward``, ``level.NAME``..., ``rule.NAME``...,
+- ``.csv``: columns ``row``, ``line`` (jsonl, csv input), ``reward``, ``level.NAME``..., ``rule.NAME``...,
   ``error``; empty where null. Rounded to 6 decimals.
 - ``.parquet``: the same columns as csv, scores as float32 (exact), nulls where null.
 """
@@ -30,18 +30,17 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kdsl.errors import KdslError
-from kdsl.io.rows import COMPLETION, MISSING, completion_problem, completion_text
+from kdsl.io.rows import Chunk, RowReader, open_source
 
 DEFAULT_BATCH_SIZE = 4096
 SHOWN_PROBLEMS = 20
-PARQUET_SUFFIXES = (".parquet", ".pq")
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}
 # Below these sizes, starting worker processes costs more than it saves.
@@ -51,16 +50,6 @@ _PARALLEL_MIN_ROWS = 16384
 
 class FormatError(ValueError):
     """A file whose format cannot be told from its name (a usage error for the command line)."""
-
-
-def data_format(path: str | Path) -> str:
-    """``parquet`` for ``.parquet``/``.pq`` files; anything else is read as jsonl, but for
-    delimited text, which would only make every line a bad row."""
-    suffix = Path(path).suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        raise FormatError(f"{path}: kdsl score reads jsonl (one JSON object a line) or parquet, "
-                          f"not {suffix[1:]}")
-    return "parquet" if suffix in PARQUET_SUFFIXES else "jsonl"
 
 
 def output_format(path: str | Path) -> str:
@@ -84,22 +73,10 @@ class Job:
 
     spec: str
     source: str  # the data file, as messages name it
-    input_format: str  # jsonl | parquet
+    input_format: str  # jsonl | parquet | csv | dataset (kdsl.io.rows.data_format)
     output_format: str  # jsonl | csv | parquet | text (human-readable lines)
     strict: bool = False  # a row with an invalid value (missing, not finite) is a bad row
     read_path: str | None = None  # where a worker opens the data file, if not at `source`
-
-
-@dataclass
-class Chunk:
-    first_row: int
-    size: int  # bytes (jsonl) or rows (parquet) read, for the progress bar
-    offset: int = 0  # jsonl: where the chunk's lines start in the file
-    length: int = 0  # jsonl: how many bytes of whole lines it has
-    data: bytes | None = None  # jsonl: those bytes, unless the worker reads them itself
-    first_line: int = 1  # jsonl: the line number of the first row when line_numbers is None
-    line_numbers: list[int] | None = None  # jsonl: each row's line, when blank lines were skipped
-    batch: object = None  # parquet: a pyarrow RecordBatch
 
 
 @dataclass
@@ -219,8 +196,6 @@ class _NumberTexts(dict):
 
 # Truths lie in [0, 1], so this marks a rule that does not apply while numbers become text.
 _NOT_APPLICABLE = -1.0
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
-_BOM = "\ufeff"  # some editors start UTF-8 files with it; it is not part of the first row
 
 
 class ChunkScorer:
@@ -233,7 +208,10 @@ class ChunkScorer:
         self.levels = program.level_names
         self.rules = program.rule_names
         self.rule_levels = {r.name: r.level for r in program.ir.rules}
-        self.with_line = job.input_format == "jsonl"
+        self.with_line = job.input_format in ("jsonl", "csv")
+        self.reader = RowReader(job.source, self.inputs,
+                                {name: kind for name, kind, _, _ in program.module.INPUTS},
+                                job.read_path)
         self._keys = (["reward"] + [f"level.{name}" for name in self.levels]
                       + [f"rule.{name}" for name in self.rules])
         self._null_scores = {"reward": None, "levels": dict.fromkeys(self.levels),
@@ -241,7 +219,6 @@ class ChunkScorer:
         null = "" if job.output_format == "csv" else "null"
         self._score_texts = _NumberTexts(null)
         self._rule_texts = _NumberTexts(null, {_NOT_APPLICABLE: null})
-        self._file = None  # the data file, opened by a worker that reads its own chunks
 
     # -- headers and templates --
     def csv_header(self) -> str:
@@ -271,84 +248,12 @@ class ChunkScorer:
         return (head + '"reward": %s, "levels": ' + obj(self.levels) + ', "rules": '
                 + obj(self.rules) + "}\n")
 
-    # -- parsing --
-    def _lines(self, chunk: Chunk) -> list:
-        data = chunk.data
-        if data is None:  # a worker reads its own chunk: only offsets travel between processes
-            if self._file is None:
-                self._file = open(self.job.read_path or self.job.source, "rb")  # for the worker's life
-            self._file.seek(chunk.offset)
-            data = self._file.read(chunk.length)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:  # parsed line by line, so only the lines at fault are bad
-            text, newline, space, bom = data, b"\n", _ASCII_SPACE.encode(), _BOM.encode()
-        else:
-            newline, space, bom = "\n", _ASCII_SPACE, _BOM
-        if chunk.offset == 0:
-            text = text.removeprefix(bom)
-        lines = text.split(newline)
-        if data.endswith(b"\n"):
-            lines.pop()
-        if chunk.line_numbers is not None:  # the reader found blank lines: they are not rows
-            lines = [line for line in lines if line.strip(space)]
-        return lines
-
-    def _parse_jsonl(self, chunk: Chunk, problems: dict) -> tuple[list[dict], list[str]]:
-        rows: list[dict] = []
-        texts: list[str] = []
-        empty: dict = {}
-        loads = json.loads
-        for i, line in enumerate(self._lines(chunk)):
-            try:
-                row = loads(line)
-            except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8 text
-                reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
-                problems.setdefault(i, []).append((None, f"not a JSON object ({reason})"))
-                rows.append(empty)
-                texts.append("")
-                continue
-            if type(row) is not dict:
-                kind = "null" if row is None else type(row).__name__
-                problems.setdefault(i, []).append((None, f"not a JSON object (a JSON {kind})"))
-                rows.append(empty)
-                texts.append("")
-                continue
-            completion = row.get("completion", MISSING)
-            rows.append(row)
-            texts.append(completion if type(completion) is str
-                         else self._completion_text(completion, i, problems))
-        return rows, texts
-
-    def _parse_parquet(self, chunk: Chunk, problems: dict) -> tuple[dict, list[str]]:
-        batch = chunk.batch
-        names = batch.schema.names
-        texts = batch.column(names.index("completion")).to_pylist()
-        for i, completion in enumerate(texts):
-            if type(completion) is not str:
-                texts[i] = self._completion_text(completion, i, problems)
-        columns = {name: batch.column(names.index(name)).to_pylist() if name in names
-                   else [None] * batch.num_rows for name in self.inputs}
-        return columns, texts
-
-    @staticmethod
-    def _completion_text(value, i: int, problems: dict) -> str:
-        problem = completion_problem(value)
-        if problem is not None:
-            problems.setdefault(i, []).append((COMPLETION, problem))
-            return ""
-        return completion_text(value)
-
     # -- scoring --
     def score(self, chunk: Chunk) -> ChunkResult:
         from kdsl.runtime import columns as col
 
         problems: dict[int, list[tuple[str | None, str]]] = {}
-        if chunk.batch is None:
-            rows, texts = self._parse_jsonl(chunk, problems)
-            columns = {name: [row.get(name) for row in rows] for name in self.inputs}
-        else:
-            columns, texts = self._parse_parquet(chunk, problems)
+        columns, texts = self.reader.read(chunk, problems)
         n = len(texts)
         invalid = col.InvalidValues(keep=None if self.job.strict else col.FIRST_ROWS)
         values, applies = evaluate_rows(self.program, texts, columns, problems, self.job.strict, invalid)
@@ -381,15 +286,10 @@ class ChunkScorer:
                       truth=np.where(applies, rules, 0.0).sum(0, dtype=np.float64),
                       missing=missing)
 
-    def _line(self, chunk: Chunk, i: int) -> int:
-        if chunk.line_numbers is not None:
-            return chunk.line_numbers[i]
-        return chunk.first_line + i
-
     def _message(self, chunk: Chunk, i: int, fieldname: str | None, message: str) -> str:
         row = chunk.first_row + i
-        # jsonl: the line first, as editors expect; the row is what the output carries
-        where = f"{self.job.source}:{self._line(chunk, i)}:" if self.with_line else f"{self.job.source}:"
+        # jsonl, csv: the line first, as editors expect; the row is what the output carries
+        where = f"{self.job.source}:{self.reader.line(chunk, i)}:" if self.with_line else f"{self.job.source}:"
         if fieldname is None:
             return f"{where} {message}" if self.with_line else f"{where} row {row}: {message}"
         return f"{where} row {row}, column `{fieldname}`: {message}"
@@ -446,13 +346,13 @@ class ChunkScorer:
     def _error_json(self, chunk: Chunk, i: int, error: str) -> str:
         row = {"row": chunk.first_row + i}
         if self.with_line:
-            row["line"] = self._line(chunk, i)
+            row["line"] = self.reader.line(chunk, i)
         row.update(self._null_scores)
         row["error"] = error
         return json.dumps(row) + "\n"
 
     def _error_csv(self, chunk: Chunk, i: int, error: str) -> str:
-        ids = f"{chunk.first_row + i}" + (f",{self._line(chunk, i)}" if self.with_line else "")
+        ids = f"{chunk.first_row + i}" + (f",{self.reader.line(chunk, i)}" if self.with_line else "")
         return f"{ids}{',' * len(self._keys)},{_csv_field(error)}\n"
 
     def _format_parquet(self, chunk, values, applies, bad, errors, texts):
@@ -538,79 +438,6 @@ def _csv_field(text: str) -> str:
     return text
 
 
-# ---- reading ------------------------------------------------------------------------------------
-def _cut(data, start: int, lines: int) -> tuple[int, int, int]:
-    """Where the first ``lines`` whole lines of ``data`` from ``start`` end (fewer at its end),
-    how many there are, and how many do not start with "{" (JSON objects do; blank lines not)."""
-    end, count, others = start, 0, 0
-    find = data.find
-    while count < lines:
-        i = find(b"\n", end)
-        if i < 0:
-            break
-        if data[end] != 123:  # "{"
-            others += 1
-        end = i + 1
-        count += 1
-    return end, count, others
-
-
-def _jsonl_chunks(path: Path, batch_size: int, keep_data: bool) -> Iterator[Chunk]:
-    """Chunks of ``batch_size`` lines. The reader only finds where chunks start and how their rows
-    are numbered, through a memory map, without copying the file; with ``keep_data`` false a
-    worker reads its chunk itself, so the bytes are not sent between processes either."""
-    import mmap
-
-    space, bom = _ASCII_SPACE.encode(), _BOM.encode()
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            offset, first_row, next_line = 0, 0, 1
-            while offset < size:
-                end, lines, others = _cut(data, offset, batch_size)
-                if lines == 0:  # the last line, with no newline after it
-                    end, lines, others = size, 1, 1
-                numbers = None
-                if others:  # only then can there be blank lines, which are not rows
-                    block = data[offset:end].removeprefix(bom if offset == 0 else b"")
-                    kept = [next_line + k for k, line in enumerate(block.split(b"\n")[:lines])
-                            if line.strip(space)]
-                    if len(kept) != lines:
-                        numbers = kept
-                rows = lines if numbers is None else len(numbers)
-                if rows:
-                    yield Chunk(first_row, end - offset, offset=offset, length=end - offset,
-                                data=data[offset:end] if keep_data else None, first_line=next_line,
-                                line_numbers=numbers)
-                offset = end
-                first_row += rows
-                next_line += lines
-
-
-def _open_parquet(path: Path, inputs: Sequence[str]):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        file = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise KdslError(f"{path}: cannot read it as parquet ({err})") from None
-    names = file.schema_arrow.names
-    if "completion" not in names:
-        raise KdslError(f"{path}: there is no `completion` column (columns: "
-                        f"{', '.join(names) or 'none'})")
-    return file, ["completion"] + [name for name in inputs if name in names]
-
-
-def _parquet_chunks(file, columns: list[str], batch_size: int) -> Iterator[Chunk]:
-    first_row = 0
-    for batch in file.iter_batches(batch_size=batch_size, columns=columns):
-        yield Chunk(first_row, batch.num_rows, batch=batch)
-        first_row += batch.num_rows
-
-
 # ---- writing ------------------------------------------------------------------------------------
 class _TextSink:
     def __init__(self, stream, header: str = "", owned: bool = False):
@@ -672,7 +499,7 @@ class _Progress:
     """A rich progress bar on a terminal, refreshed as chunks finish."""
 
     stream: object
-    total: int  # bytes of a jsonl file, rows of a parquet file
+    total: int  # what the source's chunks count (Source.unit: bytes or rows)
     bar: object = None
     task: object = None
     last: float = 0.0
@@ -713,7 +540,7 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
                workers: int = 0, report: Callable[[str], None] | None = None,
                progress=None, spec: str | Path | None = None, strict: bool = False,
                engine: str = "local", address: str | None = None) -> Summary:
-    """Score every row of ``data`` (jsonl or parquet) with ``program``, writing per-row results to
+    """Score every row of ``data`` (a source ``kdsl.io.rows`` reads) with ``program``, writing per-row results to
     ``out`` (format from its suffix) or, without ``out``, to ``stream`` as ``output`` ("jsonl" or
     "text"). Bad rows are passed to ``report`` (the first ``SHOWN_PROBLEMS``), counted and written
     with an error. ``workers``: processes to score in (0: one per core for large files, else 1).
@@ -726,10 +553,9 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     global _parent_program
     if engine not in ("local", "ray"):
         raise KdslError(f"--engine takes local or ray, not {engine}")
-    data = Path(data)
-    input_format = data_format(data)
     out_format = output_format(out) if out is not None else (output or "jsonl")
-    job = Job(spec=str(spec or program.ir.file), source=str(data), input_format=input_format,
+    source = open_source(data, program.input_names)
+    job = Job(spec=str(spec or program.ir.file), source=source.name, input_format=source.format,
               output_format=out_format, strict=strict)
     if program.module.NEEDS_TOKENIZER and not os.environ.get("KDSL_TOKENIZER"):
         raise KdslError(f"{program.name} counts tokens (`length(..., tokens)`), which needs a "
@@ -738,22 +564,12 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     report = report or (lambda message: print(message, file=sys.stderr))
     started = time.perf_counter()
 
-    if input_format == "parquet":
-        file, columns = _open_parquet(data, program.input_names)
-        total = file.metadata.num_rows
-        chunks = _parquet_chunks(file, columns, batch_size)
-        large = total >= _PARALLEL_MIN_ROWS
-    else:
-        try:
-            total = data.stat().st_size
-        except OSError as err:
-            raise KdslError(f"cannot read {data}: {err.strerror or err}") from None
-        large = total >= _PARALLEL_MIN_BYTES
+    total = source.total
+    large = total >= (_PARALLEL_MIN_BYTES if source.unit == "bytes" else _PARALLEL_MIN_ROWS)
     if workers <= 0:
         workers = available_cores() if large else 1
-    if input_format == "jsonl":
-        # Ray actors read their own chunks of the file, like worker processes do.
-        chunks = _jsonl_chunks(data, batch_size, keep_data=workers == 1 and engine == "local")
+    # Worker processes and Ray actors read their own chunks of a jsonl file.
+    chunks = source.chunks(batch_size, keep_data=workers == 1 and engine == "local")
 
     target = Path(out) if out is not None else None
     partial = target.with_name(f".{target.name}.partial") if target is not None else None
@@ -826,9 +642,9 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
             partial.unlink()
 
     if bad > shown:
-        report(f"{data}: {bad - shown:,} more bad rows not shown ({bad:,} in all); each is in the "
+        report(f"{source.name}: {bad - shown:,} more bad rows not shown ({bad:,} in all); each is in the "
                "output with its `error`")
-    return _summary(scorer, str(data), rows, bad, totals, time.perf_counter() - started, invalid)
+    return _summary(scorer, source.name, rows, bad, totals, time.perf_counter() - started, invalid)
 
 
 def _summary(scorer: ChunkScorer, source: str, rows: int, bad: int, totals: Totals,

@@ -318,8 +318,8 @@ def select(paths: list[str], specialties: list[tuple[str, str]], out: str | Path
     mean) specialty; writes the chosen adapter to ``out`` and every figure to
     ``out/kdsl_selection.json``."""
     import kdsl
+    from kdsl.io.rows import load_dataset
     from kdsl.tools import evaluation
-    from kdsl.training.train import load_rows
 
     if criterion not in ("worst", "mean"):
         raise KdslError(f"--select must be worst or mean, not {criterion}")
@@ -330,7 +330,7 @@ def select(paths: list[str], specialties: list[tuple[str, str]], out: str | Path
     judges = []
     for spec_path, heldout in specialties:
         program = kdsl.load(spec_path)
-        held = evaluation.select_rows(evaluation.as_rows(load_rows(heldout)), rows)
+        held = evaluation.select_rows(evaluation.as_rows(load_dataset(heldout)), rows)
         for line in evaluation.check_rows(program, held, heldout):
             if console is not None:
                 console.print(f"{heldout}: {line} (scored as invalid)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from kdsl.errors import KdslDataError, KdslError, Span
+from kdsl.io.rows import load_dataset
 
 RUN_FOLDER = "kdsl_run"
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "example" / "tiny_landcover"
@@ -60,43 +61,6 @@ class TrainOptions:
 
 
 # ---- data ---------------------------------------------------------------------------------------
-
-def load_rows(source, split: str = "train"):
-    """A ``datasets.Dataset`` from jsonl/json, parquet, csv, a ``save_to_disk`` folder, a hub id
-    (``split`` picks the split of a folder or hub dataset) or a list of row dicts."""
-    import datasets
-
-    if isinstance(source, list):
-        return datasets.Dataset.from_list(source)
-    path = Path(source)
-    suffix = path.suffix.lower()
-    try:
-        if path.is_dir():
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if split in loaded:
-                    return loaded[split]
-                if split != "train":
-                    raise KdslDataError(f"{source} has no split `{split}` (it has "
-                                        f"{', '.join(loaded)})")
-                loaded = next(iter(loaded.values()))
-            return loaded
-        if suffix in (".jsonl", ".json"):
-            return datasets.load_dataset("json", data_files=str(path), split="train")
-        if suffix == ".parquet":
-            return datasets.load_dataset("parquet", data_files=str(path), split="train")
-        if suffix in (".csv", ".tsv"):
-            return datasets.load_dataset("csv", data_files=str(path), split="train",
-                                         delimiter="\t" if suffix == ".tsv" else ",")
-        if path.exists():
-            raise KdslDataError(f"{source}: unknown dataset format {suffix or '(no suffix)'}; use "
-                                ".jsonl, .json, .parquet, .csv or a folder saved with save_to_disk")
-        return datasets.load_dataset(source, split=split)
-    except KdslError:
-        raise
-    except Exception as err:  # datasets raises many kinds; the user needs the message, not a trace
-        raise KdslDataError(f"cannot load dataset {source}: {type(err).__name__}: {err}") from None
-
 
 def check_dataset(program, dataset, invalid=None) -> list[str]:
     """Problems that would stop training: each missing column, and for each mistyped column
@@ -426,7 +390,7 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         dataset = Dataset.from_list(train_rows)
         defaults = dict(landsat.DEFAULT_TRAINING)
     else:
-        dataset = load_rows(options.dataset)
+        dataset = load_dataset(options.dataset)
     if options.defaults is not None:
         defaults = dict(options.defaults)
     from kdsl.runtime.columns import InvalidValues
@@ -554,7 +518,7 @@ def _heldout_rows(program, options: TrainOptions, embedded_heldout, console) -> 
 
     if options.eval_dataset is not None:
         source = options.eval_dataset
-        rows = evaluation.as_rows(load_rows(source))
+        rows = evaluation.as_rows(load_dataset(source))
         where = source if isinstance(source, str) else "eval dataset"
         for line in evaluation.check_rows(program, rows, where, strict=options.strict):
             console.print(f"[yellow]held-out rows:[/yellow] {line}")
