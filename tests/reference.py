@@ -472,16 +472,11 @@ class Reference:
             span = self.spans(self.evaluate(args[0], local, soft))
             other = self.reference_text(args[1], local, soft)
             text = None if span is None else self.completion[span[0]:span[1]]
+            if text is None or other is None:
+                return None
             if name == "math_verify":
-                from kdsl.runtime.semantic import math_verify
-
-                mode = args[2].value if len(args) > 2 else "default"
-                (value,), (ok,) = math_verify([text], [other], mode)
-            else:
-                from kdsl.runtime.semantic import similarity
-
-                (value,), (ok,) = similarity([text], [other], self.similarity_model, "cpu")
-            return value if ok else None
+                return tx.math_equal(text, other, args[2].value if len(args) > 2 else "default")
+            return tx.cosine_similarity(text, other, self.similarity_model)
         if name in ("length", "mentions", "mention_count", "repetition", "choice", "number", "matches",
                     "match_count", "occurrences"):
             span = self.spans(self.evaluate(args[0], local, soft))

@@ -232,3 +232,50 @@ def cell_accepts(cell, value) -> bool:
 
 def row_accepts(row, values) -> bool:
     return all(cell_accepts(cell, value) for cell, value in zip(row.cells, values))
+
+
+# ---- math answers and meaning: the libraries docs/language.md names, called directly ----------
+MATH_CHARACTERS = 20_000  # "only the last 20,000 characters of an answer are read"
+
+
+def math_equal(answer: str, gold: str, mode: str = "default") -> float | None:
+    """docs/language.md's `math_verify(t, gold [, mode])`, as open-r1's rewards call math-verify:
+    ``default`` is `accuracy_reward` (the gold with math-verify's default extraction, the answer
+    as proper LaTeX with its boxes tried first, `verify(gold, answer)`), ``open-r1-length`` the
+    check of `len_reward` (the gold as LaTeX only, a box left as written, `verify(answer, gold)`).
+    None where the gold does not parse or math-verify fails."""
+    from latex2sympy2_extended import NormalizationConfig
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    boxed = "all" if mode == "default" else True
+    answer_config = [LatexExtractionConfig(
+        normalization_config=NormalizationConfig(nits=False, malformed_operators=False,
+                                                 basic_latex=True, boxed=boxed, units=True),
+        boxed_match_priority=0, try_extract_without_anchor=False)]
+    gold_config = ([LatexExtractionConfig(), ExprExtractionConfig()] if mode == "default"
+                   else [LatexExtractionConfig()])
+    try:
+        gold_parsed = parse(gold[-MATH_CHARACTERS:], extraction_config=gold_config,
+                            extraction_mode="first_match")
+        if len(gold_parsed) == 0:
+            return None
+        answer_parsed = parse(answer[-MATH_CHARACTERS:], extraction_config=answer_config,
+                              extraction_mode="first_match")
+        if mode == "default":
+            return 1.0 if verify(gold_parsed, answer_parsed) else 0.0
+        return 1.0 if verify(answer_parsed, gold_parsed) else 0.0
+    except Exception:  # noqa: BLE001 - any failure of the library on a row: no value
+        return None
+
+
+def cosine_similarity(text: str, other: str, model) -> float:
+    """docs/language.md's `similarity(t, other)`: the cosine of the two sentence embeddings, one
+    pair at a time (the runtime embeds a batch's distinct texts in one call)."""
+    if isinstance(model, str):
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(model, device="cpu")
+    a, b = model.encode([text, other])
+    dot = sum(float(x) * float(y) for x, y in zip(a, b))
+    norm = math.sqrt(sum(float(x) ** 2 for x in a)) * math.sqrt(sum(float(y) ** 2 for y in b))
+    return dot / norm
