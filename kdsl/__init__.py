@@ -13,20 +13,25 @@ __version__ = "0.1.0"
 __all__ = ["KdslError", "Program", "Scores", "__version__", "load", "loads"]
 
 
-def load(path, *, similarity_model=None, spec_path=()):
+def load(path, *, similarity_model=None, spec_path=(), models=None, judge_cache=None):
     """Parse, check and compile a ``.kd`` file into a ``Program``. ``similarity_model`` (a
     sentence-transformers path or hub id, or a loaded model) backs ``similarity()``;
-    ``spec_path`` adds folders that imports may come from (see docs/security.md)."""
+    ``spec_path`` adds folders that imports may come from (see docs/security.md); ``models``
+    binds the spec's judges and reward models by name, ``judge_cache`` keeps their answers in a
+    file (see docs/language.md, "Judged values")."""
     from kdsl.runtime.program import load as _load
 
-    return _load(path, similarity_model=similarity_model, spec_path=spec_path)
+    return _load(path, similarity_model=similarity_model, spec_path=spec_path, models=models,
+                 judge_cache=judge_cache)
 
 
-def loads(text: str, name: str = "<string>", *, similarity_model=None, spec_path=()):
+def loads(text: str, name: str = "<string>", *, similarity_model=None, spec_path=(), models=None,
+          judge_cache=None):
     """Parse, check and compile spec text into a ``Program``."""
     from kdsl.runtime.program import loads as _loads
 
-    return _loads(text, name, similarity_model=similarity_model, spec_path=spec_path)
+    return _loads(text, name, similarity_model=similarity_model, spec_path=spec_path,
+                  models=models, judge_cache=judge_cache)
 
 
 def __getattr__(name: str):

@@ -317,6 +317,14 @@ program call. Listens on 127.0.0.1 unless --host says otherwise, and elsewhere o
     for command in (score, train, evaluate, test, explain):
         command.add_argument("--similarity-model", metavar="PATH", help="sentence-transformers model "
                              "(local path or hub id) for specs that use similarity()")
+    for command in (score, train, evaluate, ablate, test, explain):
+        command.add_argument("--model-for", action="append", default=[], metavar="NAME=PATH_OR_URL",
+                             help="bind the spec's judge or reward model NAME to a model folder, hub "
+                                  "id or .gguf file, or an OpenAI-compatible server's URL "
+                                  "(http://host:port/v1[?model=M]) (repeatable; also "
+                                  "KDSL_MODEL_NAME)")
+        command.add_argument("--judge-cache", metavar="FILE", help="keep the models' answers in this "
+                             "file, so later runs ask only what is new (also KDSL_JUDGE_CACHE)")
     for command in (score, test, explain):
         command.add_argument("--tokenizer", metavar="PATH", help="transformers tokenizer (local "
                              "path or hub id) for specs that count tokens")
@@ -354,6 +362,18 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         settings["KDSL_SIMILARITY_MODEL"] = args.similarity_model
     if getattr(args, "tokenizer", None):
         settings["KDSL_TOKENIZER"] = args.tokenizer
+    if getattr(args, "model_for", None) or getattr(args, "judge_cache", None):
+        from kdsl.runtime.judging import CACHE_VARIABLE, MODEL_VARIABLE
+
+        for item in args.model_for:
+            name, eq, value = item.partition("=")
+            if not eq or not name.isidentifier() or not value:
+                console.error(f"kdsl {args.command}: error: --model-for takes NAME=PATH_OR_URL, "
+                              f"not `{item}`")
+                return 2
+            settings[MODEL_VARIABLE.format(name.upper())] = value
+        if args.judge_cache:
+            settings[CACHE_VARIABLE] = args.judge_cache
     if getattr(args, "spec_path", None):
         from kdsl.compiler import SPEC_PATH_VARIABLE
 

@@ -15,9 +15,11 @@ import tokenize
 from pathlib import PurePath
 
 from kdsl import __version__
+from kdsl.analysis import demand as demand_analysis
 from kdsl.errors import Span
 from kdsl.ir import (
     EXTRACTOR_OPS,
+    JUDGED_OPS,
     Node,
     ProgramIR,
     TableIR,
@@ -223,6 +225,10 @@ class Generator:
         self.traced_table_rows(w)
         w.blank()
         w.blank()
+        if any(n.op in JUDGED_OPS for n in self.nodes):
+            self.demand(w)
+            w.blank()
+            w.blank()
         w.line("def score(completions, device=None, dtype=torch.float32, tokenizer=None, **columns):")
         w.line('"""Score a batch: a dict of tensors (reward, rule.*, applies.*, level.*, let.*, valid.*)."""',
                indent=1)
@@ -257,6 +263,8 @@ class Generator:
         # phase reads by column name (normalize, math_verify, similarity), so a missing or bad
         # column is reported like any other.
         by_column = {n.attr("column") for n in self.nodes if n.attr("column")}
+        by_column |= {column for n in self.nodes if n.op in JUDGED_OPS
+                      for _, column in n.attr("parts") if column}
         live = {n.id for n in self.nodes}
         inputs = {n.attr("name"): n for n in p.nodes if n.op == "input" and (
             n.id in live or n.attr("name") in by_column)}
@@ -298,6 +306,18 @@ class Generator:
         # tensor phase cannot run on a batch in parts (see execute.run).
         across = any(n.op in ("batch_min", "batch_max", "batch_mean") for n in self.nodes)
         w.line(f"ACROSS_ROWS = {across}")
+        # The models the spec calls, bound when it is loaded, and each value a model gives:
+        # (node, operation, model, criterion, choices, the labels of what it is shown).
+        w.line(f"MODELS = {_lit(tuple((m.name, m.kind) for m in p.models.values()))}")
+        judged = [n for n in self.nodes if n.op in JUDGED_OPS]
+        w.line("JUDGED = (" if judged else "JUDGED = ()")
+        for node in judged:
+            labels = tuple(label for label, _ in node.attr("parts"))
+            w.line(f"({node.id}, {_lit(node.op)}, {_lit(node.attr('model'))}, "
+                   f"{_lit(node.attr('criterion') or '')}, {_lit(tuple(node.attr('choices') or ()))}, "
+                   f"{_lit(labels)}),", node.span, indent=1)
+        if judged:
+            w.line(")")
         # The tensor phase's constants, made into tensors by execute.constants once per device,
         # dtype and batch size (not on every batch); evaluate reads them from `k`.
         w.line("CONSTANTS = (  # (value, integer)")
@@ -340,7 +360,7 @@ class Generator:
         w.line("def extract(texts, env, ex):")
         w.line('"""Text phase: each extractor runs once over the whole batch; results go into env."""',
                indent=1)
-        text_nodes = [n for n in self.nodes if n.is_text_phase]
+        text_nodes = [n for n in self.nodes if n.is_text_phase or n.op in JUDGED_OPS]
         if not text_nodes:
             w.line("return None", indent=1)
             return
@@ -353,6 +373,8 @@ class Generator:
 
     def text_line(self, n: Node) -> str:
         """The line of a text-phase node: its registered call, bound to the node's names."""
+        if n.op in JUDGED_OPS:  # records what the model is shown; the value comes later
+            return OPERATIONS[n.op].emit(n, self)
         call = TEXT_OPERATIONS[n.op].emit(n, self)
         if n.op == "regex":
             return f"{groups_name(n.id)} = {call}"
@@ -491,16 +513,14 @@ class Generator:
         p = self.program
         # Its parameters are the values the columns and the text phase give (`execute.run`
         # passes them by name; columns the text phase reads as text arrive in `_unread`).
-        given = [n for n in self.nodes if n.op in EXTRACTOR_OPS or n.op == "input"]
-        params = ", ".join(["ref", "k", *(_pair(n) for n in given), "**_unread"])
-        self.constant_index = {n.id: i for i, n in enumerate(self._constants())}
+        params = self._given_params()
         w.line(f"def evaluate({params}):")
         w.line('"""Tensor phase: a pure function of tensors, free of Python loops over samples', indent=1)
         w.line('and of host syncs."""', indent=1)
         w.line("dt = ref.dtype", indent=1)
         names = {node.id: name for name, node in p.lets.items()}
         for node in self.nodes:
-            if node.is_text_phase or node.op == "input":
+            if node.is_text_phase or node.op == "input" or node.op in JUDGED_OPS:
                 continue
             code = self.tensor_line(node)
             if node.id in names:
@@ -555,6 +575,81 @@ class Generator:
             w.line(f"out[{_lit('let.' + name)}], out[{_lit('valid.' + name)}] = "
                    f"ops.observe({value_name(node.id)}, {mask_name(node.id)})", indent=1)
         w.line("return out", indent=1)
+
+    def _given_params(self, judged: bool = True) -> str:
+        """The parameters of ``evaluate`` (and, without the ``judged`` values, of ``demand``): the
+        values the columns, the text phase and the models give (``execute.run`` passes them by
+        name; the others arrive in ``_unread``)."""
+        given = [n for n in self.nodes if n.op in EXTRACTOR_OPS or n.op == "input"
+                 or (judged and n.op in JUDGED_OPS)]
+        self.constant_index = {n.id: i for i, n in enumerate(self._constants())}
+        return ", ".join(["ref", "k", *(_pair(n) for n in given), "**_unread"])
+
+    # ---- where judged values are needed ----------------------------------------------------------
+    def demand(self, w: _Writer) -> None:
+        """``demand``: per judged node, the rows where its value can change the reward, from the
+        values that need no model (``kdsl.analysis.demand``); ``kdsl.runtime.judging`` asks the
+        models only there."""
+        p = self.program
+        plan = demand_analysis.plan(p, self.nodes)
+        w.line(f"def demand({self._given_params(judged=False)}):")
+        w.line('"""Where each judged value can change the reward (a bool mask per judged node),', indent=1)
+        w.line('from the values that need no model: a tensor function like evaluate."""', indent=1)
+        w.line("dt = ref.dtype", indent=1)
+        for node in plan.free:
+            if node.is_text_phase or node.op == "input":
+                continue
+            w.line(self.tensor_line(node), node.span, indent=1, site=p.inlined_at.get(node.id))
+        for level, rules in plan.gates:
+            parts = []
+            for rule in rules:
+                when = (f"{value_name(rule.when.id)}, {mask_name(rule.when.id)}"
+                        if rule.when is not None else "None, None")
+                truth, applies = generated_name("t", rule.name), generated_name("a", rule.name)
+                w.line(f"{truth}, {applies} = ops.rule({value_name(rule.body.id)}, "
+                       f"{mask_name(rule.body.id)}, {when}, {_lit(rule.invalid)})", rule.span, indent=1)
+                parts.append(f"({truth}, {applies})")
+            w.line(f"{generated_name('open', level)} = ops.may_open([{', '.join(parts)}], ref)",
+                   indent=1)
+        levels = {rule.level for rule in plan.rules}
+        for level in p.levels:
+            if level.name not in levels:
+                continue
+            gates = [generated_name("open", g) for g in plan.reach[level.name]]
+            reach = " & ".join(gates) if gates else "torch.ones_like(ref, dtype=torch.bool)"
+            if not plan.counted[level.name]:
+                reach = "torch.zeros_like(ref, dtype=torch.bool)  # it weighs nothing"
+            w.line(f"{generated_name('reach', level.name)} = {reach}", level.span, indent=1)
+        for rule in plan.rules:
+            need = generated_name("reach", rule.level)
+            if rule.weight == 0:
+                need = "torch.zeros_like(ref, dtype=torch.bool)"
+            elif rule.when is not None and rule.when.id not in {n.id for n in plan.dependent}:
+                need = (f"{need} & ops.holds({value_name(rule.when.id)}, "
+                        f"{mask_name(rule.when.id)})")
+            w.line(f"{generated_name('need', rule.name)} = {need}", rule.span, indent=1)
+        rules_by_name = {rule.name: rule for rule in plan.rules}
+        for node in plan.dependent:
+            terms = []
+            for c in plan.contributions.get(node.id, []):
+                if c.rule is not None:
+                    source = generated_name("need", c.rule)
+                    if c.when_of:  # a `when` counts wherever its level does
+                        source = generated_name("reach", rules_by_name[c.rule].level)
+                else:
+                    source = f"n{c.parent}"
+                if c.kind == "all":
+                    terms.append(source)
+                elif c.kind in ("and", "or"):
+                    decided = "ops.unless_false" if c.kind == "and" else "ops.unless_true"
+                    terms.append(f"{decided}({source}, {value_name(c.other)}, {mask_name(c.other)})")
+                else:
+                    terms.append(f"ops.unless_branch({source}, {value_name(c.other)}, "
+                                 f"{mask_name(c.other)}, {c.kind == 'then'})")
+            need = " | ".join(terms) if terms else "torch.zeros_like(ref, dtype=torch.bool)"
+            w.line(f"n{node.id} = {need}", node.span, indent=1)
+        judged = ", ".join(f"{n.id}: n{n.id}" for n in plan.judged)
+        w.line(f"return {{{judged}}}", indent=1)
 
     def tensor_line(self, n: Node) -> str:
         out = f"{value_name(n.id)}, {mask_name(n.id)} = "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kdsl.errors import NO_SPAN, Span
+from kdsl.operators import JUDGED_OPS as JUDGED_OPERATIONS
 from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
 from kdsl.types import EnumType, Type
 
@@ -18,6 +19,9 @@ from kdsl.types import EnumType, Type
 # tensor phase.
 TEXT_OPS = frozenset(TEXT_OPERATIONS)
 EXTRACTOR_OPS = frozenset(name for name, op in TEXT_OPERATIONS.items() if op.phase == "value")
+# Operations a model gives the value of (a judge's rubric item, a reward model's score): between
+# the two phases, for the rows where the value can change the reward (`kdsl.runtime.judging`).
+JUDGED_OPS = frozenset(name for name, op in JUDGED_OPERATIONS.items())
 
 # The names generated code gives a node's values. Code generation writes them and `kdsl explain`
 # reads them back from a traced run, so both go through these.
@@ -99,6 +103,15 @@ class SheetCall:
     span: Span
     total: Node
     criteria: tuple[tuple[str, float, Node, Span], ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the spec calls (`judge NAME`, `reward_model NAME`), bound when it is loaded."""
+
+    name: str
+    kind: str  # judge | reward_model
+    span: Span = NO_SPAN
 
 
 @dataclass
@@ -195,6 +208,7 @@ class ProgramIR:
     logic: str
     file: str
     inputs: dict[str, InputSpec] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
     enums: dict[str, EnumType] = field(default_factory=dict)
     outputs: dict[str, Node] = field(default_factory=dict)
     lets: dict[str, Node] = field(default_factory=dict)
@@ -247,6 +261,8 @@ def dump(program: ProgramIR) -> str:
     lines = [f"program {program.name} version {program.version} logic {program.logic}"]
     for spec in program.inputs.values():
         lines.append(f"input {spec.name}: {spec.type}")
+    for model in program.models.values():
+        lines.append(f"{model.kind} {model.name}")
     for node in program.live_nodes():
         args = ", ".join(repr(a) for a in node.args)
         attrs = " ".join(f"{k}={format_attr(v)}" for k, v in node.attrs)

@@ -5,7 +5,9 @@ none of them has a case of its own for it:
 
 - ``phase``: ``"span"`` (text phase: it finds character spans: the completion, a tag, a regex and
   its groups), ``"value"`` (text phase: it reads a value and a validity mask out of spans, the
-  boundary to the tensor phase) or ``"tensor"`` (torch over the batch);
+  boundary to the tensor phase), ``"judged"`` (a model's value, asked for between the phases
+  where it can change the reward; its text-phase line records what the model is shown) or
+  ``"tensor"`` (torch over the batch);
 - ``emit``: the call the generated module makes, given the node and what code generation offers
   (``Operands``: literals, its operands' generated names);
 - ``runtime``: the functions that call may use: methods of ``kdsl.runtime.execute.Extraction``
@@ -79,7 +81,7 @@ class Words(Protocol):
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    phase: Literal["span", "value", "tensor"]
+    phase: Literal["span", "value", "judged", "tensor"]
     emit: Callable[[Node, Operands], str]
     runtime: tuple[str, ...]
     value_range: Callable[[Node, Ranges], Interval | None]
@@ -342,5 +344,36 @@ _TENSOR_ENTRIES = (
           ("matched_boxes",), _always(COUNT)),
 )
 
-OPERATIONS: dict[str, OpDef] = {op.name: op for op in (*_TEXT_ENTRIES, *_TENSOR_ENTRIES)}
-TEXT_OPS: dict[str, OpDef] = {name: op for name, op in OPERATIONS.items() if op.phase != "tensor"}
+# ---- values a model gives, between the two phases -----------------------------------------------
+def _show(n: Node, o: Operands) -> str:
+    """The text phase's line for a judged value: what the model is shown, part by part (a text
+    of the completion, or a `str` column), recorded for ``kdsl.runtime.judging`` to ask about."""
+    parts, position = [], 0
+    for label, column in n.attr("parts"):
+        if column:
+            texts = f"ex.column_texts({o.lit(column)})"
+        else:
+            texts = f"ex.span_texts({o.spans(n, position)})"
+            position += 1
+        parts.append(f"({o.lit(label)}, {texts})")
+    return f"ex.show({n.id}, ({', '.join(parts)},))"
+
+
+def _not_judged(n: Node, say: Words) -> str:
+    model = n.attr("model")
+    if n.op == "rubric":
+        return (f"`{model}` gave no grade: it was not asked (the grade could not change the "
+                "reward), or it failed or answered outside the choices")
+    return f"`{model}` gave no score: it was not asked (the score could not change the reward), or it failed"
+
+
+_JUDGED_ENTRIES = (
+    OpDef("rubric", "judged", _show, ("show",), _always(TRUTH), _not_judged),
+    OpDef("rm_score", "judged", _show, ("show",), _always(EVERYTHING), _not_judged),
+)
+
+OPERATIONS: dict[str, OpDef] = {op.name: op for op in (*_TEXT_ENTRIES, *_TENSOR_ENTRIES,
+                                                        *_JUDGED_ENTRIES)}
+TEXT_OPS: dict[str, OpDef] = {name: op for name, op in OPERATIONS.items()
+                              if op.phase in ("span", "value")}
+JUDGED_OPS: dict[str, OpDef] = {name: op for name, op in OPERATIONS.items() if op.phase == "judged"}

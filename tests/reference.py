@@ -64,12 +64,17 @@ class Reference:
         self.defs = {d.name: d for d in self.spec.defs}
         self.tables = {t.name: t for t in self.spec.tables}
         self.definitions = {d.name: d.value for d in (*self.spec.outputs, *self.spec.lets)}
+        self.model_kinds = {m.name: m.kind for m in self.spec.models}
+        self.models: dict = {}  # name -> a Python judge (messages -> answer) or reward model
 
     # ---- a batch -------------------------------------------------------------------------------
-    def score_batch(self, completions: list[str], rows: list[dict], similarity_model=None) -> list[dict]:
-        """Score each sample; ``batch_min`` and friends see the whole batch."""
+    def score_batch(self, completions: list[str], rows: list[dict], similarity_model=None,
+                    models: dict | None = None) -> list[dict]:
+        """Score each sample; ``batch_min`` and friends see the whole batch. ``models`` are
+        Python judges and reward models by name, asked about every sample."""
         self.batch = list(zip(completions, rows))
         self.similarity_model = similarity_model
+        self.models = models or {}
         try:
             return [self.score(c, r) for c, r in self.batch]
         finally:
@@ -220,6 +225,12 @@ class Reference:
             return self.arith(e.op, self.evaluate(e.left, local, soft), self.evaluate(e.right, local, soft))
         if isinstance(e, ast.Compare):
             values = [self.evaluate(x, local, soft) for x in e.operands]
+            for i, x in enumerate(e.operands):  # a grade against one of its choices, by name
+                if isinstance(x, ast.String):
+                    for j in (i - 1, i + 1):
+                        choices = self.grade_choices(e.operands[j]) if 0 <= j < len(values) else None
+                        if choices:
+                            values[i] = choices.index(x.value) / (len(choices) - 1)
             result = None
             for op, a, b in zip(e.ops, values, values[1:]):
                 truth = self.compare(op, a, b, soft)
@@ -415,8 +426,39 @@ class Reference:
             return x + y - x * y
         return self.lift2(a, b, apply)
 
+    def grade_choices(self, expr: ast.Expr) -> tuple[str, ...] | None:
+        """The choices of the judge call ``expr`` is (directly or through a let), else None."""
+        while isinstance(expr, ast.Name) and expr.id in self.definitions:
+            expr = self.definitions[expr.id]
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and \
+                self.model_kinds.get(expr.func.id) == "judge":
+            given = {k.name: k.value for k in expr.kwargs}.get("choices")
+            return tuple(given.values) if given is not None else ("no", "yes")
+        return None
+
+    def judged(self, name: str, e: ast.Call, local: dict, soft):
+        """A judge's grade (the place of its exact answer among the choices, 0 to 1) or a reward
+        model's score, of the texts the call shows; None where a text is missing."""
+        kind = self.model_kinds[name]
+        shown = e.args[1:] if kind == "judge" else e.args
+        texts = [self.reference_text(a, local, soft) for a in shown]
+        if any(t is None for t in texts):
+            return None
+        if kind == "reward_model":
+            return float(self.models[name]([tuple(texts)])[0])
+        from kdsl.runtime.judging import judge_messages  # the documented prompt, a data format
+
+        labels = [a.id if isinstance(a, ast.Name) else f"text {i}" for i, a in enumerate(shown, 1)]
+        choices = self.grade_choices(e)
+        answer = str(self.models[name](judge_messages(e.args[0].value.strip(), list(zip(labels, texts)),
+                                                      choices))).strip()
+        folded = [c.lower() for c in choices]
+        return folded.index(answer.lower()) / (len(choices) - 1) if answer.lower() in folded else None
+
     def call(self, e: ast.Call, local: dict, soft: float | None):  # noqa: C901 - one case per builtin
         name = e.func.id if isinstance(e.func, ast.Name) else None
+        if name in self.model_kinds:
+            return self.judged(name, e, local, soft)
         if name in self.defs:
             d = self.defs[name]
             bound = {p.name: self.evaluate(a, local, soft) for p, a in zip(d.params, e.args)}

@@ -132,14 +132,23 @@ def test_every_builtin_has_an_entry_with_every_part():
 def test_every_operation_has_an_entry_with_every_part():
     for name, op in OPERATIONS.items():
         assert isinstance(op, OpDef) and op.name == name
-        assert op.phase in ("span", "value", "tensor")
+        assert op.phase in ("span", "value", "judged", "tensor")
         where = ops if op.phase == "tensor" else Extraction
         for function in op.runtime:
             assert callable(getattr(where, function, None)), f"{name}: no {where.__name__}.{function}"
         assert op.runtime or name == "regex_group"  # a group is an element of its regex's result
         assert len(inspect.signature(op.value_range).parameters) == 2  # the node, its operands' ranges
         assert op.missing is None or callable(op.missing)
-    assert set(TEXT_OPS) == {name for name, op in OPERATIONS.items() if op.phase != "tensor"}
+    assert set(TEXT_OPS) == {name for name, op in OPERATIONS.items() if op.phase in ("span", "value")}
+    # A judged value's line records what its model is shown (tests/test_judged.py runs them).
+    from tests.test_judged import SPEC as JUDGED
+
+    program = check_source(JUDGED, "t.kd").program
+    generator = Generator(program)
+    judged = [n for n in program.live_nodes() if n.op in OPERATIONS and OPERATIONS[n.op].phase == "judged"]
+    assert {n.op for n in judged} == {name for name, op in OPERATIONS.items() if op.phase == "judged"}
+    for node in judged:
+        assert re.findall(r"\bex\.(\w+)\(", generator.text_line(node))[0] == "show"
     # The samples reach every text operation but two conversions, which `as` makes (test_program).
     reached = {n.op for sample in SAMPLES.values()
                for n in check_source(_spec(sample), "t.kd").program.live_nodes()}

@@ -309,6 +309,14 @@ class Advantage(Node):
 
 
 @dataclass(frozen=True)
+class ModelDecl(Node):
+    """`judge NAME` or `reward_model NAME`: a model the spec calls, bound when it is loaded."""
+
+    kind: str  # judge | reward_model
+    name: str
+
+
+@dataclass(frozen=True)
 class Mask(Node):
     mode: str  # after | before
     marker: str
@@ -359,6 +367,7 @@ class Spec(Node):
     advantage: Advantage | None = None
     masks: tuple[Mask, ...] = ()
     examples: tuple[Example, ...] = ()
+    models: tuple[ModelDecl, ...] = ()
     file: str = "<string>"
 
 

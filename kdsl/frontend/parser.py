@@ -86,7 +86,7 @@ _KEYWORDS = frozenset({
     "and", "or", "not", "in", "as", "if", "then", "else", "when", "soft", "weight", "on", "invalid",
     "rule", "level", "gate", "let", "def", "table", "input", "output", "enum", "import", "spec",
     "version", "advantage", "mask", "example", "expect", "tag", "regex", "within", "first", "last",
-    "only", "true", "false",
+    "only", "true", "false", "judge", "reward_model",
 })
 # Named by Lark; the anonymous multi-character operators (`**`, `..`, `+-`) are told by their text.
 _OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "CMP_OP", "AND", "OR", "IN",
@@ -326,7 +326,7 @@ class _Builder(Transformer):
         name, version, logic, header_span = header
         groups: dict[str, list] = {k: [] for k in (
             "imports", "enums", "inputs", "outputs", "lets", "defs", "tables", "levels", "masks",
-            "examples")}
+            "examples", "models")}
         advantage = None
         for item in statements:
             if isinstance(item, ast.Import):
@@ -351,6 +351,8 @@ class _Builder(Transformer):
                 groups["masks"].append(item)
             elif isinstance(item, ast.Example):
                 groups["examples"].append(item)
+            elif isinstance(item, ast.ModelDecl):
+                groups["models"].append(item)
             elif isinstance(item, ast.Advantage):
                 if advantage is not None:
                     raise _SpecError("KD012", "a spec has at most one `advantage` statement", item.span)
@@ -606,6 +608,12 @@ class _Builder(Transformer):
     def setting(self, meta, name, value):
         value = value.value if isinstance(value, ast.Number) else str(value)
         return ast.Setting(str(name), value, span=self.s(meta))
+
+    def judge_decl(self, meta, name):
+        return ast.ModelDecl("judge", str(name), span=self.s(meta))
+
+    def reward_model_decl(self, meta, name):
+        return ast.ModelDecl("reward_model", str(name), span=self.s(meta))
 
     def mask_stmt(self, meta, mode, marker):
         if str(mode) not in ("after", "before"):

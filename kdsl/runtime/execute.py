@@ -112,7 +112,8 @@ def prepare_columns(module, columns: Mapping, n: int, ref: torch.Tensor, interne
 def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=torch.float32,
         tokenizer=None, evaluate=None, spans: dict | None = None,
         trace: dict | None = None, problems: list | None = None,
-        similarity_model=None, invalid: col.InvalidValues | None = None) -> dict[str, torch.Tensor]:
+        similarity_model=None, invalid: col.InvalidValues | None = None,
+        judging=None) -> dict[str, torch.Tensor]:
     """Score one batch with a compiled program module (or its globals); returns the dict of
     ``module.evaluate`` (or of ``evaluate``, a compiled version of it). If ``spans`` is a dict, it
     receives the character spans of the outputs that rules act ``on``: name -> per completion
@@ -152,6 +153,7 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
     with spec_lines(module):
         if trace is None:
             module.extract(texts, env, extraction)
+            _judge(module, env, extraction, judging, ref, None)
             if evaluate is not None:  # compiled: one fused pass over the whole batch
                 out = evaluate(**env)
             else:
@@ -160,6 +162,7 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         else:  # every local of both phases goes into the trace; the generated code has no hook
             with keeping_locals(trace, module.extract, module.evaluate):
                 module.extract(texts, env, extraction)
+                _judge(module, env, extraction, judging, ref, trace)
                 out = module.evaluate(**env)
             trace["table_rows"] = module.traced_table_rows(trace)
         if spans is not None:
@@ -172,6 +175,19 @@ def run(module, completions: Sequence, columns: Mapping, *, device=None, dtype=t
         trace["texts"] = texts
         trace["strings"] = list(interner.ids)  # ids are given in insertion order
     return out
+
+
+def _judge(module, env: dict, extraction: Extraction, judging, ref, trace: dict | None) -> None:
+    """Between the phases: the values the spec's models give, asked for where they can change
+    the reward (``kdsl.runtime.judging``)."""
+    if not getattr(module, "JUDGED", ()):
+        return
+    from kdsl.runtime import judging as judged
+
+    if judging is None:  # a module run on its own: models and cache from the environment
+        judging = judged.Judging(cache=judged.cache_from_environment())
+    need = module.demand(**env)
+    judging.fill(module, env, extraction.shown, need, ref, trace)
 
 
 # The tag code generation gives a statement: `  # spec.kd:30` (or `  # spec.kd:30 <- def at ...`)
@@ -341,6 +357,11 @@ class Extraction:
         self.similarity_model = similarity_model
         self.kept_spans: dict[str, list] = {}
         self._column_texts: dict[str, list] = {}
+        self.shown: dict[int, list] = {}  # judged node -> [(label, text per row or None)]
+
+    def show(self, node: int, parts) -> None:
+        """What a model is shown for a judged value, part by part (``kdsl.runtime.judging``)."""
+        self.shown[node] = list(parts)
 
     def keep_spans(self, spans: dict[str, list]) -> None:
         self.kept_spans.update(spans)

@@ -523,3 +523,34 @@ GATE_TOLERANCE = 1e-6
 def gate(score: Tensor) -> Tensor:
     """1 where a gate level is fully satisfied, else 0."""
     return (score >= 1.0 - GATE_TOLERANCE).to(score.dtype)
+
+
+# ---- where a judged value can change the reward (the generated `demand`) ---------------------------
+def may_open(parts: list[tuple[Tensor, Tensor]], ref: Tensor) -> Tensor:
+    """Whether a gate level can still be open: no applicable rule of it that needs no model is
+    below 1 (such a rule closes the gate whatever the models say)."""
+    closed = torch.zeros_like(ref, dtype=torch.bool)
+    for t, a in parts:
+        closed = closed | (a & (t < 1.0 - GATE_TOLERANCE))
+    return ~closed
+
+
+def holds(w: Tensor, mw: Tensor) -> Tensor:
+    """Where a `when` holds (valid and at least 0.5), as ``rule`` reads it."""
+    return mw & (w >= 0.5)
+
+
+def unless_false(need: Tensor, x: Tensor, m: Tensor) -> Tensor:
+    """``need``, except where the other operand of an `and` is a known false."""
+    return need & ~(m & (x == 0))
+
+
+def unless_true(need: Tensor, x: Tensor, m: Tensor) -> Tensor:
+    """``need``, except where the other operand of an `or` is a known true."""
+    return need & ~(m & (x == 1))
+
+
+def unless_branch(need: Tensor, c: Tensor, mc: Tensor, then: bool) -> Tensor:
+    """``need`` for a branch of an `if`, except where the known condition takes the other one."""
+    other = (c < 0.5) if then else (c >= 0.5)
+    return need & ~(mc & other)

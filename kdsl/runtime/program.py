@@ -107,6 +107,34 @@ class Program:
         self._evaluate = None  # a torch.compile'd tensor phase, once compile() is called
         # What backs similarity(): a sentence-transformers path or hub id, or a loaded model.
         self.similarity_model = None
+        # The models the spec calls (`judge` and `reward_model`), their answers and counts.
+        from kdsl.runtime.judging import Judging, cache_from_environment
+
+        self.judging = Judging(cache=cache_from_environment())
+
+    @property
+    def models(self) -> dict:
+        """What each model the spec calls is bound to (name -> path, URL, callable, ...)."""
+        return self.judging.models
+
+    def bind(self, **models) -> Program:
+        """Bind the spec's judges and reward models by name (see ``kdsl.runtime.judging``)."""
+        unknown = sorted(set(models) - set(self.ir.models))
+        if unknown:
+            from kdsl.errors import did_you_mean
+
+            known = ", ".join(self.ir.models) or "none"
+            raise KdslError(f"{self.ir.name} calls no model `{unknown[0]}`"
+                            f"{did_you_mean(unknown[0], self.ir.models)}; it calls: {known}")
+        self.judging.models.update(models)
+        self.judging._backends.clear()
+        return self
+
+    @property
+    def judge_stats(self):
+        """What the models were asked, answered from the cache, skipped and failed so far
+        (``kdsl.runtime.judging.JudgeStats``)."""
+        return self.judging.stats
 
     @property
     def name(self) -> str:
@@ -144,7 +172,8 @@ class Program:
 
         return execute.run(self.module, completions, columns, device=device, dtype=dtype,
                            tokenizer=tokenizer, evaluate=self._evaluate,
-                           similarity_model=self.similarity_model, invalid=invalid)
+                           similarity_model=self.similarity_model, invalid=invalid,
+                           judging=self.judging)
 
     def score(self, completions: Sequence, *, device=None, dtype=torch.float32, tokenizer=None,
               invalid=None, **columns) -> Scores:
@@ -156,7 +185,8 @@ class Program:
         spans: dict[str, list] = {}
         out = execute.run(self.module, completions, columns, device=device, dtype=dtype,
                           tokenizer=tokenizer, evaluate=self._evaluate, spans=spans,
-                          similarity_model=self.similarity_model, invalid=invalid)
+                          similarity_model=self.similarity_model, invalid=invalid,
+                          judging=self.judging)
         scores = Scores.from_outputs(out)
         scores.spans = spans
         return scores
@@ -199,24 +229,32 @@ class Program:
 
 
 def loads(text: str, name: str = "<string>", *, similarity_model=None,
-          spec_path: Sequence[str | Path] = ()) -> Program:
+          spec_path: Sequence[str | Path] = (), models: dict | None = None,
+          judge_cache: str | Path | None = None) -> Program:
     """Parse, check and compile spec text. Errors raise ``KdslError`` with every problem found.
     ``similarity_model`` backs ``similarity()`` (a sentence-transformers path or hub id, or a
     loaded model); it can also be set later as ``program.similarity_model``. ``spec_path`` adds
-    folders that imports may come from (as ``--spec-path`` and ``KDSL_PATH`` do)."""
+    folders that imports may come from (as ``--spec-path`` and ``KDSL_PATH`` do). ``models``
+    binds the spec's judges and reward models by name (``program.bind``), ``judge_cache`` is a
+    file that keeps their answers across runs (``KDSL_JUDGE_CACHE``)."""
     ir, warnings = compile_ir(text, name, spec_path)
     if not ir.levels:
         raise KdslError(f"{ir.name} has no levels, so there is nothing to score; add a `level` "
                         "with rules", Span(name, 1, 1))
     program = Program(ir, warnings)
     program.similarity_model = similarity_model
+    if judge_cache is not None:
+        from kdsl.runtime.judging import JudgeCache
+
+        program.judging.cache = JudgeCache(path=judge_cache)
+    program.bind(**(models or {}))
     return program
 
 
-def load(path: str | Path, *, similarity_model=None,
-         spec_path: Sequence[str | Path] = ()) -> Program:
+def load(path: str | Path, *, similarity_model=None, spec_path: Sequence[str | Path] = (),
+         models: dict | None = None, judge_cache: str | Path | None = None) -> Program:
     """Parse, check and compile a ``.kd`` file (imports resolve beside it, in ``spec_path`` and
-    ``KDSL_PATH`` folders, then in the library)."""
+    ``KDSL_PATH`` folders, then in the library); ``models`` and ``judge_cache`` as for ``loads``."""
     path = Path(path)
     return loads(read_spec_file(path), str(path), similarity_model=similarity_model,
-                 spec_path=spec_path)
+                 spec_path=spec_path, models=models, judge_cache=judge_cache)

@@ -7,11 +7,12 @@ from kdsl import types as T
 from kdsl import units
 from kdsl.errors import did_you_mean
 from kdsl.frontend import ast
-from kdsl.ir import Node, SheetCall, TableIR
+from kdsl.ir import ModelSpec, Node, SheetCall, TableIR
 from kdsl.semantic.builtins import BUILTINS, Call
 from kdsl.semantic.scope import Context, Failed, Scope, plural
 from kdsl.types import Type
 
+DEFAULT_CHOICES = ("no", "yes")  # a judge's choices when the spec gives none
 MAX_CALL_NOTES = 8  # "in `f`, called at ..." notes on one error, innermost first
 
 
@@ -42,6 +43,8 @@ class CallLowering:
             return self.call_table(scope.tables[name], e, ctx)
         if not prefix and name in BUILTINS:
             return self.call_builtin(name, e, ctx)
+        if not prefix and scope is self.scope and name in self.program.models:
+            return self.call_model(self.program.models[name], e, ctx)
         candidates = [prefix + c for c in (*scope.defs, *scope.tables)]
         if not prefix:
             candidates += BUILTINS
@@ -160,6 +163,66 @@ class CallLowering:
         if node.op == "input" and node.type.kind == "str":
             return (), node.attr("name")
         raise self.error("KD085", f"{wanted}, not {node.type}", expr.span)
+
+    def call_model(self, model: ModelSpec, e: ast.Call, ctx: Context) -> Node:
+        """A judge's rubric item, `judge("criterion", text, ..., choices = "no" | "yes")`, a truth
+        in 0..1 (the choices evenly spaced from worst to best); or a reward model's score of a
+        text or a pair of texts, `preference(text)`, a number."""
+        name = model.name
+        if model.kind == "judge":
+            usage = f'`{name}("the criterion", text, ..., choices = "no" | "partly" | "yes")`'
+            if not e.args or not isinstance(e.args[0], ast.String) or not e.args[0].value.strip():
+                raise self.error("KD101", f"a judge grades a criterion written as a string first: {usage}",
+                                 e.args[0].span if e.args else e.span)
+            criterion, shown = e.args[0].value.strip(), e.args[1:]
+            if not shown:
+                raise self.error("KD101", f"`{name}` is shown no text to grade: give the parts of the "
+                                 f"completion (and `str` inputs) after the criterion, {usage}", e.span)
+            choices: tuple[str, ...] = DEFAULT_CHOICES
+            for kw in e.kwargs:
+                if kw.name != "choices":
+                    raise self.error("KD101", f"a judge takes one setting, `choices`, not `{kw.name}`"
+                                     f"{did_you_mean(kw.name, ('choices',))}", kw.span)
+                choices = self.judge_choices(kw.value)
+        else:
+            usage = f"`{name}(text)` or `{name}(prompt, text)`"
+            if e.kwargs:
+                raise self.error("KD101", f"a reward model takes no settings: {usage}", e.kwargs[0].span)
+            if not 1 <= len(e.args) <= 2:
+                raise self.error("KD101", f"a reward model scores one text or a pair: {usage}", e.span)
+            shown = e.args
+        operands: list[Node] = []
+        parts: list[tuple[str, str | None]] = []
+        for position, arg in enumerate(shown, 1):
+            nodes, column = self.text_or_column(
+                arg, ctx, f"`{name}` is shown text from the completion or a `str` input column")
+            operands.extend(nodes)
+            label = arg.id if isinstance(arg, ast.Name) else f"text {position}"
+            if any(label == seen for seen, _ in parts):
+                label = f"{label} ({position})"
+            parts.append((label, column))
+        if model.kind == "judge":
+            return self.node("rubric", tuple(operands), T.BOOL, e.span, model=name,
+                             criterion=criterion, choices=choices, parts=tuple(parts))
+        return self.node("rm_score", tuple(operands), T.FLOAT, e.span, model=name, parts=tuple(parts))
+
+    def judge_choices(self, expr: ast.Expr) -> tuple[str, ...]:
+        """`choices = "no" | "partly" | "yes"`: at least two distinct words, worst first."""
+        values = (expr.values if isinstance(expr, ast.Strings) else
+                  (expr.value,) if isinstance(expr, ast.String) else None)
+        if values is None:
+            raise self.error("KD102", 'a judge\'s choices are strings from worst to best, '
+                             'e.g. `choices = "no" | "partly" | "yes"`', expr.span)
+        choices = tuple(v.strip() for v in values)
+        if len(choices) < 2:
+            raise self.error("KD102", "a judge needs at least two choices to grade with", expr.span)
+        if any(not c for c in choices):
+            raise self.error("KD102", "a judge's choice cannot be empty", expr.span)
+        folded = [c.casefold() for c in choices]
+        for i, c in enumerate(folded):
+            if c in folded[:i]:
+                raise self.error("KD102", f'the choice "{choices[i]}" is listed twice', expr.span)
+        return choices
 
     @staticmethod
     def literal_number(expr: ast.Expr, ctx: Context) -> float | None:

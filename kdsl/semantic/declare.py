@@ -7,7 +7,7 @@ from kdsl import types as T
 from kdsl import units
 from kdsl.errors import DiagnosticSink, Span, did_you_mean
 from kdsl.frontend import ast
-from kdsl.ir import InputSpec, ProgramIR, TableColumn, TableIR
+from kdsl.ir import InputSpec, ModelSpec, ProgramIR, TableColumn, TableIR
 from kdsl.semantic.scope import SCALAR_TYPE_NAMES, Scope, enum_named, not_a_member, table_rows
 from kdsl.types import EnumType, Type
 
@@ -47,6 +47,16 @@ class NameResolution:
                 continue
             seen[name] = decl
             self.variables[name] = decl
+        for model in spec.models:
+            if model.name in seen or model.name in self.program.models:
+                first = seen.get(model.name) or self.program.models[model.name]
+                self.sink.error("KD032", f"`{model.name}` is also defined at line {first.span.line}",
+                                model.span)
+                continue
+            if model.name in self.scope.imports:
+                self.sink.error("KD032", f"`{model.name}` is already the name of an import", model.span)
+                continue
+            self.program.models[model.name] = ModelSpec(model.name, model.kind, model.span)
         for decl in spec.inputs:
             type_ = self.resolve_type(decl.type)
             unit = self.declared_unit(decl.type.unit, type_, decl.span)

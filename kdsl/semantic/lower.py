@@ -241,6 +241,11 @@ class Lowering(CallLowering, UnitLowering):
         hint_text = ""
         if e.id in ctx.scope.defs or e.id in ctx.scope.tables or e.id in BUILTINS:
             hint_text = f"; `{e.id}` is a function: call it with arguments"
+        if ctx.scope is self.scope and e.id in self.program.models:
+            model = self.program.models[e.id]
+            usage = (f'{e.id}("criterion", text, ...)' if model.kind == "judge" else f"{e.id}(text)")
+            raise self.error("KD101", f"`{e.id}` is a {'judge' if model.kind == 'judge' else 'reward model'}, "
+                             f"not a value: call it, `{usage}`", e.span)
         raise self.error("KD066", f"unknown name `{e.id}`{did_you_mean(e.id, names + members)}{hint_text}",
                          e.span)
 
@@ -506,6 +511,7 @@ class Lowering(CallLowering, UnitLowering):
             name == "completion")
 
     def compare(self, op: str, left: Node, right: Node, span: Span, ctx: Context) -> Node:
+        left, right = self._grades(left, right)
         left, right = self._unify_text(left, right, ctx, span)
         kinds = {left.type.kind, right.type.kind}
         name = _CMP_OPS[op]
@@ -533,6 +539,32 @@ class Lowering(CallLowering, UnitLowering):
         left, right, shape = self.broadcast(left, right, span)
         out = T.BOOL if not shape.extra_dims else Type(shape.kind, size=shape.size, element="bool")
         return self.node(name, (left, right), out, span, soft=float(ctx.soft or 0.0))
+
+    def _grades(self, left: Node, right: Node) -> tuple[Node, Node]:
+        """A judge's grade compared with one of its choices (`grade >= "partly"`) is compared with
+        that choice's value; compared with a number outside 0..1 it could never be told apart."""
+        pair = [left, right]
+        for i in (0, 1):
+            grade, other = pair[i], pair[1 - i]
+            if grade.op != "rubric":
+                continue
+            choices = grade.attr("choices")
+            shown = ", ".join(f'"{c}"' for c in choices)
+            if other.op == "str_const":
+                word = other.attr("value").strip().casefold()
+                folded = [c.casefold() for c in choices]
+                if word not in folded:
+                    raise self.error("KD103", f'"{other.attr("value")}" is not a choice of this '
+                                     f"`{grade.attr('model')}` item; its choices are {shown}", other.span)
+                pair[1 - i] = self.node("const", (), T.FLOAT, other.span,
+                                        value=folded.index(word) / (len(choices) - 1))
+            elif other.op == "const" and other.type.kind in ("float", "int") and \
+                    not 0.0 <= other.attr("value") <= 1.0:
+                raise self.error("KD103", f"a `{grade.attr('model')}` grade is a number from 0 "
+                                 f'("{choices[0]}") to 1 ("{choices[-1]}"), never '
+                                 f"{other.attr('value'):g}: compare it with a number in 0..1 or a "
+                                 f"choice ({shown})", other.span)
+        return pair[0], pair[1]
 
     def _unify_text(self, left: Node, right: Node, ctx: Context, span: Span) -> tuple[Node, Node]:
         """Text compared with a typed value is parsed as that type (`answer == label`)."""

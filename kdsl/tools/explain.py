@@ -128,7 +128,7 @@ def explain(program: Program, completion, columns: dict, *, tokenizer=None) -> d
     batch = {name: [columns.get(name)] for name in program.input_names}
     trace: dict = {}
     out = execute.run(program.module, [text], batch, tokenizer=tokenizer, trace=trace,
-                      similarity_model=program.similarity_model)
+                      similarity_model=program.similarity_model, judging=program.judging)
     return _Explainer(program.ir, trace, Scores.from_outputs(out)).explanation()
 
 

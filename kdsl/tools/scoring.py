@@ -114,6 +114,7 @@ class ChunkResult:
     messages: list[list[str]]  # the problems of the first bad rows, rendered, one list a row
     totals: Totals
     invalid: object = None  # columns.InvalidValues of the chunk, rows counted from its start
+    judges: object = None  # judging.JudgeStats of the chunk: what its models were asked
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Summary:
     rules: dict[str, dict]  # name -> {"level", "applied", "rate"}
     missing: dict[str, int]  # input -> good rows without a value (absent or null)
     invalid: object = None  # columns.InvalidValues: per column, missing and non-finite values
+    judges: object = None  # judging.JudgeStats: what the spec's models were asked, per model
 
     @property
     def rows_per_second(self) -> float:
@@ -139,7 +141,8 @@ class Summary:
         return {"source": self.source, "rows": self.rows, "scored": self.scored, "bad": self.bad,
                 "seconds": round(self.seconds, 3), "mean_reward": self.mean_reward,
                 "levels": self.levels, "rules": self.rules, "missing": self.missing,
-                "invalid": self.invalid.as_dict() if self.invalid else {}}
+                "invalid": self.invalid.as_dict() if self.invalid else {},
+                "models": self.judges.as_dict() if self.judges else {}}
 
     def render(self) -> str:
         def number(value, digits=4):
@@ -151,6 +154,9 @@ class Summary:
         if self.invalid:
             lines.append("invalid values, scored as invalid (--strict makes their rows bad rows):")
             lines += [f"  {line}" for line in self.invalid.lines()]
+        if self.judges and self.judges.models:
+            lines.append("models (asked only where a value could change the reward):")
+            lines += [f"  {line}" for line in self.judges.lines()]
         width = max([len("level")] + [len(name) for name in self.levels])
         lines += ["", f"{'level':<{width}}  {'mean':>8}"]
         lines += [f"{name:<{width}}  {number(value):>8}" for name, value in self.levels.items()]
@@ -251,12 +257,20 @@ class ChunkScorer:
     # -- scoring --
     def score(self, chunk: Chunk) -> ChunkResult:
         from kdsl.runtime import columns as col
+        from kdsl.runtime.judging import JudgeStats
 
         problems: dict[int, list[tuple[str | None, str]]] = {}
         columns, texts = self.reader.read(chunk, problems)
         n = len(texts)
         invalid = col.InvalidValues(keep=None if self.job.strict else col.FIRST_ROWS)
-        values, applies = evaluate_rows(self.program, texts, columns, problems, self.job.strict, invalid)
+        judging = self.program.judging
+        kept, judging.stats = judging.stats, JudgeStats()  # this chunk's, for the summary
+        try:
+            values, applies = evaluate_rows(self.program, texts, columns, problems, self.job.strict,
+                                            invalid)
+        finally:
+            judges, judging.stats = judging.stats, kept
+            kept.merge(judges)
         bad = np.zeros(n, dtype=bool)
         if problems:
             bad[list(problems)] = True
@@ -270,7 +284,7 @@ class ChunkScorer:
         if self.job.strict:
             invalid.keep_first()  # only the first rows travel back to the summary
         return ChunkResult(chunk.first_row, n, chunk.size, output, len(problems), messages, totals,
-                           invalid)
+                           invalid, judges)
 
     def _totals(self, values, applies, bad, columns) -> Totals:
         levels = len(self.levels)
@@ -410,7 +424,7 @@ def evaluate_rows(program, texts: list[str], columns: dict, problems: dict, stri
         out = execute.run(program.module, texts, columns, problems=column_problems,
                           evaluate=getattr(program, "_evaluate", None),
                           similarity_model=getattr(program, "similarity_model", None),
-                          invalid=invalid)
+                          invalid=invalid, judging=getattr(program, "judging", None))
     for i, name, message in column_problems:
         problems.setdefault(i, []).append((name, message))
     if strict:
@@ -577,8 +591,10 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     bar = None
     totals = Totals.zero(len(scorer.levels), len(scorer.rules), len(scorer.inputs))
     from kdsl.runtime.columns import InvalidValues
+    from kdsl.runtime.judging import JudgeStats
 
     invalid = InvalidValues()
+    judges = JudgeStats()
     rows = bad = shown = 0
 
     def start_bar() -> None:
@@ -595,6 +611,8 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
         totals.add(result.totals)
         if result.invalid:
             invalid.merge(result.invalid, result.first_row)
+        if result.judges is not None:
+            judges.merge(result.judges)
         for messages in result.messages[:SHOWN_PROBLEMS - shown]:
             for message in messages:
                 report(message)
@@ -644,7 +662,9 @@ def score_file(program, data: str | Path, *, out: str | Path | None = None,
     if bad > shown:
         report(f"{source.name}: {bad - shown:,} more bad rows not shown ({bad:,} in all); each is in the "
                "output with its `error`")
-    return _summary(scorer, source.name, rows, bad, totals, time.perf_counter() - started, invalid)
+    summary = _summary(scorer, source.name, rows, bad, totals, time.perf_counter() - started, invalid)
+    summary.judges = judges
+    return summary
 
 
 def _summary(scorer: ChunkScorer, source: str, rows: int, bad: int, totals: Totals,

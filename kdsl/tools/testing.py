@@ -550,7 +550,7 @@ def _table_rows(suite: Suite) -> tuple[dict, dict]:
     trace: dict = {}
     columns = {name: [c.columns.get(name) for c in cases] for name in program.input_names}
     execute.run(program.module, [c.completion for c in cases], columns, trace=trace,
-                similarity_model=program.similarity_model)
+                similarity_model=program.similarity_model, judging=program.judging)
     for name, decided_by, _call in trace.get("table_rows", []):
         if name in rows:  # a call of this spec's own table, once per call site
             for index in decided_by.reshape(-1).tolist():  # per sample, or per pixel
