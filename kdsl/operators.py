@@ -77,6 +77,8 @@ class Words(Protocol):
 
     def where(self, node: Node) -> str: ...  # " in `...` (line N)" where the value was lost inside
 
+    def asked(self, node: Node) -> dict | None: ...  # what a judged value's model was asked and said
+
 
 @dataclass(frozen=True)
 class OpDef:
@@ -360,11 +362,13 @@ def _show(n: Node, o: Operands) -> str:
 
 
 def _not_judged(n: Node, say: Words) -> str:
-    model = n.attr("model")
-    if n.op == "rubric":
-        return (f"`{model}` gave no grade: it was not asked (the grade could not change the "
-                "reward), or it failed or answered outside the choices")
-    return f"`{model}` gave no score: it was not asked (the score could not change the reward), or it failed"
+    model, what = n.attr("model"), ("grade" if n.op == "rubric" else "score")
+    record = say.asked(n) or {}
+    if record.get("status") == "skipped":
+        return f"`{model}` was not asked: its {what} could not change the reward here"
+    if record.get("error"):
+        return f"`{model}` gave no {what}: {record['error']}"
+    return f"`{model}` gave no {what}"
 
 
 _JUDGED_ENTRIES = (

@@ -306,3 +306,27 @@ def test_lazy_scores_agree_with_the_reference_that_asks_everywhere(parts):
         assert scores.reward[i].item() == pytest.approx(want["reward"], abs=1e-6), (completions[i], want)
         for level, value in want["levels"].items():
             assert scores.levels[level][i].item() == pytest.approx(value, abs=1e-9), (level, completions[i])
+
+
+def test_explain_shows_the_exact_prompt_and_the_raw_answer(judge):
+    from kdsl.tools.explain import explain, render_text
+
+    program = kdsl.loads(SPEC, "p.kd", models={"clinician": lambda messages: "Partly.",
+                                               "preference": preference})
+    asked = explain(program, "<think>a clot</think><answer>High</answer>", {"note": "cough", "label": "High"})
+    (grade, score) = asked["judged"]
+    assert grade["name"] == "differential" and grade["status"] == "asked"
+    assert grade["prompt"] == judge_messages(
+        "The reasoning considers pulmonary embolism before pneumonia.",
+        [("think", "a clot"), ("note", "cough")], ("no", "partly", "yes"))
+    assert (grade["answer"], grade["value"]) == ("Partly.", 0.5)
+    assert score["prompt"] == ["cough", "a clot"] and score["value"] == pytest.approx(-0.4)
+    text = render_text(asked)
+    assert '    differential = clinician (line 12): "partly" (0.5)  asked' in text
+    assert "          user: Criterion: The reasoning considers pulmonary embolism before pneumonia." in text
+    assert '        answer: "Partly."' in text
+    skipped = explain(program, "<think>a clot</think> no answer", {"note": "cough", "label": "High"})
+    assert [item["status"] for item in skipped["judged"]] == ["skipped", "skipped"]
+    lets = {let["name"]: let for let in skipped["lets"]}
+    assert lets["differential"]["reason"] == ("`clinician` was not asked: its grade could not change "
+                                              "the reward here")

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 from kdsl.errors import KdslError, Span
 from kdsl.io.rows import COMPLETION, read_row
-from kdsl.ir import Node, ProgramIR, groups_name, mask_name, span_name, value_name
+from kdsl.ir import JUDGED_OPS, Node, ProgramIR, groups_name, mask_name, span_name, value_name
 from kdsl.operators import OPERATIONS
 from kdsl.operators import TEXT_OPS as TEXT_OPERATIONS
 
@@ -79,6 +79,9 @@ class _Words:
 
     def where(self, node: Node) -> str:
         return self.where_lost
+
+    def asked(self, node: Node) -> dict | None:
+        return self.explainer.trace.get("judged", {}).get(node.id, [None])[0]
 
 
 # ---- building an explanation ------------------------------------------------------------------
@@ -164,11 +167,29 @@ class _Explainer:
             "lets": [self.let(name, node) for name, node in self.ir.lets.items()],
             "tables": self.table_calls(),
             "points": self.sheet_calls(),
+            "judged": self.judged(),
             "levels": levels,
             "gate_closed": gate_closed,
             "reward": reward,
             "reward_arithmetic": f"{' + '.join(terms) or '0'} = {_number(reward)}",
         }
+
+    def judged(self) -> list[dict]:
+        """Each value a model gave (or did not): the exact prompt, the raw answer, the value."""
+        items = []
+        for node in self.ir.nodes:
+            record = self.trace.get("judged", {}).get(node.id, [None])[0]
+            if node.op not in JUDGED_OPS or record is None:
+                continue
+            items.append({
+                "name": self.names.get(node.id), "model": node.attr("model"), "kind": node.op,
+                "line": node.span.line, "criterion": node.attr("criterion"),
+                "choices": list(node.attr("choices") or ()), "status": record["status"],
+                "prompt": (list(record["prompt"]) if isinstance(record.get("prompt"), tuple)
+                           else record.get("prompt")), "answer": record.get("answer"),
+                "value": record.get("value"), "error": record.get("error"),
+                "seconds": record.get("seconds")})
+        return items
 
     # ---- reading the trace ----------------------------------------------------------------
     @staticmethod
@@ -688,6 +709,32 @@ def _lines(explanation: dict, width: int) -> tuple[list, dict]:
             if let["reads"]:
                 segments.append((f"  <- {_reads(let['reads'])}", "dim"))
             add(segments)
+        add([])
+
+    if e.get("judged"):
+        add([("models:", "bold")])
+        for item in e["judged"]:
+            name = f"{item['name']} = " if item["name"] else ""
+            if item["value"] is None:
+                verdict = (item["status"], "red" if item["error"] else "dim")
+            elif item["kind"] == "rubric":
+                grade = item["choices"][round(item["value"] * (len(item["choices"]) - 1))]
+                verdict = (f'"{grade}" ({_number(item["value"])})', "green")
+            else:
+                verdict = (_number(item["value"]), "green")
+            add([(f"    {name}{item['model']} (line {item['line']}): ", ""), verdict,
+                 (f"  {item['status']}" if item["value"] is not None else "", "dim"),
+                 (f": {item['error']}" if item["error"] else "", "")])
+            prompt = item["prompt"]
+            if prompt is not None:
+                parts = ([f"{m['role']}: {m['content']}" for m in prompt]
+                         if item["kind"] == "rubric" else [json.dumps(list(prompt), ensure_ascii=False)])
+                add([("        prompt:", "dim")])
+                for part in parts:
+                    for line in part.split("\n"):
+                        add([(f"          {line}", "dim")])
+            if item["answer"] is not None:
+                add([(f"        answer: {json.dumps(item['answer'], ensure_ascii=False)}", "dim")])
         add([])
 
     if e.get("points"):
