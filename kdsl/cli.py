@@ -288,6 +288,10 @@ program call. Listens on 127.0.0.1 unless --host says otherwise, and elsewhere o
                       help="exit 1 when coverage is below PERCENT (implies --coverage)")
     test.add_argument("--strict", action="store_true",
                       help="a case with a missing or non-finite column value is an error")
+    test.add_argument("--record", action="store_true",
+                      help="ask the spec's judges and reward models (bound with --model-for) and "
+                           "keep their answers in NAME.kdjudge.jsonl beside the spec; later runs "
+                           "without the models bound answer from that file")
     test.add_argument("--mutate", action="store_true",
                       help="nudge thresholds, comparisons and table cells and report the "
                            "mutations no example catches")
@@ -588,7 +592,7 @@ def cmd_test(args, console: Console) -> int:
         targets = testing.test_targets(args.paths)
     except KdslError as err:  # a path that does not exist
         raise _UsageError(err.message) from err
-    run = testing.run_tests(targets, args.pattern, strict=args.strict)
+    run = testing.run_tests(targets, args.pattern, strict=args.strict, record=args.record)
     suites = run.suites
     console.diagnostics(run.problems)
     console.print(testing.format_results(suites, run.shown))

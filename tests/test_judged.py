@@ -330,3 +330,70 @@ def test_explain_shows_the_exact_prompt_and_the_raw_answer(judge):
     lets = {let["name"]: let for let in skipped["lets"]}
     assert lets["differential"]["reason"] == ("`clinician` was not asked: its grade could not change "
                                               "the reward here")
+
+
+POLITE = """spec polite version 1
+judge grader
+output {
+  reply: tag "reply"
+}
+let polite = grader("The reply is polite.", reply, choices = "no" | "partly" | "yes")
+level format gate {
+  rule has_reply: present(reply)
+}
+level manners {
+  rule kind: polite >= "partly"
+}
+example "polite" {
+  completion: "<reply>Please sit down, thank you.</reply>"
+  expect kind, judge.polite == "yes"
+}
+example "rude" {
+  completion: "<reply>Sit.</reply>"
+  expect not kind, judge.polite == "no"
+}
+example "no reply" {
+  completion: "Sit."
+  expect not has_reply, reward == 0
+}
+"""
+
+
+def _manners(text: str) -> str:
+    shown = text.split('<data name="reply">', 1)[1].split("</data>")[0]
+    return "yes" if "please" in shown.lower() else "no"
+
+
+def test_kdsl_test_records_judge_answers_and_plays_them_back(tmp_path, monkeypatch):
+    from kdsl.cli import main
+    from tests.judge_server import Behaviour, serving
+
+    spec = tmp_path / "polite.kd"
+    spec.write_text(POLITE)
+    monkeypatch.delenv("KDSL_MODEL_GRADER", raising=False)
+    assert main(["test", str(spec), "--record"]) == 1  # nothing bound: nothing to record
+    behaviour = Behaviour(answer=_manners)
+    with serving(behaviour) as url:
+        assert main(["test", str(spec), "--record", "--model-for", f"grader={url}"]) == 0
+    assert behaviour.requests == 2  # the third case has no reply: its gate is closed, not asked
+    recorded = (tmp_path / "polite.kdjudge.jsonl").read_text().splitlines()
+    assert len(recorded) == 2 and all('"model": "grader"' in line for line in recorded)
+    assert main(["test", str(spec)]) == 0  # offline, from the file
+    # two mutants: `>=` -> `>` (no case has a "partly" reply) and the judge reversed (caught)
+    assert main(["test", str(spec), "--mutate", "--fail-under-mutation", "50"]) == 0
+    (tmp_path / "polite.kdjudge.jsonl").write_text(recorded[0] + "\n")
+    assert main(["test", str(spec)]) == 1  # a prompt that was not recorded: no grade, a failure
+
+
+def test_judged_mutants_are_caught_only_by_cases_that_pin_the_judge(tmp_path):
+    from kdsl.tools.mutation import mutate
+    from kdsl.tools.testing import load_suite, run_suite
+
+    spec = tmp_path / "polite.kd"
+    spec.write_text(POLITE.replace(', judge.polite == "yes"', "").replace(', judge.polite == "no"', "")
+                    .replace("expect kind", "expect reward >= 0").replace("expect not kind", "expect reward >= 0"))
+    suite = load_suite(spec)
+    suite.program.bind(grader=lambda messages: _manners(messages[-1]["content"]))
+    report = mutate(run_suite(suite))
+    assert [m.describe() for m in report.survived if m.kind == "judge"] == [
+        "the answers of `polite` reversed (worst choice <-> best)"]

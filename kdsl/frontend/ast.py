@@ -336,12 +336,12 @@ class ExampleField(Node):
 
 @dataclass(frozen=True)
 class Expectation(Node):
-    kind: str  # holds | violated | inapplicable | compare | relative
+    kind: str  # holds | violated | inapplicable | compare | relative | judge
     target: tuple[str, ...]
     op: str | None = None
     value: float | None = None
     tolerance: float | None = None
-    other: str | None = None  # relative: the example whose value this one is compared with
+    other: str | None = None  # relative: the example compared with; judge: the choice
 
 
 @dataclass(frozen=True)

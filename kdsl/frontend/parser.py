@@ -674,7 +674,9 @@ class _Builder(Transformer):
                                tolerance=tolerance, span=self.s(meta))
 
     def expect_relative(self, meta, target, op, other):
-        return ast.Expectation("relative", target, op=str(op), other=_unquote(other, self.file), span=self.s(meta))
+        # `judge.NAME == "partly"`: a judge's grade of a rubric item, against one of its choices
+        kind = "judge" if len(target) == 2 and target[0] == "judge" else "relative"
+        return ast.Expectation(kind, target, op=str(op), other=_unquote(other, self.file), span=self.s(meta))
 
     def tolerance(self, meta, value):
         return abs(value.value)

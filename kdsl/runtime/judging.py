@@ -495,6 +495,52 @@ class HttpJudge:
                 return list(pool.map(lambda m: self._ask(client, m), prompts))
 
 
+class Recorded:
+    """Answers recorded by ``kdsl test --record`` (``NAME.kdjudge.jsonl`` beside a spec), played
+    back so a spec's tests run fast, the same every time and offline. A prompt that was not
+    recorded gets no answer, and says how to record it."""
+
+    def __init__(self, model: str, entries: Sequence[dict]):
+        self.identity = f"recorded:{model}"
+        self.model = model
+        self.answers = {recorded_key(e["prompt"], e.get("choices", ())): e for e in entries
+                        if e.get("model") == model}
+
+    def _find(self, prompt, choices) -> Answer:
+        found = self.answers.get(recorded_key(prompt, choices))
+        if found is None:
+            return Answer(error=f"no recorded answer of `{self.model}` for this prompt: bind the "
+                                "model and run `kdsl test --record`")
+        return Answer(text=found.get("answer"), value=found.get("value"))
+
+    def grade(self, prompts: list[list[dict]], choices: Sequence[str]) -> list[Answer]:
+        return [self._find(p, choices) for p in prompts]
+
+    def score(self, texts: list[tuple[str, ...]]) -> list[Answer]:
+        return [self._find(list(t), ()) for t in texts]
+
+
+def recorded_key(prompt, choices) -> str:
+    return json.dumps([list(prompt) if isinstance(prompt, tuple) else prompt, list(choices)],
+                      ensure_ascii=False, sort_keys=True)
+
+
+def read_recorded(path: str | Path) -> list[dict]:
+    """The entries of a ``.kdjudge.jsonl`` file (one JSON object a line)."""
+    entries = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as err:
+            raise KdslDataError(f"{path}:{number}: not a JSON object ({err})") from None
+        if not isinstance(entry, dict) or "model" not in entry or "prompt" not in entry:
+            raise KdslDataError(f"{path}:{number}: a recorded answer needs `model` and `prompt`")
+        entries.append(entry)
+    return entries
+
+
 def bind(kind: str, name: str, value) -> object:
     """The backend for a spec's model ``name`` of ``kind`` (judge or reward_model) from what the
     user bound it to (see the module's docstring)."""
@@ -526,7 +572,14 @@ class Judging:
     models: dict = field(default_factory=dict)  # name -> what the user bound (resolved lazily)
     cache: JudgeCache = field(default_factory=JudgeCache)
     stats: JudgeStats = field(default_factory=JudgeStats)
+    # kdsl test --record: every answer used, by prompt (None: not recording)
+    recording: dict | None = None
+    # kdsl test --mutate: judged node -> what its values become (a mutant of the judge's answers)
+    mutations: dict = field(default_factory=dict)
     _backends: dict = field(default_factory=dict)
+
+    def is_bound(self, name: str) -> bool:
+        return name in self.models or bool(os.environ.get(MODEL_VARIABLE.format(name.upper())))
 
     def backend(self, name: str, kind: str):
         if name not in self._backends:
@@ -610,6 +663,12 @@ class Judging:
                 answer = asked[key]
                 source = "cached" if key not in fresh else "asked"
                 value, error = _value_of(op, answer, choices)
+                if value is not None and node in self.mutations:
+                    value = self.mutations[node](value)
+                if self.recording is not None and answer.error is None:
+                    self.recording[recorded_key(prompts[key], choices)] = {
+                        "model": model, "kind": op, "prompt": prompts[key], "choices": list(choices),
+                        "answer": answer.text, "value": answer.value}
                 for i, row in enumerate(rows_of_key):
                     if value is None:
                         stats.failed += 1

@@ -78,6 +78,9 @@ class Validation:
                     self.check_example_value(f.name, self.program.inputs[f.name].type, f.value)
             for e in example.expectations:
                 head, *rest = e.target
+                if e.kind == "judge":
+                    self.check_judge_expectation(e)
+                    continue
                 if head == "reward" and not rest:
                     if e.kind not in ("compare", "relative"):
                         self.sink.error("KD057", "expect a comparison for the reward, e.g. `reward >= 1`", e.span)
@@ -95,6 +98,21 @@ class Validation:
                 elif e.kind in ("holds", "violated", "inapplicable") and name not in rules:
                     self.sink.error("KD059", f"`{name}` is not a rule; compare it instead, e.g. "
                                     f"`{name} >= 0.5`", e.span)
+
+    def check_judge_expectation(self, e: ast.Expectation) -> None:
+        """`expect judge.NAME == "choice"`: NAME is a let holding a rubric item, the word one of
+        its choices."""
+        name = e.target[1]
+        node = self.program.lets.get(name)
+        if node is None or node.op != "rubric":
+            graded = [n for n, node in self.program.lets.items() if node.op == "rubric"]
+            self.sink.error("KD104", f"`judge.{name}` expects a judge's grade, but `{name}` is not a let "
+                            f"holding a rubric item{did_you_mean(name, graded)}", e.span)
+            return
+        choices = node.attr("choices")
+        if e.other.strip().casefold() not in [c.casefold() for c in choices]:
+            self.sink.error("KD103", f'"{e.other}" is not a choice of `{name}`; its choices are '
+                            + ", ".join(f'"{c}"' for c in choices), e.span)
 
     def check_example_value(self, name: str, type_: Type, value: ast.ExampleValue) -> None:
         """An example's value for input ``name``, held to what scoring accepts for that input, so

@@ -34,9 +34,12 @@ class Mutant:
     end: int
     original: str
     replacement: str
-    kind: str  # threshold | comparison | cell | result | points
+    kind: str  # threshold | comparison | cell | result | points | judge
+    node: int | None = None  # judge: the judged value whose answers the mutant reverses
 
     def describe(self) -> str:
+        if self.kind == "judge":
+            return f"the answers of {self.original} reversed ({self.replacement})"
         return f"{self.kind} `{self.original}` -> `{self.replacement}`"
 
     def apply(self, text: str) -> str:
@@ -153,7 +156,24 @@ def find_mutants(text: str, program) -> list[Mutant]:
                     expression(part, rule.soft is not None)
     for table in spec.tables:
         mutants.extend(_table_mutants(text, table, program))
-    return sorted(set(mutants), key=lambda m: (m.start, m.replacement))
+    return sorted(set(mutants), key=lambda m: (m.start, m.replacement)) + judged_mutants(program)
+
+
+def judged_mutants(program) -> list[Mutant]:
+    """One mutant per judged value: its model's answers reversed (a grade g becomes 1 - g, the
+    worst choice the best; a score s becomes -s). Cases that pin down what a judge should say
+    about their completions catch it; the judge is asked nothing more (its answers are kept)."""
+    from kdsl.ir import JUDGED_OPS
+
+    names = {node.id: name for name, node in program.ir.lets.items()}
+    out = []
+    for node in program.ir.live_nodes():
+        if node.op in JUDGED_OPS:
+            what = f"`{names[node.id]}`" if node.id in names else f"`{node.attr('model')}`"
+            scale = ("worst choice <-> best" if node.op == "rubric" else "score -> -score")
+            out.append(Mutant(node.span.line, node.span.column, -1, -1, what, scale, "judge",
+                              node.id))
+    return out
 
 
 def _children(node) -> list:
@@ -209,11 +229,22 @@ def mutate(suite: Suite, progress=None) -> MutationReport:
     for mutant in mutants:
         if progress is not None:
             progress(mutant)
+        if mutant.kind == "judge":
+            judging = suite.program.judging
+            judging.mutations = {mutant.node: (lambda v: 1.0 - v) if mutant.replacement.startswith("worst")
+                                 else (lambda v: -v)}
+            try:
+                mutated = run_suite(Suite(suite.spec, suite.program, suite.cases))
+            finally:
+                judging.mutations = {}
+            (report.caught if _signature(mutated) != baseline else report.survived).append(mutant)
+            continue
         try:
             program = kdsl.loads(mutant.apply(text), suite.spec)
         except KdslError:
             report.rejected.append(mutant)
             continue
+        program.judging = suite.program.judging  # the same models, and their answers so far
         cases: list[Case] = suite.cases
         mutated = run_suite(Suite(suite.spec, program, cases))
         (report.caught if _signature(mutated) != baseline else report.survived).append(mutant)

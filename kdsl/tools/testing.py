@@ -72,7 +72,7 @@ def expectation_text(e: ast.Expectation) -> str:
         return f"not {target}"
     if e.kind == "inapplicable":
         return f"skip {target}"
-    if e.kind == "relative":
+    if e.kind in ("relative", "judge"):
         return f'{target} {e.op} "{e.other}"'
     tolerance = f" +- {e.tolerance:g}" if e.tolerance is not None else ""
     return f"{target} {e.op} {e.value:g}{tolerance}"
@@ -266,11 +266,44 @@ class Suite:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-def load_suite(spec_path: str | Path, extra_jsonl: Sequence[str | Path] = ()) -> Suite:
+RECORDED_SUFFIX = ".kdjudge.jsonl"
+
+
+def recorded_answers_path(spec_path: str | Path) -> Path:
+    """Where ``kdsl test --record`` keeps a spec's judges' answers: ``NAME.kdjudge.jsonl``."""
+    path = Path(spec_path)
+    return path.with_name(path.stem + RECORDED_SUFFIX)
+
+
+def _play_recorded_answers(program, spec_path: str) -> None:
+    """Models the spec calls that are not bound answer from the recorded file, if there is one."""
+    from kdsl.runtime.judging import Recorded, read_recorded
+
+    unbound = [name for name in program.ir.models if not program.judging.is_bound(name)]
+    path = recorded_answers_path(spec_path)
+    if unbound and path.is_file():
+        entries = read_recorded(path)
+        program.bind(**{name: Recorded(name, entries) for name in unbound})
+
+
+def load_suite(spec_path: str | Path, extra_jsonl: Sequence[str | Path] = (),
+               record: bool = False) -> Suite:
+    """A spec's cases, with its program. Judges and reward models that are not bound answer
+    from the spec's recorded answers (``record``: they must be bound, and every answer used is
+    kept, for ``write_recorded_answers``)."""
     import kdsl
 
     spec_path = str(spec_path)
     program = kdsl.load(spec_path)
+    if record:
+        unbound = [name for name in program.ir.models if not program.judging.is_bound(name)]
+        if unbound:
+            raise KdslError(f"--record asks the spec's models and keeps their answers: bind "
+                            f"{', '.join(f'`{n}`' for n in unbound)} with --model-for NAME=PATH_OR_URL",
+                            Span(spec_path))
+        program.judging.recording = {}
+    else:
+        _play_recorded_answers(program, spec_path)
     cases = spec_cases(program, spec_path)
     for path in [*companion_files(spec_path), *map(Path, extra_jsonl)]:
         cases += jsonl_cases(path, spec_path)
@@ -310,6 +343,15 @@ def _target_problems(program, cases: Iterable[Case]) -> list[Diagnostic]:
                 problems.append(Diagnostic("error", f"case \"{case.name}\" sets `{column}`, which is not "
                                            f"an input of the spec{did_you_mean(column, inputs)}", where))
         for e in case.expectations:
+            if e.kind == "judge":
+                node = program.ir.lets.get(e.target[1])
+                choices = [c.casefold() for c in node.attr("choices")] if node is not None and \
+                    node.op == "rubric" else None
+                if choices is None or e.other.strip().casefold() not in choices:
+                    problems.append(Diagnostic("error", f"case \"{case.name}\" expects `judge."
+                                               f"{e.target[1]}` to be \"{e.other}\", but that is not "
+                                               "a let holding a rubric item with that choice", where))
+                continue
             kind, name = _target_kind(e.target, rules, levels, lets)
             if kind is None:
                 pool = rules | levels | lets
@@ -392,6 +434,8 @@ def run_suite(suite: Suite, strict: bool = False) -> Suite:
             observed[i] = obs
         found = {good[row]: values for row, values in invalid.by_row().items()}
     by_name = {c.name: obs for c, obs in zip(cases, observed)}
+    choices = {name: node.attr("choices") for name, node in program.ir.lets.items()
+               if node.op == "rubric"}
     outcomes = []
     for index, (case, obs, error) in enumerate(zip(cases, observed, errors)):
         invalid_here = found.get(index, [])
@@ -401,7 +445,7 @@ def run_suite(suite: Suite, strict: bool = False) -> Suite:
         if error is not None:
             outcomes.append(Outcome(case, error=error, invalid=invalid_here))
             continue
-        checks = [_check(e, obs, by_name) for e in case.expectations]
+        checks = [_check(e, obs, by_name, choices) for e in case.expectations]
         outcomes.append(Outcome(case, checks, obs, invalid=invalid_here))
     suite.outcomes = outcomes
     return suite
@@ -441,8 +485,17 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def _check(e: ast.Expectation, obs: dict, by_name: dict) -> Check:
+def _check(e: ast.Expectation, obs: dict, by_name: dict, choices: dict) -> Check:
     text = expectation_text(e)
+    if e.kind == "judge":
+        name, scale = e.target[1], choices[e.target[1]]
+        grade = obs["lets"].get(name)
+        if grade is None:
+            return Check(text, False, f"`{name}` has no grade (the judge was not asked, or gave "
+                                      "no choice: `kdsl explain` shows why)")
+        given = scale[round(grade * (len(scale) - 1))]
+        wanted = [c.casefold() for c in scale].index(e.other.strip().casefold()) / (len(scale) - 1)
+        return Check(text, compare(e.op, grade, wanted, None), f'judge.{name} is "{given}"')
     if e.kind in ("holds", "violated", "inapplicable"):
         name = e.target[-1]
         truth = obs["rules"].get(name)
@@ -637,14 +690,30 @@ class TestRun:
         return junit_xml(kept, traces)
 
 
+def write_recorded_answers(suite: Suite) -> Path | None:
+    """The answers a recording run used, beside the spec (sorted, so a file changes only where an
+    answer did); None when the spec calls no model."""
+    recording = suite.program.judging.recording
+    if recording is None or not suite.program.ir.models:
+        return None
+    path = recorded_answers_path(suite.spec)
+    lines = [json.dumps(entry, ensure_ascii=False, sort_keys=True)
+             for _key, entry in sorted(recording.items())]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
 def run_tests(targets: dict[str, list[Path]], pattern: str | None = None,
-              strict: bool = False) -> TestRun:
+              strict: bool = False, record: bool = False) -> TestRun:
     """Run the cases of every spec of ``targets`` (see ``test_targets``); a spec that cannot be
-    loaded is a problem of the run, and the others still run."""
+    loaded is a problem of the run, and the others still run. ``record``: ask the bound models
+    and keep their answers beside each spec (``write_recorded_answers``)."""
     suites, shown, problems = [], {}, []
     for spec, extra in targets.items():
         try:
-            suite = run_suite(load_suite(spec, extra), strict=strict)
+            suite = run_suite(load_suite(spec, extra, record=record), strict=strict)
+            if record:
+                write_recorded_answers(suite)
         except KdslError as err:
             problems.extend(err.diagnostics)
             continue
