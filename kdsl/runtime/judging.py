@@ -576,6 +576,9 @@ class Judging:
     recording: dict | None = None
     # kdsl test --mutate: judged node -> what its values become (a mutant of the judge's answers)
     mutations: dict = field(default_factory=dict)
+    # Ask for every row, where the value can change the reward or not (kdsl test --record: so the
+    # recorded answers hold for a mutant or a changed spec too)
+    eager: bool = False
     _backends: dict = field(default_factory=dict)
 
     def is_bound(self, name: str) -> bool:
@@ -608,7 +611,7 @@ class Judging:
         n = len(ref)
         for node, op, model, criterion, choices, _labels in module.JUDGED:
             stats = ItemStats()
-            rows = need.get(node)
+            rows = None if self.eager else need.get(node)
             wanted = [bool(v) for v in rows.tolist()] if rows is not None else [True] * n
             parts = shown[node]
             values = [0.0] * n

@@ -302,6 +302,7 @@ def load_suite(spec_path: str | Path, extra_jsonl: Sequence[str | Path] = (),
                             f"{', '.join(f'`{n}`' for n in unbound)} with --model-for NAME=PATH_OR_URL",
                             Span(spec_path))
         program.judging.recording = {}
+        program.judging.eager = True  # every case's answers, for mutants and later edits too
     else:
         _play_recorded_answers(program, spec_path)
     cases = spec_cases(program, spec_path)

@@ -474,6 +474,10 @@ def train(options: TrainOptions, console=None, argv: Sequence[str] | None = None
         seconds -= callback.seconds  # the training time, without the held-out evaluations
     summary = {"output_dir": str(output_dir), "run_folder": str(folder), "steps": trainer.state.global_step,
                "train_seconds": round(seconds, 2), "evaluation": evaluation}
+    if program.judge_stats.models:  # what the spec's judges and reward models were asked
+        summary["models"] = program.judge_stats.as_dict()
+        for line in program.judge_stats.lines():
+            console.print(f"models: {line}", markup=False)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
