@@ -55,31 +55,45 @@ def direct(judge_folder):
     return AutoModelForCausalLM.from_pretrained(judge_folder, dtype=torch.float32).eval(), tokenizer
 
 
-def _prompt(tokenizer, reply: str) -> str:
-    messages = judge_messages("The reply is polite.", [("reply", reply)], CHOICES)
+def _prompt(tokenizer, reply: str, choices=CHOICES) -> str:
+    messages = judge_messages("The reply is polite.", [("reply", reply)], choices)
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def _direct_grade(direct, reply: str) -> float:
-    """The most likely choice after the prompt, computed here without kdsl."""
+def _direct_grade(direct, reply: str, choices=CHOICES) -> float:
+    """The choice the model is most likely to write after the prompt, computed here without
+    kdsl: by the first token where the choices' first tokens differ, else by all their tokens."""
     model, tokenizer = direct
-    prompt = _prompt(tokenizer, reply)
+    prompt = _prompt(tokenizer, reply, choices)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    totals = []
-    for choice in CHOICES:
+    tokens = []
+    for choice in choices:
         ids = tokenizer(prompt + " " + choice, add_special_tokens=False)["input_ids"]
         start = next(i for i in range(len(ids)) if i >= len(prompt_ids) or ids[i] != prompt_ids[i])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
-        totals.append(sum(float(logprobs[i - 1, ids[i]]) for i in range(start, len(ids))))
-    return totals.index(max(totals)) / (len(CHOICES) - 1)
+        tokens.append((ids, start))
+    with torch.no_grad():
+        if len({ids[start] for ids, start in tokens}) == len(choices):
+            ids, start = tokens[0]
+            logprobs = torch.log_softmax(model(torch.tensor([ids[:start]])).logits[0, -1].float(), -1)
+            totals = [float(logprobs[ids[start]]) for ids, start in tokens]
+        else:
+            totals = []
+            for ids, start in tokens:
+                logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+                totals.append(sum(float(logprobs[i - 1, ids[i]]) for i in range(start, len(ids))))
+    return totals.index(max(totals)) / (len(choices) - 1)
 
 
-def test_a_local_judge_grades_by_the_choices_probabilities(judge_folder, direct):
-    program = kdsl.loads(SPEC, "polite.kd", models={"grader": str(judge_folder)})
+# With the tiny tokenizer, " no" and " yes" start with the same token (all tokens are scored);
+# " low", " high" and " positive" do not (the next token decides).
+@pytest.mark.parametrize("choices", [CHOICES, ("low", "high", "positive")])
+def test_a_local_judge_grades_by_the_choices_probabilities(judge_folder, direct, choices):
+    spec = SPEC.replace('"no" | "partly" | "yes"', " | ".join(f'"{c}"' for c in choices)).replace(
+        '"partly"\n}', f'"{choices[1]}"\n}}')
+    program = kdsl.loads(spec, "polite.kd", models={"grader": str(judge_folder)})
     scores = program.score([f"<reply>{r}</reply>" for r in REPLIES])
     assert scores.valid["polite"].all()  # read from probabilities, a grade is always a choice
-    assert scores.values["polite"].tolist() == [_direct_grade(direct, r) for r in REPLIES]
+    assert scores.values["polite"].tolist() == [_direct_grade(direct, r, choices) for r in REPLIES]
     stats = program.judge_stats.of("grader")
     assert (stats.asked, stats.shared) == (5, 1)
 

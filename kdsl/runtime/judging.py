@@ -255,9 +255,9 @@ class FunctionRewardModel:
 class LocalJudge:
     """A causal language model run here with transformers (a folder, hub id or ``.gguf`` file).
 
-    ``method="logprobs"`` (default) reads the grade from the model's probabilities: each choice's
-    tokens are scored after the prompt and the most likely choice is the answer, so a grade is
-    always one of the choices. ``method="generate"`` lets the model write (greedy, at most
+    ``method="logprobs"`` (default) reads the grade from the model's probabilities: the choice
+    the model is most likely to write next (by its first token, or all of its tokens when two
+    choices start alike) is the answer, so a grade is always one of the choices. ``method="generate"`` lets the model write (greedy, at most
     ``max_new_tokens`` tokens) and reads the choice from what it wrote."""
 
     def __init__(self, source, *, method: str = "logprobs", batch_size: int = 8,
@@ -326,8 +326,11 @@ class LocalJudge:
         return tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def _most_likely(self, texts: list[str], choices: Sequence[str]) -> list[str]:
-        """Each prompt's most likely choice: the sum of the log-probabilities of the choice's
-        tokens after the prompt (a space before the choice where the prompt ends in text)."""
+        """Each prompt's most likely choice. Where the choices' first tokens differ (``no``,
+        ``partly``, ``yes``), one forward pass over the prompt decides: the choice whose first
+        token is most likely next. Otherwise every choice is scored in full: the sum of its
+        tokens' log-probabilities after the prompt (a space before it where the prompt ends in
+        text)."""
         import torch
 
         model, tokenizer = self._model()
@@ -342,19 +345,30 @@ class LocalJudge:
                     shared += 1
                 rows.append(choice_ids)
                 spans.append((max(shared, 1), len(choice_ids)))
-        width = max(len(r) for r in rows)
         pad = tokenizer.pad_token_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+        device = model.device
+        k = len(choices)
+        firsts = [tuple(rows[p * k + c][spans[p * k + c][0]] if spans[p * k + c][0] < len(rows[p * k + c])
+                        else -1 for c in range(k)) for p in range(len(texts))]
+        if all(len(set(f)) == k and -1 not in f for f in firsts):
+            prefixes = [rows[p * k][:spans[p * k][0]] for p in range(len(texts))]
+            width = max(len(r) for r in prefixes)
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in prefixes], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in prefixes], device=device)
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            last = torch.tensor([len(r) - 1 for r in prefixes], device=device)
+            nexts = torch.log_softmax(logits[torch.arange(len(prefixes), device=device), last].float(), -1)
+            return [choices[max(range(k), key=lambda c, p=p: float(nexts[p, firsts[p][c]]))]
+                    for p in range(len(texts))]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
         totals = [float(logprobs[i, a - 1:b - 1].sum()) for i, (a, b) in enumerate(spans)]
-        best = []
-        for p in range(len(texts)):
-            scores = totals[p * len(choices):(p + 1) * len(choices)]
-            best.append(choices[max(range(len(choices)), key=scores.__getitem__)])
-        return best
+        return [choices[max(range(k), key=lambda c, p=p: totals[p * k + c])] for p in range(len(texts))]
 
 
 class LocalRewardModel:
