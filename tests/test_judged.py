@@ -397,3 +397,13 @@ def test_judged_mutants_are_caught_only_by_cases_that_pin_the_judge(tmp_path):
     report = mutate(run_suite(suite))
     assert [m.describe() for m in report.survived if m.kind == "judge"] == [
         "the answers of `polite` reversed (worst choice <-> best)"]
+
+
+def test_a_model_nothing_reaches_is_reported():
+    from kdsl.compiler import check_source
+
+    spec = ('spec s version 1\njudge clinician\nreward_model rm\noutput {\n  t: tag "t"\n}\n'
+            'level l {\n  rule r: present(t)\n}\n')
+    messages = [(d.code, d.message) for d in check_source(spec, "s.kd").diagnostics]
+    assert messages == [("KD061", "judge `clinician` is never used"),
+                        ("KD061", "reward model `rm` is never used")]

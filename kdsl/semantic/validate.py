@@ -200,12 +200,13 @@ class Validation:
                 continue
             reachable.add(name)
             stack.extend(refs.get(name, ()))
-        for kind, decls in (("input", self.spec.inputs), ("output", self.spec.outputs),
-                            ("let", self.spec.lets)):
-            for decl in decls:
-                if decl.name not in reachable:
-                    reachable.add(decl.name)  # one warning per name, even if it is defined twice
-                    self.sink.warning("KD061", f"{kind} `{decl.name}` is never used", decl.span)
+        named = [*(("input", d) for d in self.spec.inputs), *(("output", d) for d in self.spec.outputs),
+                 *(("let", d) for d in self.spec.lets),
+                 *(("judge" if m.kind == "judge" else "reward model", m) for m in self.spec.models)]
+        for kind, decl in named:
+            if decl.name not in reachable:
+                reachable.add(decl.name)  # one warning per name, even if it is defined twice
+                self.sink.warning("KD061", f"{kind} `{decl.name}` is never used", decl.span)
 
 
 def _names_in(expr: ast.Node) -> set[str]:

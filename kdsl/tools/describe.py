@@ -463,8 +463,11 @@ class _Describer:
     def _let(self, let: ast.Let, scope: _Scope) -> str:
         """A let's formula; a let that calls one short def also gets the def's formula with the
         let's own arguments in place of the parameters."""
-        text = self._formula(let.value, scope)
         call = let.value
+        models = {m.name: m for m in scope.spec.models}
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in models:
+            return self._judged(models[call.func.id], call, scope)
+        text = self._formula(let.value, scope)
         if isinstance(call, ast.Call):
             target = self._callee(call.func, scope)
             if target is not None and target[0] == "def":
@@ -477,6 +480,22 @@ class _Describer:
                         if len(expanded) <= 80 and expanded != text:
                             text += f" = {expanded}"
         return text
+
+    def _judged(self, model: ast.ModelDecl, call: ast.Call, scope: _Scope) -> str:
+        """A rubric item or a reward model's score, in words: who grades what, on which scale."""
+        if model.kind == "judge":
+            shown = call.args[1:]
+            given = {k.name: k.value for k in call.kwargs}.get("choices")
+            choices = given.values if isinstance(given, ast.Strings) else (
+                (given.value,) if isinstance(given, ast.String) else ("no", "yes"))
+            criterion = call.args[0].value if call.args and isinstance(call.args[0], ast.String) else ""
+            named = [self._formula(a, scope) for a in shown]
+            parts = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+            scale = ", ".join(f'"{c}"' for c in choices)
+            return (f'the grade the judge {model.name} gives, from {scale} (0 to 1), to how well '
+                    f'{parts} {"meet" if len(named) > 1 else "meets"}: "{criterion}"')
+        parts = ", ".join(self._formula(a, scope) for a in call.args)
+        return f"the score the reward model {model.name} gives to {parts}"
 
     def _bind(self, d: ast.Def, call: ast.Call, scope: _Scope):
         bound: dict[str, tuple[ast.Expr, _Scope]] = {}
