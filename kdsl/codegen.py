@@ -170,6 +170,18 @@ def _lit(value) -> str:
     raise TypeError(f"no literal for {type(value).__name__}")
 
 
+def _pieces(text: str, width: int) -> list[str]:
+    """``text`` cut after spaces into pieces whose literals fit ``width``; written one a line
+    inside brackets, Python joins them back into ``text``."""
+    pieces, current = [], ""
+    for word in re.split(r"(?<= )", text):
+        if current and len(_lit(current + word)) > width:
+            pieces.append(current)
+            current = ""
+        current += word
+    return [*pieces, current]
+
+
 def _pair(node: Node) -> str:
     return f"{value_name(node.id)}, {mask_name(node.id)}"
 
@@ -313,9 +325,11 @@ class Generator:
         w.line("JUDGED = (" if judged else "JUDGED = ()")
         for node in judged:
             labels = tuple(label for label, _ in node.attr("parts"))
-            w.line(f"({node.id}, {_lit(node.op)}, {_lit(node.attr('model'))}, "
-                   f"{_lit(node.attr('criterion') or '')}, {_lit(tuple(node.attr('choices') or ()))}, "
-                   f"{_lit(labels)}),", node.span, indent=1)
+            w.line(f"({node.id}, {_lit(node.op)}, {_lit(node.attr('model'))},", node.span, indent=1)
+            pieces = _pieces(node.attr("criterion") or "", WIDTH - 16)  # one string, in pieces
+            for i, piece in enumerate(pieces):
+                w.line(_lit(piece) + ("," if i == len(pieces) - 1 else ""), indent=3)
+            w.line(f"{_lit(tuple(node.attr('choices') or ()))}, {_lit(labels)}),", indent=3)
         if judged:
             w.line(")")
         # The tensor phase's constants, made into tensors by execute.constants once per device,

@@ -98,8 +98,23 @@ def _env_on_device(program, tokenizer):
     ref = torch.zeros(len(texts), device=DEVICE)
     interner = execute.col.Interner(module.STRINGS)
     env = execute.prepare_columns(module, columns, len(texts), ref, interner)
-    module.extract(texts, env, execute.Extraction(texts, ref, interner, tokenizer, columns,
-                                                  os.environ.get("KDSL_SIMILARITY_MODEL")))
+    extraction = execute.Extraction(texts, ref, interner, tokenizer, columns,
+                                    os.environ.get("KDSL_SIMILARITY_MODEL"))
+    module.extract(texts, env, extraction)
+    if module.JUDGED:  # a spec's judged values: a judge that gives the best grade, a score of 1
+        from kdsl.runtime.judging import Answer, Judging
+
+        class Best:
+            identity = "best"
+
+            def grade(self, prompts, choices):
+                return [Answer(text=choices[-1]) for _ in prompts]
+
+            def score(self, texts):
+                return [Answer(value=1.0) for _ in texts]
+
+        judging = Judging(models={name: Best() for name, _kind in module.MODELS})
+        judging.fill(module, env, extraction.shown, module.demand(**env), ref)
     return env
 
 
