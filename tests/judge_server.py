@@ -18,6 +18,7 @@ class Behaviour:
     fail_first: int = 0  # answer the first N requests with HTTP 503
     status: int = 503
     delay: float = 0.0  # seconds before answering
+    logprobs: dict | None = None  # token -> log-probability, sent as the first token's alternatives
     requests: int = 0
     in_flight: int = 0
     most_in_flight: int = 0
@@ -49,9 +50,13 @@ def _app(behaviour: Behaviour):
                 return JSONResponse({"error": "busy"}, status_code=behaviour.status)
             text = body["messages"][-1]["content"]
             answer = behaviour.answer(text) if callable(behaviour.answer) else behaviour.answer
+            choice = {"index": 0, "finish_reason": "stop",
+                      "message": {"role": "assistant", "content": answer}}
+            if body.get("logprobs") and behaviour.logprobs is not None:
+                choice["logprobs"] = {"content": [{"token": answer[:1], "logprob": 0.0, "top_logprobs": [
+                    {"token": t, "logprob": v} for t, v in behaviour.logprobs.items()]}]}
             return JSONResponse({"id": str(number), "object": "chat.completion", "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": answer}}]})
+                                 "choices": [choice]})
         finally:
             with lock:
                 behaviour.in_flight -= 1

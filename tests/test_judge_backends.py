@@ -254,3 +254,18 @@ def test_transformers_serve_answers_as_the_model_in_process(judge_folder):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_server_judge_can_read_the_grade_from_the_first_tokens_alternatives():
+    # The server writes "The reply is polite" (no choice), but says " part" was likelier than
+    # " yes" as the first token: the grade is "partly". A token starting no choice, or two
+    # ("p" would start "partly" only; "" none), is not counted.
+    behaviour = Behaviour(answer="The reply is polite",
+                          logprobs={"The": -0.1, " part": -1.0, " yes": -2.0, "x": -0.5, "": -0.2})
+    with serving(behaviour) as url:
+        as_text = _program(url).score(["<reply>thanks</reply>"])
+        by_logprobs = _program(url + "?method=logprobs").score(["<reply>thanks</reply>"])
+    assert not as_text.valid["polite"].item()  # "The reply is polite" names no choice
+    assert by_logprobs.values["polite"].tolist() == [0.5]
+    assert behaviour.seen[-1]["logprobs"] is True and behaviour.seen[-1]["top_logprobs"] == 20
+    assert "logprobs" not in behaviour.seen[0]

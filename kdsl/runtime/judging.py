@@ -429,11 +429,16 @@ class HttpJudge:
     """An OpenAI-compatible chat completions endpoint (vLLM, ``transformers serve``, llama.cpp's
     server, a hosted API): ``concurrency`` requests at a time, each with a ``timeout``, retried
     ``retries`` times with exponential backoff on a connection error, a timeout, 429 or a 5xx
-    answer; at most ``budget`` requests in all (then rows go without a grade, counted)."""
+    answer; at most ``budget`` requests in all (then rows go without a grade, counted).
+
+    The grade is read from the answer's text; with ``method="logprobs"`` (``?method=logprobs``)
+    the request also asks for the first token's most likely alternatives, and where the server
+    gives them (vLLM, llama.cpp, OpenAI do) the choice whose first token is most likely is the
+    grade (the text, where it does not, or no token starts one choice alone)."""
 
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None,
                  concurrency: int = 8, timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
-                 budget: int | None = None, max_tokens: int = 8):
+                 budget: int | None = None, max_tokens: int = 8, method: str = "text"):
         base, _, query = url.partition("?")
         options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         self.base = base.rstrip("/")
@@ -446,6 +451,9 @@ class HttpJudge:
         budget = options.get("budget", budget)
         self.budget = None if budget is None else int(budget)
         self.max_tokens = max_tokens
+        self.method = options.get("method", method)
+        if self.method not in ("text", "logprobs"):
+            raise KdslDataError(f"a server judge reads its grade by text or logprobs, not {self.method}")
         self.sent = 0
         self._lock = threading.Lock()
         self.identity = f"http:{self.base}:{self.model}"
@@ -471,7 +479,7 @@ class HttpJudge:
             self.sent += 1
             return True
 
-    def _ask(self, client, messages: list[dict]) -> Answer:
+    def _ask(self, client, messages: list[dict], choices: Sequence[str]) -> Answer:
         import httpx
 
         began = time.perf_counter()
@@ -479,6 +487,8 @@ class HttpJudge:
             return Answer(error=f"over the budget of {self.budget} requests")
         body = {"model": self.model, "messages": messages, "temperature": 0.0,
                 "max_tokens": self.max_tokens}
+        if self.method == "logprobs":
+            body.update(logprobs=True, top_logprobs=20)
         error = None
         for attempt in range(self.retries + 1):
             try:
@@ -489,8 +499,11 @@ class HttpJudge:
                     return Answer(error=f"HTTP {response.status_code}: {response.text[:200]}",
                                   seconds=time.perf_counter() - began)
                 else:
-                    content = response.json()["choices"][0]["message"]["content"]
-                    return Answer(text=content or "", seconds=time.perf_counter() - began)
+                    choice = response.json()["choices"][0]
+                    content = choice["message"]["content"] or ""
+                    if self.method == "logprobs":
+                        content = _likeliest(choice.get("logprobs"), choices) or content
+                    return Answer(text=content, seconds=time.perf_counter() - began)
             except httpx.TimeoutException:
                 error = f"no answer within {self.timeout:g} s"
             except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as err:
@@ -506,7 +519,25 @@ class HttpJudge:
             except Exception as err:  # noqa: BLE001 - the server is down: every row without a grade
                 return [Answer(error=f"{self.base}: {type(err).__name__}: {err}")] * len(prompts)
             with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-                return list(pool.map(lambda m: self._ask(client, m), prompts))
+                return list(pool.map(lambda m: self._ask(client, m, choices), prompts))
+
+
+def _likeliest(logprobs, choices: Sequence[str]) -> str | None:
+    """The choice whose first token the server found most likely: among the first answer
+    token's alternatives, each token that starts exactly one choice counts for it. None when
+    the server sent no alternatives or none starts a choice alone."""
+    try:
+        alternatives = logprobs["content"][0]["top_logprobs"]
+    except (TypeError, KeyError, IndexError):
+        return None
+    folded = [c.casefold() for c in choices]
+    best: dict[int, float] = {}
+    for alternative in alternatives:
+        token = str(alternative.get("token", "")).strip().casefold()
+        starts = [i for i, c in enumerate(folded) if token and c.startswith(token)]
+        if len(starts) == 1 and isinstance(alternative.get("logprob"), (int, float)):
+            best[starts[0]] = max(best.get(starts[0], -math.inf), float(alternative["logprob"]))
+    return choices[max(best, key=best.get)] if best else None
 
 
 class Recorded:
