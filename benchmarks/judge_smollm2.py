@@ -156,7 +156,9 @@ def main() -> None:
                      "format_broken": round(sum(not r["grades"] and r["shape"] != "terse" for r in rows)
                                             / len(rows), 3)}
 
-    results["calls"] = {"lazy": counted_calls(rows, eager=False), "eager": counted_calls(rows, eager=True)}
+    results["calls"] = {"every_row_and_item": {"asked": len(rows) * len(ITEMS),
+                                               "per_1000_completions": 1000.0 * len(ITEMS)},
+                        "lazy": counted_calls(rows, eager=False), "eager": counted_calls(rows, eager=True)}
     print("judge calls per 1,000 completions:", results["calls"])
 
     from kdsl.io.loading import load_model
