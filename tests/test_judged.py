@@ -197,6 +197,15 @@ def test_a_failing_judge_or_an_answer_outside_the_choices_leaves_the_row_without
     assert record["error"] == "the answer 'maybe' is not one of the choices (no, partly, yes)"
 
 
+def test_a_misspelled_judge_is_an_unknown_function_with_a_suggestion():
+    from kdsl.compiler import check_source
+
+    spec = SPEC.replace('let differential = clinician(', 'let differential = clinican(')
+    (found,) = [d for d in check_source(spec, "p.kd").diagnostics if d.severity == "error"]
+    assert (found.code, found.message) == ("KD082", "unknown function `clinican` (did you mean "
+                                                    "`clinician`?)")
+
+
 def test_unbound_and_unknown_models_are_named():
     program = kdsl.loads(SPEC, "p.kd")
     with pytest.raises(KdslDataError, match=r"this spec calls the judge `clinician`, which is not "
@@ -270,8 +279,15 @@ level content weight 2 {
 level late gate {
   rule also: not on_topic or present(c)
 }
+table tone(polite: bool, on_topic: bool) -> float {
+  true, true -> 1
+  true, false -> 0.5
+  false, _ -> 0
+}
 level after {
   rule last: polite
+  rule judged_when: when on_topic: present(c)
+  rule judged_table: tone(polite >= 0.5, on_topic) >= 0.5
 }
 """
 

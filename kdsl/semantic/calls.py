@@ -47,7 +47,7 @@ class CallLowering:
             return self.call_model(self.program.models[name], e, ctx)
         candidates = [prefix + c for c in (*scope.defs, *scope.tables)]
         if not prefix:
-            candidates += BUILTINS
+            candidates += [*BUILTINS, *(self.program.models if scope is self.scope else ())]
         raise self.error("KD082", f"unknown function `{prefix}{name}`{did_you_mean(prefix + name, candidates)}",
                          e.func.span)
 

@@ -722,8 +722,9 @@ def _lines(explanation: dict, width: int) -> tuple[list, dict]:
                 verdict = (f'"{grade}" ({_number(item["value"])})', "green")
             else:
                 verdict = (_number(item["value"]), "green")
+            seconds = f", {item['seconds']:.2f} s" if item.get("seconds") else ""
             add([(f"    {name}{item['model']} (line {item['line']}): ", ""), verdict,
-                 (f"  {item['status']}" if item["value"] is not None else "", "dim"),
+                 (f"  {item['status']}{seconds}" if item["value"] is not None else "", "dim"),
                  (f": {item['error']}" if item["error"] else "", "")])
             prompt = item["prompt"]
             if prompt is not None:
