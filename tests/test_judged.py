@@ -423,3 +423,29 @@ def test_a_model_nothing_reaches_is_reported():
     messages = [(d.code, d.message) for d in check_source(spec, "s.kd").diagnostics]
     assert messages == [("KD061", "judge `clinician` is never used"),
                         ("KD061", "reward model `rm` is never used")]
+
+
+def test_kdsl_score_reports_what_the_models_were_asked(tmp_path, capsys):
+    import json
+
+    from kdsl.cli import main
+    from tests.judge_server import Behaviour, serving
+
+    spec = tmp_path / "polite.kd"
+    spec.write_text(POLITE)
+    rows = [{"completion": c} for c in ["<reply>Please sit.</reply>", "<reply>Sit.</reply>",
+                                        "<reply>Please sit.</reply>", "no reply"]]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    behaviour = Behaviour(answer=_manners)
+    with serving(behaviour) as url:
+        code = main(["score", str(spec), "--data", str(data), "--out", str(tmp_path / "s.jsonl"),
+                     "--json", "--model-for", f"grader={url}"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["models"]["grader"] == {"asked": 2, "cached": 0, "shared": 1, "skipped": 1,
+                                           "failed": 0, "no_text": 0, "seconds": pytest.approx(
+                                               summary["models"]["grader"]["seconds"])}
+    assert behaviour.requests == 2
+    scores = [json.loads(line)["reward"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert scores == [2.0, 1.0, 2.0, 0.0]
