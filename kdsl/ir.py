@@ -235,15 +235,21 @@ class ProgramIR:
         """Nodes reachable from rules, lets and outputs, in creation (topological) order."""
         roots = [r.body for r in self.rules] + [r.when for r in self.rules if r.when is not None]
         roots += list(self.lets.values()) + list(self.outputs.values())
-        seen: set[int] = set()
-        stack = list(roots)
-        while stack:
-            node = stack.pop()
-            if node.id in seen:
-                continue
-            seen.add(node.id)
-            stack.extend(node.args)
+        seen = reachable(roots)
         return [n for n in self.nodes if n.id in seen]
+
+
+def reachable(roots) -> set[int]:
+    """The ids of ``roots`` and of every node they are computed from."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        stack.extend(node.args)
+    return seen
 
 
 def format_attr(value) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kdsl.ir import JUDGED_OPS, Node, ProgramIR, RuleIR
+from kdsl.ir import JUDGED_OPS, Node, ProgramIR, RuleIR, reachable
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,7 @@ def plan(program: ProgramIR, live: list[Node]) -> DemandPlan | None:
             result.contributions.setdefault(arg.id, []).append(contribution)
     result.dependent = list(reversed(order))
 
-    closure: set[int] = set()
-    stack = [by_id[i] for i in wanted]
-    while stack:
-        node = stack.pop()
-        if node.id in closure:
-            continue
-        closure.add(node.id)
-        stack.extend(node.args)
+    closure = reachable(by_id[i] for i in wanted)
     result.free = [n for n in live if n.id in closure]
     return result
 

@@ -252,7 +252,26 @@ class FunctionRewardModel:
                 Answer(error=f"the reward model gave {v}") for v in values]
 
 
-class LocalJudge:
+class _LocalModel:
+    """A model run in this process: ``source`` is a path, a hub id or a ``.gguf`` file, loaded
+    on first use (once, whichever thread asks first), or an already loaded ``(model, tokenizer)``."""
+
+    def __init__(self, source, batch_size: int, device: str | None, kind: str = ""):
+        self.source = source
+        self.batch_size = batch_size
+        self.device = device
+        self.identity = f"local:{source if isinstance(source, str) else type(source).__name__}{kind}"
+        self._loaded = None
+        self._lock = threading.Lock()
+
+    def _model(self):
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self.source if isinstance(self.source, tuple) else self._load()
+            return self._loaded
+
+
+class LocalJudge(_LocalModel):
     """A causal language model run here with transformers (a folder, hub id or ``.gguf`` file).
 
     ``method="logprobs"`` (default) reads the grade from the model's probabilities: the choice
@@ -264,30 +283,22 @@ class LocalJudge:
                  max_new_tokens: int = 8, device: str | None = None, dtype=None):
         if method not in ("logprobs", "generate"):
             raise KdslDataError(f"a local judge reads its grade by logprobs or generate, not {method}")
-        self.source = source
+        super().__init__(source, batch_size, device, f":{method}")
         self.method = method
-        self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.device = device
         self.dtype = dtype
-        self.identity = f"local:{source if isinstance(source, str) else type(source).__name__}:{method}"
-        self._loaded = None
-        self._lock = threading.Lock()
+
+    def _load(self):
+        from kdsl.io.loading import load_model
+
+        model, processing = load_model(str(self.source), dtype=self.dtype, device=self.device)
+        return model, getattr(processing, "tokenizer", processing)
 
     def _model(self):
-        with self._lock:
-            if self._loaded is None:
-                if isinstance(self.source, tuple):
-                    model, tokenizer = self.source
-                else:
-                    from kdsl.io.loading import load_model
-
-                    model, processing = load_model(str(self.source), dtype=self.dtype, device=self.device)
-                    tokenizer = getattr(processing, "tokenizer", processing)
-                if tokenizer.pad_token is None:
-                    tokenizer.pad_token = tokenizer.eos_token
-                self._loaded = (model, tokenizer)
-            return self._loaded
+        model, tokenizer = super()._model()
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
 
     def prompt_text(self, messages: list[dict]) -> str:
         _, tokenizer = self._model()
@@ -371,36 +382,24 @@ class LocalJudge:
         return [choices[max(range(k), key=lambda c, p=p: totals[p * k + c])] for p in range(len(texts))]
 
 
-class LocalRewardModel:
+class LocalRewardModel(_LocalModel):
     """A sequence-classification model run here (a folder or hub id): the score of a text, or of
     a pair of texts, is its one logit; with several labels, the probability of the last one."""
 
     def __init__(self, source, *, batch_size: int = 16, device: str | None = None):
-        self.source = source
-        self.batch_size = batch_size
-        self.device = device
-        self.identity = f"local:{source if isinstance(source, str) else type(source).__name__}"
-        self._loaded = None
-        self._lock = threading.Lock()
+        super().__init__(source, batch_size, device)
 
-    def _model(self):
-        with self._lock:
-            if self._loaded is None:
-                if isinstance(self.source, tuple):
-                    self._loaded = self.source
-                else:
-                    import torch
-                    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def _load(self):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-                    device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-                    try:
-                        model = AutoModelForSequenceClassification.from_pretrained(str(self.source))
-                        tokenizer = AutoTokenizer.from_pretrained(str(self.source))
-                    except (OSError, ValueError) as err:
-                        raise KdslDataError(f"cannot load the reward model {self.source}: {err}") from None
-                    model.to(device).eval()
-                    self._loaded = (model, tokenizer)
-            return self._loaded
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(self.source))
+            tokenizer = AutoTokenizer.from_pretrained(str(self.source))
+        except (OSError, ValueError) as err:
+            raise KdslDataError(f"cannot load the reward model {self.source}: {err}") from None
+        return model.to(device).eval(), tokenizer
 
     def score(self, texts: list[tuple[str, ...]]) -> list[Answer]:
         import torch
