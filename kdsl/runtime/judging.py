@@ -655,60 +655,15 @@ class Judging:
         n = len(ref)
         for node, op, model, criterion, choices, _labels in module.JUDGED:
             stats = ItemStats()
+            record: list = [None] * n
             rows = None if self.eager else need.get(node)
             wanted = [bool(v) for v in rows.tolist()] if rows is not None else [True] * n
-            parts = shown[node]
-            values = [0.0] * n
-            valid = [False] * n
-            record = [None] * n
-            pending: dict[str, list[int]] = {}  # cache key -> the rows that share its prompt
-            prompts: dict[str, object] = {}
-            backend = None
-            for row in range(n):
-                if not wanted[row]:
-                    stats.skipped += 1
-                    record[row] = {"status": "skipped"}
-                    continue
-                texts = [(label, part[row]) for label, part in parts]
-                if any(text is None for _, text in texts):
-                    stats.no_text += 1
-                    missing = next(label for label, text in texts if text is None)
-                    record[row] = {"status": "no text", "error": f"there is no `{missing}` to show"}
-                    continue
-                if backend is None:
-                    backend = self.backend(model, kinds[model])
-                prompt = (judge_messages(criterion, texts, choices) if op == "rubric"
-                          else tuple(text for _, text in texts))
-                key = JudgeCache.key(backend.identity, [op, prompt, list(choices)])
-                if key in pending:
-                    pending[key].append(row)
-                    continue
-                pending[key] = [row]
-                prompts[key] = prompt
-            asked: dict[str, Answer] = {}
-            fresh = []
-            for key in prompts:
-                found = self.cache.get(key)
-                if found is not None:
-                    asked[key] = found
-                    stats.cached += 1
-                else:
-                    fresh.append(key)
-                stats.shared += len(pending[key]) - 1
-            if fresh:
-                began = time.perf_counter()
-                if op == "rubric":
-                    answers = backend.grade([prompts[k] for k in fresh], choices)
-                else:
-                    answers = backend.score([prompts[k] for k in fresh])
-                stats.seconds += time.perf_counter() - began
-                stats.asked += len(fresh)
-                for key, answer in zip(fresh, answers):
-                    asked[key] = answer
-                    self.cache.put(key, answer)
-            for key, rows_of_key in pending.items():
-                answer = asked[key]
-                source = "cached" if key not in fresh else "asked"
+            item = (op, model, kinds[model], criterion, choices)
+            prompts, sharing = self._prompts(item, shown[node], wanted, stats, record)
+            answers, fresh = self._answers(item, prompts, stats)
+            values, valid = [0.0] * n, [False] * n
+            for key, rows_of_key in sharing.items():
+                answer = answers[key]
                 value, error = _value_of(op, answer, choices)
                 if value is not None and node in self.mutations:
                     value = self.mutations[node](value)
@@ -716,6 +671,8 @@ class Judging:
                     self.recording[recorded_key(prompts[key], choices)] = {
                         "model": model, "kind": op, "prompt": prompts[key], "choices": list(choices),
                         "answer": answer.text, "value": answer.value}
+                source = "asked" if key in fresh else "cached"
+                stats.shared += len(rows_of_key) - 1
                 for i, row in enumerate(rows_of_key):
                     if value is None:
                         stats.failed += 1
@@ -724,12 +681,59 @@ class Judging:
                     record[row] = {"status": source if i == 0 else f"{source}, shared",
                                    "prompt": prompts[key], "answer": answer.text,
                                    "value": value, "error": error, "seconds": round(answer.seconds, 4)}
-            x = torch.tensor(values, dtype=ref.dtype, device=ref.device)
-            m = torch.tensor(valid, dtype=torch.bool, device=ref.device)
-            env[value_name(node)], env[mask_name(node)] = x, m
+            env[value_name(node)] = torch.tensor(values, dtype=ref.dtype, device=ref.device)
+            env[mask_name(node)] = torch.tensor(valid, dtype=torch.bool, device=ref.device)
             self.stats.of(model).add(stats)
             if trace is not None:
                 trace.setdefault("judged", {})[node] = record
+
+    def _prompts(self, item: tuple, parts: list, wanted: list[bool], stats: ItemStats,
+                 record: list) -> tuple[dict, dict]:
+        """The distinct prompts of the wanted rows that have every part to show, by cache key,
+        and the rows that share each."""
+        op, model, kind, criterion, choices = item
+        prompts: dict[str, object] = {}
+        sharing: dict[str, list[int]] = {}
+        for row, asked_for in enumerate(wanted):
+            if not asked_for:
+                stats.skipped += 1
+                record[row] = {"status": "skipped"}
+                continue
+            texts = [(label, part[row]) for label, part in parts]
+            missing = [label for label, text in texts if text is None]
+            if missing:
+                stats.no_text += 1
+                record[row] = {"status": "no text", "error": f"there is no `{missing[0]}` to show"}
+                continue
+            prompt = (judge_messages(criterion, texts, choices) if op == "rubric"
+                      else tuple(text for _, text in texts))
+            key = JudgeCache.key(self.backend(model, kind).identity, [op, prompt, list(choices)])
+            prompts.setdefault(key, prompt)
+            sharing.setdefault(key, []).append(row)
+        return prompts, sharing
+
+    def _answers(self, item: tuple, prompts: dict, stats: ItemStats) -> tuple[dict, set]:
+        """An answer per prompt: from the cache, or from the model in one call for the rest (the
+        keys asked now are returned too)."""
+        op, model, kind, _criterion, choices = item
+        answers: dict[str, Answer] = {}
+        for key in prompts:
+            found = self.cache.get(key)
+            if found is not None:
+                answers[key] = found
+                stats.cached += 1
+        fresh = [key for key in prompts if key not in answers]
+        if fresh:
+            backend = self.backend(model, kind)
+            began = time.perf_counter()
+            asked = (backend.grade([prompts[k] for k in fresh], choices) if op == "rubric"
+                     else backend.score([prompts[k] for k in fresh]))
+            stats.seconds += time.perf_counter() - began
+            stats.asked += len(fresh)
+            for key, answer in zip(fresh, asked):
+                answers[key] = answer
+                self.cache.put(key, answer)
+        return answers, set(fresh)
 
 
 def _value_of(op: str, answer: Answer, choices: Sequence[str]) -> tuple[float | None, str | None]:
