@@ -269,6 +269,7 @@ let on_topic = grader("The text is about the topic.", b, topic)
 level format gate {
   rule has_a: present(a)
   rule a_polite_enough: when present(c): polite >= "somewhat"
+  rule counts_nothing: present(b) weight 0
 }
 level content weight 2 {
   rule both: present(b) and on_topic

@@ -5,8 +5,9 @@ in the rows where it can make a difference (``kdsl.runtime.judging``). Before an
 ``demand`` computes, from the values that need no model, a mask per judged node. A row is left
 out where
 
-- a gate level before the judged value's level is closed by a rule that needs no model (a gate
-  with a rule below 1 sets every later level to 0, whatever the model would say);
+- a gate level before the judged value's level is closed by a rule that needs no model and
+  weighs something (a gate with such a rule below 1 sets every later level to 0, whatever the
+  model would say);
 - the rule's `when` needs no model and does not hold (the rule does not apply);
 - a sibling of an `and` on the way from the rule to the judged value is a known false (false and
   anything is false, in every logic), or a sibling of an `or` a known true; or an `if` takes the
@@ -68,8 +69,9 @@ def plan(program: ProgramIR, live: list[Node]) -> DemandPlan | None:
         result.reach[level.name] = list(gates_so_far)
         result.counted[level.name] = level.gate or level.weight != 0
         if level.gate:
-            free_rules = [r for r in level.rules if r.body.id not in dependent and (
-                r.when is None or r.when.id not in dependent)]
+            # A rule that weighs nothing cannot lower its level's score, so cannot close it.
+            free_rules = [r for r in level.rules if r.weight > 0 and r.body.id not in dependent
+                          and (r.when is None or r.when.id not in dependent)]
             for rule in free_rules:
                 wanted.add(rule.body.id)
                 if rule.when is not None:
