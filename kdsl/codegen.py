@@ -654,6 +654,8 @@ class Generator:
                     source = f"n{c.parent}"
                 if c.kind == "all":
                     terms.append(source)
+                elif c.kind == "batch":
+                    terms.append(f"ops.in_any_row({source})")
                 elif c.kind in ("and", "or"):
                     decided = "ops.unless_false" if c.kind == "and" else "ops.unless_true"
                     terms.append(f"{decided}({source}, {value_name(c.other)}, {mask_name(c.other)})")

@@ -270,6 +270,7 @@ level format gate {
   rule has_a: present(a)
   rule a_polite_enough: when present(c): polite >= "somewhat"
   rule counts_nothing: present(b) weight 0
+  rule one_word: length(a, words) <= 1
 }
 level content weight 2 {
   rule both: present(b) and on_topic
@@ -289,6 +290,7 @@ level after {
   rule last: polite
   rule judged_when: when on_topic: present(c)
   rule judged_table: tone(polite >= 0.5, on_topic) >= 0.5
+  rule above_the_batch: polite >= batch_mean(polite)
 }
 """
 
@@ -450,3 +452,30 @@ def test_kdsl_score_reports_what_the_models_were_asked(tmp_path, capsys):
     assert behaviour.requests == 2
     scores = [json.loads(line)["reward"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert scores == [2.0, 1.0, 2.0, 0.0]
+
+
+def test_a_value_a_batch_reduction_reads_is_asked_in_every_row():
+    """`batch_mean(grade)` reads every row's grade, so a row whose own reward cannot use its
+    grade (its gate is closed) is still asked: its grade moves the other rows' rules."""
+    spec = """spec s version 1
+judge grader
+output {
+  a: tag "a"
+}
+let polite = grader("The text is polite.", a, choices = "no" | "somewhat" | "yes")
+level format gate {
+  rule one_word: length(a, words) <= 1
+}
+level relative {
+  rule above_the_batch: polite >= batch_mean(polite)
+}
+"""
+    from tests.reference import Reference
+
+    completions = ["<a>please</a>", "<a>thanks</a>", "<a>go away</a>"]  # yes, somewhat, no
+    program = kdsl.loads(spec, "s.kd", models={"grader": _grader})
+    scores = program.score(completions)
+    expected = Reference(spec).score_batch(completions, [{}] * 3, models={"grader": _grader})
+    assert scores.reward.tolist() == pytest.approx([w["reward"] for w in expected])
+    assert scores.rules["above_the_batch"].tolist() == [1.0, 1.0, 0.0]  # the mean is 0.5, not 0.75
+    assert program.judge_stats.of("grader").skipped == 0

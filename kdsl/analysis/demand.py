@@ -31,7 +31,8 @@ class Contribution:
     """One way a node's value reaches the reward: through a rule's body or `when` (``rule``), or
     through a parent node (``parent``), on the condition ``kind`` of the sibling ``other``:
     ``all`` (none), ``and`` (unless ``other`` is a known false), ``or`` (unless a known true),
-    ``then``/``else`` (unless the condition ``other`` takes the other branch)."""
+    ``then``/``else`` (unless the condition ``other`` takes the other branch); ``batch``: a
+    reduction over the batch, so every row where any row needs it."""
 
     kind: str
     rule: str | None = None
@@ -117,4 +118,6 @@ def _through(parent: Node, position: int, dependent: set[int]) -> Contribution:
     if parent.op == "if" and position in (1, 2) and parent.args[0].id not in dependent:
         return Contribution("then" if position == 1 else "else", parent=parent.id,
                             other=parent.args[0].id)
+    if parent.op in ("batch_min", "batch_max", "batch_mean"):  # every row's value reaches every row
+        return Contribution("batch", parent=parent.id)
     return Contribution("all", parent=parent.id)

@@ -550,6 +550,11 @@ def unless_true(need: Tensor, x: Tensor, m: Tensor) -> Tensor:
     return need & ~(m & (x == 1))
 
 
+def in_any_row(need: Tensor) -> Tensor:
+    """Every row, where any row needs a value that a reduction over the batch reads."""
+    return need.any().expand_as(need)
+
+
 def unless_branch(need: Tensor, c: Tensor, mc: Tensor, then: bool) -> Tensor:
     """``need`` for a branch of an `if`, except where the known condition takes the other one."""
     other = (c < 0.5) if then else (c >= 0.5)
