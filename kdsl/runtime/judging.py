@@ -585,27 +585,20 @@ def read_recorded(path: str | Path) -> list[dict]:
     return entries
 
 
-def bind(kind: str, name: str, value) -> object:
-    """The backend for a spec's model ``name`` of ``kind`` (judge or reward_model) from what the
-    user bound it to (see the module's docstring)."""
-    if kind == "judge":
-        if hasattr(value, "grade"):
-            return value
-        if callable(value) and not isinstance(value, (str, os.PathLike)):
-            return FunctionJudge(value)
-        if isinstance(value, tuple):  # (model, tokenizer), already loaded
-            return LocalJudge(value)
-        text = str(value)
-        if text.startswith(("http://", "https://")):
-            return HttpJudge(text)
-        return LocalJudge(text)
-    if hasattr(value, "score") and not isinstance(value, (str, os.PathLike, tuple)):
+def bind(kind: str, value) -> object:
+    """The backend for a model of ``kind`` (judge or reward_model) from what the user bound it
+    to (see the module's docstring)."""
+    judge = kind == "judge"
+    if hasattr(value, "grade" if judge else "score"):
         return value
-    if callable(value) and not isinstance(value, (str, os.PathLike)):
-        return FunctionRewardModel(value)
-    if isinstance(value, tuple):
-        return LocalRewardModel(value)
-    return LocalRewardModel(str(value))
+    if isinstance(value, tuple):  # (model, tokenizer), already loaded
+        return LocalJudge(value) if judge else LocalRewardModel(value)
+    if callable(value):
+        return FunctionJudge(value) if judge else FunctionRewardModel(value)
+    text = str(value)
+    if judge and text.startswith(("http://", "https://")):
+        return HttpJudge(text)
+    return LocalJudge(text) if judge else LocalRewardModel(text)
 
 
 # ---- a batch --------------------------------------------------------------------------------------
@@ -639,7 +632,7 @@ class Judging:
                     f"this spec calls the {what} `{name}`, which is not bound to a model: give "
                     f"kdsl.load(spec, models={{'{name}': PATH_OR_URL}}), --model-for "
                     f"{name}=PATH_OR_URL, or set {MODEL_VARIABLE.format(name.upper())}")
-            self._backends[name] = bind(kind, name, value)
+            self._backends[name] = bind(kind, value)
         return self._backends[name]
 
     def fill(self, module, env: dict, shown: Mapping[int, list], need: Mapping, ref,
